@@ -1,0 +1,1 @@
+"""Triton code generation and runtime for reversible coupling blocks."""

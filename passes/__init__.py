@@ -1,0 +1,1 @@
+"""Compiler passes over the combinator IR; each pass is one file, registered by name."""
