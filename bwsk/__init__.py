@@ -1,1 +1,28 @@
-"""bwsk: a combinator IR over ATen and compiler passes that find where a network preserves information."""
+"""bwsk: a combinator IR over ATen and compiler passes that find where a network preserves information.
+
+    program = bwsk.parse(text)            # IR text -> verified Program; str(program) prints it
+    program = bwsk.lower(exported)        # torch.export.ExportedProgram -> Program (Core ATen)
+    program = bwsk.load("pythia-70m")     # export archive, Hugging Face model or zoo name -> Program
+    outputs = program(*inputs, params={name: tensor})
+"""
+
+from bwsk.errors import BwskError
+from bwsk.parser import parse
+from bwsk.program import Program
+
+
+def lower(exported, *, level: str = "core", name: str = "model", strip_prefix: str = "") -> Program:
+    """Lower a torch.export ExportedProgram into a verified Program (see bwsk.frontend.lower)."""
+    from bwsk.frontend import lower as lower_exported
+
+    return lower_exported(exported, level=level, name=name, strip_prefix=strip_prefix)
+
+
+def load(spec: str, **options) -> Program:
+    """The Program of an export archive, a Hugging Face directory or hub id, or a zoo name (see bwsk.frontend.load)."""
+    from bwsk.frontend import load as load_source
+
+    return load_source(spec, **options)
+
+
+__all__ = ["BwskError", "Program", "load", "lower", "parse"]

@@ -11,59 +11,124 @@ import argparse
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 
 from bwsk.atomic import write_atomic
-from bwsk.errors import BwskError, SourceError
+from bwsk.errors import BwskError
 from bwsk.parser import decode, parse
 from bwsk.printer import print_program
 from bwsk.program import Program
 
+EXIT_MISMATCH = 1
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 3
 
 DESCRIPTION = """\
-Compile a program into bwsk's combinator IR and emit it.
+Compile a model into bwsk's combinator IR and emit it.
 
-INPUT is a .bwsk text file (or - for standard input). The program is parsed,
-verified (names, scopes, operators, arities, declared types) and printed in
-canonical form, so `--emit ir` doubles as a formatter.
+INPUT is recognised by content, not by extension:
+  - a .bwsk IR text file (or - for standard input): parsed, verified and
+    printed in canonical form, so `--emit ir` doubles as a formatter;
+  - an archive written by torch.export.save (.pt2, or .pt);
+  - a Hugging Face model directory (config.json, weights optional) or hub id;
+  - a built-in zoo model: {zoo};
+  - a torch.save pickle, only with --trust-pickle (loading a pickle runs code).
+
+Models are exported with torch.export, lowered to Core ATen (or the training
+IR with --level training) and verified. Residual blocks read as S terms,
+chains as B, values used twice as W.
 """
 
 EPILOG = """\
 examples:
-  bwsk-compile grammar/examples/residual.bwsk --emit ir
-  bwsk-compile model.bwsk --emit ir -o model.bwsk --force   # format in place
+  bwsk-compile pythia-70m --emit ir                  # full size, meta device, no weights
+  bwsk-compile pythia-70m --tiny --layers 2 --verify # evaluate the IR against torch
+  bwsk-compile model.pt2 --emit ir -o model.bwsk
+  bwsk-compile model.bwsk -o model.bwsk --force      # format in place
 
-errors are reported as FILE:LINE:COL: message, with exit code 2.
+--verify evaluates the IR on the stored example inputs (random ones when none
+are stored) with the model's weights (random when none) and compares it with
+the ExportedProgram: it prints the largest absolute and relative error (the
+largest absolute error over the largest reference magnitude) and exits 1 when
+the relative error exceeds 1e-5.
+
+errors are one line on stderr (FILE:LINE:COL: message for IR text), exit code 2.
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from bwsk import zoo
+
     parser = argparse.ArgumentParser(
         prog="bwsk-compile",
-        description=DESCRIPTION,
+        description=DESCRIPTION.format(zoo=", ".join(zoo.names())),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("input", metavar="INPUT", help="a .bwsk IR file, or - for standard input")
+    parser.add_argument("input", metavar="INPUT", help="IR text, export archive, Hugging Face model or zoo name")
     parser.add_argument("--emit", choices=["ir"], default="ir", help="what to write (default: ir, the canonical IR text)")
     parser.add_argument("-o", "--output", metavar="OUT", help="write to OUT instead of standard output (atomically)")
     parser.add_argument("--force", action="store_true", help="replace OUT if it already exists")
+    model = parser.add_argument_group("models")
+    model.add_argument("--level", choices=["core", "training"], default="core", help="Core ATen (default) or the training-level IR")
+    model.add_argument("--verify", action="store_true", help="evaluate the IR and compare it with the ExportedProgram (exit 1 on mismatch)")
+    model.add_argument("--tiny", action="store_true", help="zoo / config models: shrink the width (keeps the architecture)")
+    model.add_argument("--layers", type=int, metavar="N", help="zoo / config models: override the depth")
+    model.add_argument("--batch", type=int, default=1, metavar="N", help="example batch size (default 1)")
+    model.add_argument("--seq", type=int, default=128, metavar="N", help="example sequence length (default 128)")
+    model.add_argument("--dynamic-batch", action="store_true", help="export with a symbolic batch dimension")
+    model.add_argument("--trust-pickle", action="store_true", help="allow loading a torch.save pickle (runs its code)")
+    model.add_argument("--input-shape", action="append", metavar="SHAPE", help="pickles: example input shape, e.g. 1x16 or 1x128:i64 (repeat per input)")
     return parser
 
 
+def is_ir_text(spec: str) -> bool:
+    """IR text is anything that is not a zip archive, a pickle or a directory (bad text is then a located error)."""
+    if spec == "-":
+        return True
+    if not os.path.isfile(spec):
+        return False
+    with open(spec, "rb") as handle:
+        head = handle.read(4)
+    return not (head.startswith(b"PK") or head.startswith(b"\x80"))
+
+
 def read_program(spec: str) -> Program:
-    """Parse and verify the program named by `spec` (a path or - for stdin)."""
+    """Parse and verify the IR text in `spec` (a path or - for stdin)."""
     if spec == "-":
         return parse(decode(sys.stdin.buffer.read(), "<stdin>"), "<stdin>")
-    if not os.path.exists(spec):
-        raise SourceError(f"{spec}: no such file")
-    if os.path.isdir(spec):
-        raise SourceError(f"{spec}: is a directory (expected a .bwsk file)")
     with open(spec, "rb") as handle:
         data = handle.read()
     return parse(decode(data, spec), spec)
+
+
+def compile_model(args: argparse.Namespace) -> Program:
+    from bwsk.frontend import compile_source, faithfulness
+
+    compiled = compile_source(
+        args.input,
+        level=args.level,
+        trust_pickle=args.trust_pickle,
+        input_shapes=args.input_shape,
+        tiny=args.tiny,
+        layers=args.layers,
+        batch=args.batch,
+        seq=args.seq,
+        device="cpu" if args.verify else "meta",
+        dynamic_batch=args.dynamic_batch,
+        progress=sys.stderr.isatty(),
+    )
+    if args.verify:
+        report = faithfulness(compiled)
+        print(f"verify {compiled.program.name}: {report}", file=sys.stderr)
+        if not report.ok:
+            raise VerificationFailed(str(report))
+    return compiled.program
+
+
+class VerificationFailed(Exception):
+    """--verify found the IR and the ExportedProgram disagree (exit code 1)."""
 
 
 def emit(text: str, output: str | None, force: bool) -> None:
@@ -75,18 +140,27 @@ def emit(text: str, output: str | None, force: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    program = read_program(args.input)
+    if is_ir_text(args.input):
+        if args.verify:
+            raise BwskError(f"{args.input}: --verify compares a lowered model with its export; IR text has none")
+        program = read_program(args.input)
+    else:
+        program = compile_model(args)
     emit(print_program(program), args.output, args.force)
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not os.environ.get("BWSK_DEBUG"):
+        warnings.filterwarnings("ignore")  # library deprecation chatter; errors are still reported
     try:
         return run(args)
     except BwskError as error:
         print(error.render(), file=sys.stderr)
         return EXIT_USER_ERROR
+    except VerificationFailed:
+        return EXIT_MISMATCH
     except KeyboardInterrupt:
         print("bwsk-compile: interrupted", file=sys.stderr)
         return 130

@@ -83,8 +83,9 @@ class _Region:
 
 
 class _Lowering:
-    def __init__(self, ep: torch.export.ExportedProgram, prefix: str, name: str, level: str):
+    def __init__(self, ep: torch.export.ExportedProgram, prefix: str, name: str, level: str, input_names: tuple[str, ...]):
         self.ep = ep
+        self.input_names = input_names
         self.prefix = prefix
         self.name = name
         self.level = level
@@ -111,7 +112,7 @@ class _Lowering:
         if not stack:
             return ""
         path = list(stack.values())[-1][0]
-        return self.strip(path)
+        return "" if path.startswith("_empty_nn_module_stack") else self.strip(path)
 
     def fresh(self, base: str) -> str:
         base = ".".join(part for part in base.replace("[", ".").replace("]", "").split(".") if part)
@@ -135,10 +136,13 @@ class _Lowering:
             node = placeholders[spec.arg.name]
             kind = spec.kind.name
             if kind == "USER_INPUT":
-                name = self.fresh(node.name)
+                position = len(inputs)
+                name = self.fresh(self.input_names[position] if position < len(self.input_names) else node.name)
                 self.refs[node] = Ref("value", name)
                 inputs.append(Input(name, _value_type(node.meta["val"])))
             elif kind in _STATE_KINDS:
+                if not node.users:
+                    continue  # e.g. the second name of a tied weight: the export reads the other one
                 target = self.strip(spec.target)
                 self.refs[node] = Ref("state", target)
                 state.append(State(target, _STATE_KINDS[kind], _value_type(node.meta["val"])))
@@ -271,6 +275,7 @@ class _Lowering:
                 inlined.add(node)
 
         self.branch_names = {id(r): self.fresh(_common_prefix([self.module_of(n) for n in r.nodes]) + ".branch") for r in regions}
+        self.function_names = set(self.branch_names.values())
         for node in top:
             if node not in inlined:
                 self.names[node] = self.fresh(f"{self.module_of(node)}.{self.short_op(node)}")
@@ -289,15 +294,18 @@ class _Lowering:
                 return self.residual_term(residual_of[node], resolve_top)
             return self.prim_of(node, resolve_top)
 
-        items: list[tuple[float, Definition]] = []
+        self.items = []
         for node in top:
             if node in inlined:
                 continue
             term = self.structured(top_term(node))
-            items.append((index[node], Definition(self.names[node], term, self.type_of(node), self.module_of(node) or None)))
+            definition = Definition(self.names[node], term, self.type_of(node), self.module_of(node) or None)
+            self.items.append(((index[node], 0), definition))
+        context = _Context(index, home, residual_of, occurrences, resolve_top)
         for region in regions:
-            items.append((index[region.add] - 0.5, self.branch_definition(region, home, residual_of, resolve_top, occurrences)))
-        items.sort(key=lambda item: item[0])
+            self.branch_definition(region, context)
+        self.items.sort(key=lambda item: item[0])
+        items = self.items
 
         outputs = []
         for value in user_results:
@@ -322,7 +330,7 @@ class _Lowering:
         while stack:
             term = stack.pop()
             if isinstance(term, Ref):
-                if term.kind == "value" and term.name not in self.branch_names_set:
+                if term.kind == "value" and term.name not in self.function_names:
                     counts[term.name] += 1
                 continue
             if isinstance(term, Prim):
@@ -333,44 +341,93 @@ class _Lowering:
         variable = max(counts, key=counts.__getitem__)
         return App(self.abstractor.abstract(variable, tree), Ref("value", variable))
 
-    @property
-    def branch_names_set(self) -> set[str]:
-        return set(self.branch_names.values())
+    def branch_definition(self, region: _Region, context: _Context) -> None:
+        """Emit `%<module>.branch`, the function x -> out of a residual region (and its module functions)."""
+        own = {n for n in region.nodes if context.home[n] is region}
+        prefix = _common_prefix([self.module_of(n) for n in region.nodes])
+        term = self.function_term(own, region.x, region.out, prefix, context, depth=0)
+        name = self.branch_names[id(region)]
+        self.emit((context.index[region.add], -1), name, term, region.x, region.out, prefix)
 
-    def branch_definition(self, region, home, residual_of, resolve_top, occurrences) -> Definition:
-        own = sorted((n for n in region.nodes if home[n] is region), key=lambda n: n.name)
-        order = {n: i for i, n in enumerate(self.graph.nodes)}
-        own.sort(key=order.__getitem__)
-        shared = [n for n in own if n is not region.out and occurrences[n] > 1]
+    def function_term(self, nodes: set, entry, exit, prefix: str, context: _Context, depth: int) -> Term:
+        """The combinator function `entry -> exit` computing `nodes`.
+
+        Each child module of `prefix` whose nodes here have one variable input and one
+        output becomes its own function definition, applied where its output is used.
+        Values used twice are let-bound, so each node is computed once per call.
+        """
+        calls: dict[torch.fx.Node, tuple[str, torch.fx.Node]] = {}
+        hidden: set = set()
+        for module, group in _child_groups(nodes, prefix, self.module_of).items():
+            inputs = {i for n in group for i in _inputs_of(n) if i not in group and (i is entry or i in nodes)}
+            outputs = [n for n in group if n is exit or any(u not in group for u in self.users(n))]
+            if len(group) < 2 or len(inputs) != 1 or len(outputs) != 1 or group == nodes:
+                continue
+            (value,), (result,) = inputs, outputs
+            term = self.function_term(group, value, result, module, context, depth + 1)
+            name = self.fresh(module)
+            self.function_names.add(name)
+            self.emit((context.index[result], -2 - depth), name, term, value, result, module)
+            calls[result] = (name, value)
+            hidden |= group - {result}
+        own = sorted(nodes - hidden, key=context.index.__getitem__)
+        shared = [n for n in own if n is not exit and context.occurrences[n] > 1]
         variable = "__x"
         let_names = {n: f"__let{i}" for i, n in enumerate(shared)}
 
         def resolve(node: torch.fx.Node) -> Term:
-            if node is region.x:
+            if node is entry:
                 return Ref("value", variable)
             if node in let_names:
                 return Ref("value", let_names[node])
-            if node in region.nodes:
+            if node in nodes:
                 return term_of(node)
-            return resolve_top(node)
+            return context.resolve_top(node)
 
         def term_of(node: torch.fx.Node) -> Term:
-            if node in residual_of:
-                return self.residual_term(residual_of[node], resolve)
+            if node in calls:
+                name, value = calls[node]
+                return App(Ref("value", name), resolve(value))
+            if node in context.residual_of:
+                return self.residual_term(context.residual_of[node], resolve)
             return self.prim_of(node, resolve)
 
         scope = frozenset([variable, *let_names.values()])
-        body = term_of(region.out)
+        body = term_of(exit)
         for node in reversed(shared):
             body = self.abstractor.let_(let_names[node], term_of(node), body, scope)
-        branch = self.abstractor.abstract(variable, body, scope)
-        leftover = [v for v in self.abstractor.free(branch) if v.startswith("__")]
+        function = self.abstractor.abstract(variable, body, scope)
+        leftover = [v for v in self.abstractor.free(function) if v.startswith("__")]
         if leftover:
-            raise LoweringError(f"internal: branch of {region.add.name} still mentions {leftover}")
-        x_type, out_type = self.type_of(region.x), self.type_of(region.out)
+            raise LoweringError(f"internal: function {prefix} still mentions {leftover}")
+        return function
+
+    def emit(self, key: tuple, name: str, term: Term, entry, exit, module: str) -> None:
+        x_type, out_type = self.type_of(entry), self.type_of(exit)
         type_ = FunctionType((x_type,), out_type) if x_type is not None and out_type is not None else None
-        module = _common_prefix([self.module_of(n) for n in region.nodes]) or None
-        return Definition(self.branch_names[id(region)], branch, type_, module)
+        self.items.append((key, Definition(name, term, type_, module or None)))
+
+
+@dataclass
+class _Context:
+    """What function bodies need from the whole graph while they are built."""
+
+    index: dict
+    home: dict
+    residual_of: dict
+    occurrences: Counter
+    resolve_top: object
+
+
+def _child_groups(nodes: set, prefix: str, module_of) -> dict[str, set]:
+    """Nodes grouped by the child module of `prefix` they belong to (nodes of `prefix` itself are left out)."""
+    depth = len(prefix.split(".")) if prefix else 0
+    groups: dict[str, set] = {}
+    for node in nodes:
+        parts = module_of(node).split(".") if module_of(node) else []
+        if len(parts) > depth and parts[:depth] == (prefix.split(".") if prefix else []):
+            groups.setdefault(".".join(parts[: depth + 1]), set()).add(node)
+    return groups
 
 
 _ADD = Prim("aten.add.Tensor", (HOLE, HOLE))
@@ -402,6 +459,11 @@ def lower(
     name: str = "model",
     level: str = "core",
     strip_prefix: str = "",
+    input_names: tuple[str, ...] = (),
 ) -> Program:
-    """Lower an ExportedProgram (already at the wanted level) into a verified Program."""
-    return _Lowering(ep, strip_prefix, name, level).build()
+    """Lower an ExportedProgram (already at the wanted level) into a verified Program.
+
+    `strip_prefix` is removed from state and module names (a wrapper's attribute);
+    `input_names` name the user inputs in order (default: the export's placeholder names).
+    """
+    return _Lowering(ep, strip_prefix, name, level, tuple(input_names)).build()

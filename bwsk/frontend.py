@@ -1,0 +1,150 @@
+"""From what the user has (an export archive, a Hugging Face model, a zoo name) to a Program.
+
+`lower(ep)` lowers an ExportedProgram at the chosen level; `compile_source(spec)`
+resolves, exports and lowers a source and keeps the state tensors by IR name;
+`faithfulness(compiled)` evaluates the Program against the ExportedProgram.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.utils._pytree as pytree
+
+from bwsk.errors import BwskError
+from bwsk.lowering import lower as lower_exported
+from bwsk.program import Program
+from bwsk.sources import Resolved, resolve
+from bwsk.zoo import TensorOutputs
+
+LEVELS = ("core", "training")
+FP32_RTOL = 1e-5
+
+
+def at_level(ep: torch.export.ExportedProgram, level: str) -> torch.export.ExportedProgram:
+    """Core ATen (`run_decompositions()`) or the training-level IR that `torch.export.export` returns."""
+    if level not in LEVELS:
+        raise BwskError(f"unknown level {level!r} (expected one of {', '.join(LEVELS)})")
+    return ep.run_decompositions() if level == "core" else ep
+
+
+def lower(ep: torch.export.ExportedProgram, *, level: str = "core", name: str = "model", strip_prefix: str = "") -> Program:
+    """Lower an ExportedProgram into a verified Program; `level` records (and selects) the IR level."""
+    return lower_exported(at_level(ep, level), name=name, level=level, strip_prefix=strip_prefix)
+
+
+def state_tensors(ep: torch.export.ExportedProgram, strip_prefix: str = "") -> dict[str, torch.Tensor]:
+    """Parameters, buffers and constants by their IR names (state-dict names less `strip_prefix`)."""
+    found: dict[str, torch.Tensor] = {}
+    for spec in ep.graph_signature.input_specs:
+        if spec.target is None or spec.kind.name not in ("PARAMETER", "BUFFER", "CONSTANT_TENSOR"):
+            continue
+        value = ep.state_dict.get(spec.target)
+        if value is None:
+            value = ep.constants[spec.target]
+        name = spec.target
+        if strip_prefix and name.startswith(strip_prefix + "."):
+            name = name[len(strip_prefix) + 1 :]
+        found[name] = value
+    return found
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """A lowered source: the Program, the ExportedProgram it came from, example inputs and state."""
+
+    program: Program
+    exported: torch.export.ExportedProgram
+    example_inputs: tuple[Any, ...] | None
+    state: Mapping[str, torch.Tensor]
+    source: Resolved
+
+
+def compile_source(spec: str, *, level: str = "core", **options: Any) -> Compiled:
+    """Resolve `spec` (see `bwsk.sources.resolve` for options), export it and lower it."""
+    source = resolve(spec, **options)
+    prefix = "model" if isinstance(source.module, TensorOutputs) else ""
+    exported = at_level(source.program, level)
+    names = forward_parameters(source.module.model if prefix else source.module)
+    program = lower_exported(exported, name=source.name, level=level, strip_prefix=prefix, input_names=names)
+    return Compiled(program, exported, source.example_inputs, state_tensors(exported, prefix), source)
+
+
+def forward_parameters(module: torch.nn.Module | None) -> tuple[str, ...]:
+    """The names of a module's positional forward parameters (for naming program inputs)."""
+    if module is None:
+        return ()
+    parameters = inspect.signature(module.forward).parameters.values()
+    return tuple(p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+def load(spec: str, **options: Any) -> Program:
+    """The Program of an export archive, a Hugging Face directory or hub id, or a zoo name."""
+    return compile_source(spec, **options).program
+
+
+@dataclass(frozen=True)
+class Faithfulness:
+    """Largest errors of the Program against the ExportedProgram on the same inputs and weights.
+
+    `max_rel` is the largest absolute error divided by the largest reference magnitude,
+    per output, maximised over outputs (elementwise ratios blow up near zero).
+    """
+
+    max_abs: float
+    max_rel: float
+    outputs: int
+    tolerance: float
+
+    @property
+    def ok(self) -> bool:
+        return self.max_rel <= self.tolerance
+
+    def __str__(self) -> str:
+        verdict = "ok" if self.ok else "MISMATCH"
+        return (
+            f"{verdict}: {self.outputs} output(s), max abs error {self.max_abs:.3g}, "
+            f"max relative error {self.max_rel:.3g} (tolerance {self.tolerance:g})"
+        )
+
+
+def faithfulness(compiled: Compiled, *, inputs: tuple | None = None, tolerance: float = FP32_RTOL, seed: int = 0) -> Faithfulness:
+    """Evaluate the Program and the ExportedProgram on the same inputs (stored examples by default)."""
+    if any(t.device.type == "meta" for t in compiled.state.values()):
+        raise BwskError("the model has no weights (built on the meta device); rebuild it on the cpu to verify")
+    inputs = inputs if inputs is not None else compiled.example_inputs
+    if inputs is None:
+        inputs = _random_inputs(compiled.exported, seed)
+    expected = pytree.tree_leaves(compiled.exported.module()(*inputs))
+    got = compiled.program(*inputs, params=compiled.state)
+    got = list(got) if isinstance(got, tuple) else [got]
+    if len(got) != len(expected):
+        raise BwskError(f"the program has {len(got)} output(s), the export {len(expected)}")
+    max_abs = max_rel = 0.0
+    for a, b in zip(got, expected):
+        error = (a.double() - b.double()).abs().max().item() if a.numel() else 0.0
+        scale = b.double().abs().max().item() if b.numel() else 0.0
+        max_abs = max(max_abs, error)
+        max_rel = max(max_rel, error / scale if scale else error)
+    return Faithfulness(max_abs, max_rel, len(got), tolerance)
+
+
+def _random_inputs(ep: torch.export.ExportedProgram, seed: int) -> tuple[torch.Tensor, ...]:
+    """Random tensors shaped like the export's user inputs (symbolic sizes at their hints)."""
+    generator = torch.Generator().manual_seed(seed)
+    inputs = []
+    for spec in ep.graph_signature.input_specs:
+        if spec.kind.name != "USER_INPUT":
+            continue
+        node = next(n for n in ep.graph.nodes if n.name == spec.arg.name)
+        value = node.meta["val"]
+        shape = [int(s.node.hint) if isinstance(s, torch.SymInt) else int(s) for s in value.shape]
+        if value.dtype.is_floating_point:
+            inputs.append(torch.randn(shape, generator=generator, dtype=value.dtype))
+        else:
+            inputs.append(torch.randint(0, 2, shape, generator=generator, dtype=value.dtype))
+    return tuple(inputs)
