@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from bwsk import ops
 from bwsk.errors import BwskError
 from bwsk.program import Program
@@ -32,11 +34,28 @@ class Closure:
     args: tuple[Any, ...]
 
 
+@dataclass(frozen=True)
+class Named:
+    """A function definition's value, tagged with its name so observers know whose body runs."""
+
+    name: str
+    value: Any
+
+
+class Observer:
+    """Told of every primitive call during evaluation (see `bwsk.dataflow`)."""
+
+    def call(self, prim: Prim, args: list, kwargs: dict, result: Any, scope: list[str]) -> None:
+        raise NotImplementedError
+
+
 def _fill(arg: Arg, values: list, env: _Env) -> Any:
     """Instantiate an argument template: holes take `values` in order, terms are evaluated."""
     if isinstance(arg, Hole):
         return values.pop()
     if isinstance(arg, Lit):
+        if env.device is not None and isinstance(arg.value, torch.device):
+            return env.device
         return arg.value
     if isinstance(arg, ListArg):
         return [_fill(item, values, env) for item in arg.items]
@@ -44,9 +63,12 @@ def _fill(arg: Arg, values: list, env: _Env) -> Any:
 
 
 class _Env:
-    def __init__(self, values: dict[str, Any], state: Mapping[str, Any]):
+    def __init__(self, values: dict[str, Any], state: Mapping[str, Any], observer: Observer | None = None, device: Any = None):
         self.values = values
         self.state = state
+        self.observer = observer
+        self.device = device
+        self.scope: list[str] = []
 
     def eval(self, term: Term) -> Any:
         if isinstance(term, App):
@@ -65,6 +87,12 @@ class _Env:
 
     def apply(self, function: Any, args: list[Any]) -> Any:
         while args:
+            if isinstance(function, Named):
+                self.scope.append(function.name)
+                try:
+                    return self.apply(function.value, args)
+                finally:
+                    self.scope.pop()
             if not isinstance(function, Closure):
                 raise EvaluationError(f"a {type(function).__name__} value is applied to an argument")
             pending = function.args + tuple(args)
@@ -103,22 +131,37 @@ class _Env:
         args = [_fill(a, stack, self) for a in prim.args]
         kwargs = {key: _fill(a, stack, self) for key, a in prim.kwargs}
         try:
-            return function(*args, **kwargs)
-        except (RuntimeError, TypeError, ValueError, IndexError) as error:
+            result = function(*args, **kwargs)
+        except (RuntimeError, TypeError, ValueError, IndexError, NotImplementedError) as error:
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise EvaluationError(f"{prim.op} failed: {first_line}") from error
+        if self.observer is not None:
+            self.observer.call(prim, args, kwargs, result, self.scope)
+        return result
 
 
-def evaluate(program: Program, inputs: Sequence[Any], params: Mapping[str, Any]) -> Any:
+def evaluate(
+    program: Program,
+    inputs: Sequence[Any],
+    params: Mapping[str, Any],
+    *,
+    observer: Observer | None = None,
+    device: Any = None,
+) -> Any:
     """The program's outputs on `inputs` (positional, in declaration order) and `params` (by @name).
 
-    Returns the single output itself, or a tuple when the program has several.
+    Returns the single output itself, or a tuple when the program has several. An
+    `observer` is told of every primitive call; `device` replaces every device
+    literal (so a program lowered on one device runs on another, e.g. "meta").
     """
     if len(inputs) != len(program.inputs):
         raise EvaluationError(f"program {program.name!r} takes {len(program.inputs)} input(s), got {len(inputs)}")
-    env = _Env({i.name: v for i, v in zip(program.inputs, inputs)}, params)
+    env = _Env({i.name: v for i, v in zip(program.inputs, inputs)}, params, observer, device)
     for definition in program.defs:
-        env.values[definition.name] = env.eval(definition.term)
+        env.scope.append(definition.name)
+        value = env.eval(definition.term)
+        env.scope.pop()
+        env.values[definition.name] = Named(definition.name, value) if isinstance(value, Closure) else value
     results = tuple(env.eval(o.ref) for o in program.outputs)
     return results[0] if len(results) == 1 else results
 

@@ -7,6 +7,7 @@ separated by a blank line; one statement per line.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 from bwsk.literals import literal_text
 from bwsk.program import Definition, Program
@@ -68,14 +69,16 @@ def print_definition(definition: Definition) -> str:
     return text
 
 
-def print_program(program: Program) -> str:
+def print_program(program: Program, notes: Mapping[str, list[str]] | None = None) -> str:
+    """The canonical text; `notes` adds `# ...` comment lines above the named definitions (still parses)."""
+    notes = notes or {}
     header = f"program {json.dumps(program.name)}"
     header += "".join(f" {key}={json.dumps(value)}" for key, value in program.attrs)
     groups = [
         [header],
         [f"input %{i.name} : {print_type(i.type)}" for i in program.inputs],
         [f"{s.kind} @{s.name} : {print_type(s.type)}" for s in program.state],
-        [print_definition(d) for d in program.defs],
+        [line for d in program.defs for line in [*(f"# {n}" for n in notes.get(d.name, ())), print_definition(d)]],
     ]
     if program.outputs:
         groups.append(["output " + ", ".join(f"{print_ref(o.ref)} : {print_type(o.type)}" for o in program.outputs)])

@@ -1,0 +1,157 @@
+"""`classify`: every primitive call is S (injective in what it transforms) or K (erasing), with a reason.
+
+A call is judged in each operand that carries an activation, given its other
+operands (weights and constants are "other operands"): K if it erases in any of
+them, unknown if a rule cannot tell, else S (conditional when a rule says so,
+e.g. "weight is invertible"). Calls on weights alone are judged in their first
+tensor operand. A multi-output call is judged on the outputs the program reads,
+so dropping results erases them. Summaries give the S share by call count, by
+FLOPs and by activation bytes, overall and per layer.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from bwsk.analysis import Analysis, Classification
+from bwsk.dataflow import Call, Dataflow
+from bwsk.injectivity import Verdict, classify as judge
+from bwsk.passes.registry import Pass, register
+
+GETITEM = "operator.getitem"
+
+
+@dataclass(frozen=True)
+class Share:
+    """S share of a set of calls by count, by FLOPs and by output bytes (activations only)."""
+
+    calls: int
+    s_calls: int
+    flops: int
+    s_flops: int
+    bytes: int
+    s_bytes: int
+
+    @staticmethod
+    def ratio(part: int, whole: int) -> float:
+        return part / whole if whole else 0.0
+
+    @property
+    def by_ops(self) -> float:
+        return self.ratio(self.s_calls, self.calls)
+
+    @property
+    def by_flops(self) -> float:
+        return self.ratio(self.s_flops, self.flops)
+
+    @property
+    def by_bytes(self) -> float:
+        return self.ratio(self.s_bytes, self.bytes)
+
+
+@dataclass(frozen=True)
+class ClassifyResult:
+    classes: dict[int, Classification]
+    overall: Share
+    per_layer: dict[str, Share]
+    unknown_targets: tuple[str, ...]
+
+    def __getitem__(self, index: int) -> Classification:
+        return self.classes[index]
+
+    def get(self, index: int, default=None):
+        return self.classes.get(index, default)
+
+    def items(self):
+        return self.classes.items()
+
+    def values(self):
+        return self.classes.values()
+
+
+def _read_outputs(flow: Dataflow) -> dict[int, set[int]]:
+    """For each tuple-valued value, the indices `operator.getitem` reads from it."""
+    read: dict[int, set[int]] = defaultdict(set)
+    for call in flow.calls:
+        if call.target == GETITEM and call.inputs:
+            read[call.inputs[0]].add(call.args[1])
+    return read
+
+
+def _combine(verdicts: list[tuple[int, Verdict]]) -> Classification:
+    for kind in ("K", "unknown"):
+        for operand, verdict in verdicts:
+            if verdict.kind == kind:
+                return Classification(kind, verdict.reason, verdict.condition, operand)
+    conditions = [v.condition for _, v in verdicts if v.condition]
+    operand, first = verdicts[0]
+    reason = first.reason if len(verdicts) == 1 else "; ".join(dict.fromkeys(v.reason for _, v in verdicts))
+    return Classification("S", reason, "; ".join(dict.fromkeys(conditions)) or None, operand)
+
+
+def classify_call(flow: Dataflow, call: Call, read: dict[int, set[int]]) -> Classification:
+    if call.target == GETITEM:
+        return Classification("S", "selects one result of a multi-output call (that call is judged on the results read)", None, 0)
+    operands = flow.activation_operands(call) or ([0] if call.inputs else [])
+    if not operands:
+        verdict = judge(call.target, call.args, call.kwargs, 0)
+        kind = verdict.kind if verdict.kind != "unknown" else "S"
+        reason = verdict.reason if verdict.kind != "unknown" else "constant: no tensor operand"
+        return Classification(kind, reason, verdict.condition, None)
+    output = flow.values[call.output]
+    outputs = None
+    if call.target != GETITEM and output.type.__class__.__name__ == "TupleType":
+        outputs = tuple(sorted(read.get(call.output, set()))) or None
+    verdicts = []
+    for operand in operands:
+        position = call.operand_positions[operand]
+        item = sum(1 for p in call.operand_positions[:operand] if p == position)
+        in_list = isinstance(call.args[position], list) if position < len(call.args) else False
+        varying = position if position < len(call.args) else 0
+        verdict = judge(call.target, call.args, call.kwargs, varying, varying_item=item if in_list else None, outputs=outputs)
+        verdicts.append((operand, verdict))
+    return _combine(verdicts)
+
+
+def _share(calls: list[Call], classes: dict[int, Classification], flow: Dataflow) -> Share:
+    total = [0, 0, 0, 0, 0, 0]
+    for call in calls:
+        is_s = classes[call.index].kind == "S"
+        nbytes = flow.values[call.output].nbytes if flow.values[call.output].activation else 0
+        for slot, amount in ((0, 1), (2, call.flops), (4, nbytes)):
+            total[slot] += amount
+            total[slot + 1] += amount if is_s else 0
+    return Share(*total)
+
+
+@register
+class Classify(Pass):
+    name = "classify"
+    summary = "S/K verdict with a reason for every primitive call"
+
+    def run(self, analysis: Analysis) -> ClassifyResult:
+        flow = analysis.flow
+        read = _read_outputs(flow)
+        classes = {call.index: classify_call(flow, call, read) for call in flow.calls}
+        layers: dict[str, list[Call]] = defaultdict(list)
+        for call in flow.calls:
+            layers[analysis.layer(call)].append(call)
+        unknown = tuple(sorted({c.target for c in flow.calls if classes[c.index].kind == "unknown"}))
+        return ClassifyResult(
+            classes,
+            _share(flow.calls, classes, flow),
+            {layer: _share(calls, classes, flow) for layer, calls in layers.items()},
+            unknown,
+        )
+
+    def notes(self, analysis: Analysis) -> dict[str, list[str]]:
+        notes: dict[str, list[str]] = defaultdict(list)
+        seen: set[tuple[str, str, str]] = set()
+        for call in analysis.calls:
+            verdict = analysis.classes[call.index]
+            line = f"classify: {call.target} {verdict.kind}: {verdict.reason}" + (f" [if {verdict.condition}]" if verdict.condition else "")
+            if (call.scope, call.target, line) not in seen:
+                seen.add((call.scope, call.target, line))
+                notes[call.scope].append(line)
+        return notes

@@ -1,0 +1,161 @@
+"""`couple`: residual structures and the reversible coupling blocks they could become.
+
+The lowering writes a closed residual block as `%r = S aten.add.Tensor(_, _) %branch %x`
+(x + F(x)); a parallel residual (GPT-NeoX) has a branch `S (B add F) G`
+(x + F(x) + G(x)). A coupling block is y1 = x1 + F(x2), y2 = x2 + G(y1): it is
+invertible whatever F and G are (x2 = y2 - G(y1), x1 = y1 - F(x2)), so
+activations inside F and G need not be stored; backward rebuilds them at the
+cost of running F and G once more.
+
+Candidates: two sequential residuals in one layer (h1 = x + F(x), h2 = h1 + G(h1)),
+or the two halves F, G of a parallel residual. Each candidate reports the
+activation bytes F and G produce (what a reversible block stops storing), the
+FLOPs of rebuilding them, and what the conversion changes in the function.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+
+from bwsk.analysis import Analysis, layer_of
+from bwsk.passes.registry import Pass, register
+from bwsk.printer import print_term
+from bwsk.program import Program
+from bwsk.terms import App, Comb, Prim, Ref, Term, children, spine
+
+ADD = "aten.add.Tensor"
+
+SEQUENTIAL_CHANGE = (
+    "with x1 = x2 = x the first stream is unchanged (y1 = h1) and G still reads h1; the second stream "
+    "becomes x + G(h1) instead of h1 + G(h1) (it lacks F(x)), so the block's output must combine the "
+    "streams (e.g. y1 + y2 - x); a converted model is trained or fine-tuned, not identical"
+)
+PARALLEL_CHANGE = (
+    "G reads y1 = x + F(x) instead of x, so the block computes x + G(x + F(x)) on the second stream "
+    "rather than x + F(x) + G(x): a different function of the same weights; a converted model is "
+    "trained or fine-tuned, not identical"
+)
+
+
+@dataclass(frozen=True)
+class Residual:
+    """`%name = S add %branch %stream`: the value `name` is stream + branch(stream)."""
+
+    name: str
+    branch: str
+    stream: str
+    module: str
+
+
+@dataclass(frozen=True)
+class Coupling:
+    """A candidate reversible block y1 = x1 + F(x2), y2 = x2 + G(y1)."""
+
+    kind: str  # "sequential" or "parallel"
+    layer: str
+    residuals: tuple[str, ...]
+    f: str
+    g: str
+    f_calls: int
+    g_calls: int
+    activation_bytes: int  # produced inside F and G: what a reversible block need not store
+    rebuild_flops: int  # running F and G again in backward
+    changes: str
+
+
+def _is_add(term: Term) -> bool:
+    return isinstance(term, Prim) and term.op == ADD and term.arity == 2
+
+
+def residuals(program: Program) -> list[Residual]:
+    found = []
+    for definition in program.defs:
+        head, args = spine(definition.term)
+        if head is Comb("S") and len(args) == 3 and _is_add(args[0]) and isinstance(args[1], Ref) and isinstance(args[2], Ref):
+            found.append(Residual(definition.name, args[1].name, args[2].name, definition.module or ""))
+    return found
+
+
+def parallel_halves(branch: Term) -> tuple[Term, Term] | None:
+    """F and G of a branch `S (B add F) G` (that is, x -> F(x) + G(x)), else None."""
+    head, args = spine(branch)
+    if head is not Comb("S") or len(args) != 2:
+        return None
+    inner, g = args
+    inner_head, inner_args = spine(inner)
+    if inner_head is Comb("B") and len(inner_args) == 2 and _is_add(inner_args[0]):
+        return inner_args[1], g
+    return None
+
+
+def _definitions_in(term: Term) -> set[str]:
+    found, stack = set(), [term]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Ref) and node.kind == "value":
+            found.add(node.name)
+        stack.extend(children(node))
+    return found
+
+
+@register
+class Couple(Pass):
+    name = "couple"
+    requires = ()
+    summary = "residual structures and the reversible coupling blocks they could become"
+
+    def run(self, analysis: Analysis) -> list[Coupling]:
+        program = analysis.program
+        terms = {d.name: d.term for d in program.defs}
+        calls_in: dict[str, list] = defaultdict(list)
+        for call in analysis.calls:
+            for scope in set(call.scopes):
+                calls_in[scope].append(call)
+        flow = analysis.flow
+
+        def cost(names: set[str]) -> tuple[int, int, int]:
+            calls = {c.index: c for name in names for c in calls_in.get(name, ())}.values()
+            produced = sum(flow.values[c.output].nbytes for c in calls if flow.values[c.output].activation)
+            return len(calls), produced, sum(c.flops for c in calls)
+
+        found: list[Coupling] = []
+        chain = residuals(program)
+        used: set[str] = set()
+        for first, second in zip(chain, chain[1:]):
+            if first.name in used or second.stream != first.name or layer_of(first.module) != layer_of(second.module):
+                continue
+            used.update((first.name, second.name))
+            f_calls, f_bytes, f_flops = cost({first.branch})
+            g_calls, g_bytes, g_flops = cost({second.branch})
+            found.append(
+                Coupling("sequential", layer_of(first.module), (first.name, second.name), f"%{first.branch}", f"%{second.branch}",
+                         f_calls, g_calls, f_bytes + g_bytes, f_flops + g_flops, SEQUENTIAL_CHANGE)
+            )
+        for residual in chain:
+            if residual.name in used:
+                continue
+            halves = parallel_halves(terms[residual.branch])
+            if halves is None:
+                continue
+            f, g = halves
+            f_calls, f_bytes, f_flops = cost(_definitions_in(f))
+            g_calls, g_bytes, g_flops = cost(_definitions_in(g))
+            found.append(
+                Coupling("parallel", layer_of(residual.module), (residual.name,), print_term(f), print_term(g),
+                         f_calls, g_calls, f_bytes + g_bytes, f_flops + g_flops, PARALLEL_CHANGE)
+            )
+        return found
+
+    def notes(self, analysis: Analysis) -> dict[str, list[str]]:
+        notes: dict[str, list[str]] = defaultdict(list)
+        for coupling in analysis.result("couple"):
+            notes[coupling.residuals[-1]].append(
+                f"couple: {coupling.kind} candidate F = {coupling.f[:80]}, G = {coupling.g[:80]}; "
+                f"stops storing {coupling.activation_bytes:,} activation bytes, rebuild costs {coupling.rebuild_flops:,} FLOPs"
+            )
+        return notes
+
+
+def couplings_json(couplings: list[Coupling]) -> list[dict]:
+    return [asdict(c) for c in couplings]
