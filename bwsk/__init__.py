@@ -4,6 +4,7 @@
     program = bwsk.lower(exported)        # torch.export.ExportedProgram -> Program (Core ATen)
     program = bwsk.load("pythia-70m")     # export archive, Hugging Face model or zoo name -> Program
     outputs = program(*inputs, params={name: tensor})
+    analysis = bwsk.analyze(program)      # classify, partition, couple, memory, coordinate
 """
 
 from bwsk.errors import BwskError
@@ -25,4 +26,11 @@ def load(spec: str, **options) -> Program:
     return load_source(spec, **options)
 
 
-__all__ = ["BwskError", "Program", "load", "lower", "parse"]
+def analyze(program: Program, **options):
+    """Trace `program` and run the analysis passes (see bwsk.pipeline.analyze)."""
+    from bwsk.pipeline import analyze as run_analysis
+
+    return run_analysis(program, **options)
+
+
+__all__ = ["BwskError", "Program", "analyze", "load", "lower", "parse"]

@@ -16,8 +16,10 @@ def write_atomic(path: str, data: str | bytes, *, force: bool = False) -> None:
     """
     if os.path.isdir(path):
         raise BwskError(f"{path}: is a directory (expected a file name for the output)")
-    if os.path.exists(path) and not force:
+    if os.path.lexists(path) and not force:
         raise BwskError(f"{path}: already exists (pass --force to replace it)")
+    if os.path.lexists(path) and (os.path.islink(path) or not os.path.isfile(path)):
+        raise BwskError(f"{path}: not a regular file (a link or a device); refusing to replace it")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise BwskError(f"{path}: folder {folder} does not exist")

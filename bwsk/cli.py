@@ -67,9 +67,20 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("input", metavar="INPUT", help="IR text, export archive, Hugging Face model or zoo name")
-    parser.add_argument("--emit", choices=["ir"], default="ir", help="what to write (default: ir, the canonical IR text)")
+    parser.add_argument(
+        "--emit",
+        choices=["ir", "phases", "json", "dot", "svg"],
+        default="ir",
+        help="ir: canonical IR text (default); phases: tables of S-phases, K-barriers and per-layer S share; "
+        "json: the whole analysis (docs/analysis.schema.json); dot / svg: the phase graph",
+    )
     parser.add_argument("-o", "--output", metavar="OUT", help="write to OUT instead of standard output (atomically)")
     parser.add_argument("--force", action="store_true", help="replace OUT if it already exists")
+    analysis = parser.add_argument_group("analysis")
+    analysis.add_argument("--passes", metavar="LIST", help="comma-separated passes to run (required ones are added); default for phases/json/dot/svg: all")
+    analysis.add_argument("--print-after", action="append", default=[], metavar="PASS", help="print the IR annotated by PASS's findings to stderr (repeatable)")
+    analysis.add_argument("--collapse", choices=["layers"], help="dot/svg: fold identical layers into one cluster")
+    analysis.add_argument("--check-classification", action="store_true", help="confirm every S/K verdict numerically (Jacobian rank or a witness); exit 1 on a failure")
     model = parser.add_argument_group("models")
     model.add_argument("--level", choices=["core", "training"], default="core", help="Core ATen (default) or the training-level IR")
     model.add_argument("--verify", action="store_true", help="evaluate the IR and compare it with the ExportedProgram (exit 1 on mismatch)")
@@ -98,8 +109,11 @@ def read_program(spec: str) -> Program:
     """Parse and verify the IR text in `spec` (a path or - for stdin)."""
     if spec == "-":
         return parse(decode(sys.stdin.buffer.read(), "<stdin>"), "<stdin>")
-    with open(spec, "rb") as handle:
-        data = handle.read()
+    try:
+        with open(spec, "rb") as handle:
+            data = handle.read()
+    except OSError as error:
+        raise BwskError(f"{spec}: cannot read ({error.strerror or error})") from None
     return parse(decode(data, spec), spec)
 
 
@@ -146,8 +160,48 @@ def run(args: argparse.Namespace) -> int:
         program = read_program(args.input)
     else:
         program = compile_model(args)
-    emit(print_program(program), args.output, args.force)
+    if args.check_classification:
+        from bwsk.classification_check import check_program
+
+        failures = check_program(program, sys.stdout)
+        return EXIT_MISMATCH if failures else 0
+    wants_analysis = args.emit != "ir" or args.passes or args.print_after
+    if not wants_analysis:
+        emit(print_program(program), args.output, args.force)
+        return 0
+    from bwsk.pipeline import analyze, default_passes
+
+    passes = [p.strip() for p in args.passes.split(",") if p.strip()] if args.passes else default_passes()
+    analysis = analyze(program, passes=passes, print_after=args.print_after, stream=sys.stderr)
+    emit(render(analysis, args), args.output, args.force)
     return 0
+
+
+def render(analysis, args: argparse.Namespace) -> str:
+    """The text of `--emit` for an analysed program."""
+    if args.emit == "ir":
+        return print_program(analysis.program)
+    if args.emit == "json":
+        import json
+
+        from bwsk.report import analysis_json
+
+        return json.dumps(analysis_json(analysis), indent=1) + "\n"
+    if args.emit == "phases":
+        import io
+
+        from rich.console import Console
+
+        from bwsk.report import print_phases
+
+        to_terminal = args.output is None and sys.stdout.isatty()
+        buffer = io.StringIO()
+        console = Console(file=buffer, width=None if to_terminal else 140, force_terminal=to_terminal, color_system="auto" if to_terminal else None)
+        print_phases(analysis, console)
+        return buffer.getvalue()
+    from bwsk.render_graph import to_dot, to_svg
+
+    return (to_dot if args.emit == "dot" else to_svg)(analysis, collapse=args.collapse)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 
 import torch
 
+from bwsk.terms import canonical_name
+
 PYTHON_OPERATORS: dict[str, Callable] = {
     f"operator.{name}": getattr(operator, name)
     for name in ("getitem", "add", "sub", "mul", "floordiv", "truediv", "mod", "neg", "pow", "eq", "ne", "lt", "le", "gt", "ge")
 }
-PYTHON_ALIASES = {"_operator": "operator"}
 
 
 @dataclass(frozen=True)
@@ -39,12 +40,6 @@ class Signature:
             if not self.variadic and key not in known:
                 return f"has no argument named {key!r}"
         return None
-
-
-def canonical_name(name: str) -> str:
-    """`_operator.mul` and `operator.mul` are one operator; the IR prints `operator.mul`."""
-    namespace, _, rest = name.partition(".")
-    return f"{PYTHON_ALIASES.get(namespace, namespace)}.{rest}"
 
 
 @functools.lru_cache(maxsize=None)

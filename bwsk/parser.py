@@ -93,10 +93,11 @@ class _Builder(Transformer):
         return node
 
     def statement(self, token: Token, *, is_header: bool = False) -> None:
+        """Note the first statement; anything but the header there is an error at the start of its line."""
         if self.first_statement is None:
-            self.first_statement = self.at(token)
+            self.first_statement = Location(self.filename, token.line, 1)
             if not is_header:
-                raise self.fail(token, "a program starts with its header (expected 'program \"NAME\"')")
+                raise ParseError("a program starts with its header (expected 'program \"NAME\"')", self.first_statement)
 
     def term(self, value: object) -> Term:
         if isinstance(value, _Bare):

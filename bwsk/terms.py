@@ -197,6 +197,7 @@ class Prim(Term):
     arity: int
 
     def __new__(cls, op: str, args: tuple[Arg, ...] = (), kwargs: tuple[tuple[str, Arg], ...] = ()) -> Prim:
+        op = canonical_name(op)
         args = tuple(as_arg(a) for a in args)
         kwargs = tuple((key, as_arg(a)) for key, a in kwargs)
         arity = sum(_holes_in(a) for a in args) + sum(_holes_in(a) for _, a in kwargs)
@@ -204,6 +205,11 @@ class Prim(Term):
 
     def __reduce__(self) -> tuple:
         return (Prim, (self.op, self.args, self.kwargs))
+
+
+def canonical_name(op: str) -> str:
+    """`_operator.mul` and `operator.mul` name one operator; terms always hold the latter."""
+    return "operator" + op[len("_operator") :] if op.startswith("_operator.") else op
 
 
 HOLE = Hole()

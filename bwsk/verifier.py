@@ -261,7 +261,7 @@ class _Verifier:
                     raise self.error(f"output %{ref.name} is a function (arity {values[ref.name]}), not a value", key)
                 source = declared[ref.name]
             if isinstance(output.type, FunctionType):
-                raise self.error(f"output {ref.name} has a function type; outputs are values", key)
+                raise self.error(f"output {'%' if ref.kind == 'value' else '@'}{ref.name} has a function type; outputs are values", key)
             if source is not None and source != output.type:
                 raise self.error(f"output declared {output.type} but its source is {source}", key)
 
