@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from bwsk.analysis import Analysis, Classification
 from bwsk.dataflow import Call, Dataflow
 from bwsk.injectivity import Verdict, classify as judge
+from bwsk.types import TupleType
 from bwsk.passes.registry import Pass, register
 
 GETITEM = "operator.getitem"
@@ -70,7 +71,7 @@ class ClassifyResult:
         return self.classes.values()
 
 
-def _read_outputs(flow: Dataflow) -> dict[int, set[int]]:
+def read_outputs(flow: Dataflow) -> dict[int, set[int]]:
     """For each tuple-valued value, the indices `operator.getitem` reads from it."""
     read: dict[int, set[int]] = defaultdict(set)
     for call in flow.calls:
@@ -79,39 +80,51 @@ def _read_outputs(flow: Dataflow) -> dict[int, set[int]]:
     return read
 
 
-def _combine(verdicts: list[tuple[int, Verdict]]) -> Classification:
-    for kind in ("K", "unknown"):
-        for operand, verdict in verdicts:
-            if verdict.kind == kind:
-                return Classification(kind, verdict.reason, verdict.condition, operand)
-    conditions = [v.condition for _, v in verdicts if v.condition]
-    operand, first = verdicts[0]
-    reason = first.reason if len(verdicts) == 1 else "; ".join(dict.fromkeys(v.reason for _, v in verdicts))
-    return Classification("S", reason, "; ".join(dict.fromkeys(conditions)) or None, operand)
+@dataclass(frozen=True)
+class Judgement:
+    """One rule application: `call` judged in operand `operand` (= `args[varying]`, item `item`)."""
+
+    operand: int
+    varying: int
+    item: int | None
+    outputs: tuple[int, ...] | None
+    verdict: Verdict
+
+
+def judgements(flow: Dataflow, call: Call, read: dict[int, set[int]]) -> list[Judgement]:
+    """The rule applications behind a call's verdict: one per activation operand (or the first operand)."""
+    operands = flow.activation_operands(call) or ([0] if call.inputs else [])
+    outputs = None
+    if isinstance(flow.values[call.output].type, TupleType):
+        outputs = tuple(sorted(read.get(call.output, set()))) or None
+    found = []
+    for operand in operands:
+        position = call.operand_positions[operand]
+        varying = position if position < len(call.args) else 0
+        in_list = varying < len(call.args) and isinstance(call.args[varying], list)
+        item = sum(1 for p in call.operand_positions[:operand] if p == position) if in_list else None
+        verdict = judge(call.target, call.args, call.kwargs, varying, varying_item=item, outputs=outputs)
+        found.append(Judgement(operand, varying, item, outputs, verdict))
+    return found
 
 
 def classify_call(flow: Dataflow, call: Call, read: dict[int, set[int]]) -> Classification:
+    """K if the call erases in any activation operand, unknown if a rule cannot tell, else S."""
     if call.target == GETITEM:
         return Classification("S", "selects one result of a multi-output call (that call is judged on the results read)", None, 0)
-    operands = flow.activation_operands(call) or ([0] if call.inputs else [])
-    if not operands:
+    found = judgements(flow, call, read)
+    if not found:
         verdict = judge(call.target, call.args, call.kwargs, 0)
-        kind = verdict.kind if verdict.kind != "unknown" else "S"
-        reason = verdict.reason if verdict.kind != "unknown" else "constant: no tensor operand"
-        return Classification(kind, reason, verdict.condition, None)
-    output = flow.values[call.output]
-    outputs = None
-    if call.target != GETITEM and output.type.__class__.__name__ == "TupleType":
-        outputs = tuple(sorted(read.get(call.output, set()))) or None
-    verdicts = []
-    for operand in operands:
-        position = call.operand_positions[operand]
-        item = sum(1 for p in call.operand_positions[:operand] if p == position)
-        in_list = isinstance(call.args[position], list) if position < len(call.args) else False
-        varying = position if position < len(call.args) else 0
-        verdict = judge(call.target, call.args, call.kwargs, varying, varying_item=item if in_list else None, outputs=outputs)
-        verdicts.append((operand, verdict))
-    return _combine(verdicts)
+        if verdict.kind == "unknown":
+            return Classification("S", "constant: no tensor operand", None, None)
+        return Classification(verdict.kind, verdict.reason, verdict.condition, None)
+    for kind in ("K", "unknown"):
+        for j in found:
+            if j.verdict.kind == kind:
+                return Classification(kind, j.verdict.reason, j.verdict.condition, j.operand)
+    reason = "; ".join(dict.fromkeys(j.verdict.reason for j in found))
+    condition = "; ".join(dict.fromkeys(j.verdict.condition for j in found if j.verdict.condition)) or None
+    return Classification("S", reason, condition, found[0].operand)
 
 
 def _share(calls: list[Call], classes: dict[int, Classification], flow: Dataflow) -> Share:
@@ -132,7 +145,7 @@ class Classify(Pass):
 
     def run(self, analysis: Analysis) -> ClassifyResult:
         flow = analysis.flow
-        read = _read_outputs(flow)
+        read = read_outputs(flow)
         classes = {call.index: classify_call(flow, call, read) for call in flow.calls}
         layers: dict[str, list[Call]] = defaultdict(list)
         for call in flow.calls:
