@@ -55,14 +55,27 @@ def synthetic_program(n_defs: int, width: int = 64) -> Program:
     return Program("synthetic", inputs, tuple(state), tuple(defs), (Output(previous, act),), (("level", "core"),))
 
 
-def best_of(repeats: int, work) -> float:
-    times = []
-    for _ in range(repeats):
-        gc.collect()
+def best_of(repeats: int, work, min_seconds: float = 0.2) -> float:
+    """Seconds per call: the best of `repeats` samples, each looping until it lasts `min_seconds` (as timeit does, GC off)."""
+    loops = 1
+    while True:
+        elapsed = _sample(work, loops)
+        if elapsed >= min_seconds:
+            break
+        loops *= 2
+    return min([elapsed] + [_sample(work, loops) for _ in range(repeats - 1)]) / loops
+
+
+def _sample(work, loops: int) -> float:
+    gc.collect()
+    gc.disable()
+    try:
         start = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for _ in range(loops):
+            work()
+        return time.perf_counter() - start
+    finally:
+        gc.enable()
 
 
 def main() -> None:
@@ -77,8 +90,8 @@ def main() -> None:
         program = synthetic_program(n)
         text = print_program(program)
         assert parse(text) == program
-        t_print = best_of(args.repeats, lambda: print_program(program))
-        t_parse = best_of(args.repeats, lambda: parse(text))
+        t_print = best_of(args.repeats, lambda program=program: print_program(program))
+        t_parse = best_of(args.repeats, lambda text=text: parse(text))
         rows.append((n, t_print / n, t_parse / n))
         print(f"{n:>8} {len(text):>11,} {t_print:>9.3f} {1e6 * t_print / n:>7.1f} {t_parse:>9.3f} {1e6 * t_parse / n:>7.1f}")
     (n0, p0, q0), (n1, p1, q1) = rows[0], rows[-1]

@@ -30,9 +30,10 @@ import torch.fx
 from bwsk import ops
 from bwsk.abstraction import Abstractor
 from bwsk.errors import LoweringError
+from bwsk.inline_wrappers import without_wrappers
 from bwsk.program import Definition, Input, Output, Program, State
 from bwsk.terms import HOLE, App, Prim, Ref, S, Term, apply, as_arg, children
-from bwsk.types import FunctionType, ScalarType, TupleType, Type, type_of_value
+from bwsk.types import FunctionType, ScalarType, Type, type_of_value
 from bwsk.verifier import verify
 
 ASSERTIONS = frozenset(
@@ -89,7 +90,7 @@ class _Lowering:
         self.prefix = prefix
         self.name = name
         self.level = level
-        self.graph = ep.graph
+        self.graph = without_wrappers(ep.graph_module).graph
         self.abstractor = Abstractor()
         self.names: dict[torch.fx.Node, str] = {}
         self.refs: dict[torch.fx.Node, Term] = {}

@@ -42,7 +42,7 @@ class Signature:
         return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def resolve(name: str) -> Callable | None:
     """The callable an IR operator name denotes, or None if it names no operator."""
     name = canonical_name(name)
@@ -60,7 +60,7 @@ def resolve(name: str) -> Callable | None:
     return found if isinstance(found, torch._ops.OpOverload) else None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def signature(name: str) -> Signature:
     """The argument names of a resolvable operator (Python operators are variadic)."""
     found = resolve(name)

@@ -18,7 +18,7 @@ from importlib import resources
 
 import torch
 from lark import Lark, Token, Transformer
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from bwsk import ops
 from bwsk.errors import Location, ParseError
@@ -221,7 +221,7 @@ class _Builder(Transformer):
             raise self.fail(token, "a second program header (expected one per file)")
         self.statement(token, is_header=True)
         keys = set()
-        for key, value in attributes:
+        for key, _ in attributes:
             if key in keys:
                 raise self.fail(key, f"attribute {str(key)!r} given twice")
             keys.add(key)

@@ -149,5 +149,19 @@ def print_phases(analysis: Analysis, console: Console, *, max_phases: int = 60) 
         saved = sum(c.activation_bytes for c in couplings)
         console.print(
             f"coupling candidates: {len(couplings)} ({', '.join(f'{n} {k}' for k, n in kinds.items()) or 'none'}); "
-            f"a reversible conversion stops storing {_human(saved)} of activations inside F and G"
+            f"F and G produce {_human(saved)} of activations, which reversible blocks rebuild in backward instead of keeping "
+            "what autograd saves of them (see the memory plan)"
+        )
+    if "memory" in analysis.results:
+        modes = analysis.results["memory"].to_json()["modes"]
+        conventional = modes["conventional"]["total"] or 1
+        console.print(
+            "predicted activation memory: "
+            + ", ".join(f"{mode} {_human(m['total'])} ({m['total'] / conventional:.0%})" for mode, m in modes.items())
+        )
+    if "coordinate" in analysis.results:
+        summary = analysis.results["coordinate"].to_json()["summary"]
+        console.print(
+            "communication when sharding activations: "
+            + ", ".join(f"{axis} {entry['calls']} call(s) {dict(entry['kinds']) or ''}".rstrip() for axis, entry in summary.items())
         )

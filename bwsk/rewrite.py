@@ -114,7 +114,7 @@ def _show(term: Term) -> str:
     return term.name  # a combinator
 
 
-def _rebuild_prim(prim: Prim, rewrite: "Rewriter") -> Prim:
+def _rebuild_prim(prim: Prim, rewrite: Rewriter) -> Prim:
     def visit(arg: Node) -> Node:
         if isinstance(arg, Term):
             return rewrite(arg)

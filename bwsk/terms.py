@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 import torch
 
-_TABLE: "weakref.WeakValueDictionary[tuple, Node]" = weakref.WeakValueDictionary()
+_TABLE: weakref.WeakValueDictionary[tuple, Node] = weakref.WeakValueDictionary()
 
 COMBINATOR_ARITY: dict[str, int] = {"S": 3, "K": 2, "B": 3, "C": 3, "W": 2, "I": 1}
 

@@ -22,7 +22,7 @@ from bwsk.analysis import Analysis, layer_of
 from bwsk.passes.registry import Pass, register
 from bwsk.printer import print_term
 from bwsk.program import Program
-from bwsk.terms import App, Comb, Prim, Ref, Term, children, spine
+from bwsk.terms import Comb, Prim, Ref, Term, children, spine
 
 ADD = "aten.add.Tensor"
 
@@ -59,7 +59,7 @@ class Coupling:
     g: str
     f_calls: int
     g_calls: int
-    activation_bytes: int  # produced inside F and G: what a reversible block need not store
+    activation_bytes: int  # produced inside F and G (a reversible block keeps none of what backward needs of them)
     rebuild_flops: int  # running F and G again in backward
     changes: str
 
@@ -152,7 +152,7 @@ class Couple(Pass):
         for coupling in analysis.result("couple"):
             notes[coupling.residuals[-1]].append(
                 f"couple: {coupling.kind} candidate F = {coupling.f[:80]}, G = {coupling.g[:80]}; "
-                f"stops storing {coupling.activation_bytes:,} activation bytes, rebuild costs {coupling.rebuild_flops:,} FLOPs"
+                f"F and G produce {coupling.activation_bytes:,} activation bytes, rebuilding them costs {coupling.rebuild_flops:,} FLOPs"
             )
         return notes
 

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import zipfile
 
-import pytest
 import torch
 
 from bwsk.cli import main

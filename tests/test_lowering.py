@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 import torch
@@ -38,6 +37,15 @@ def test_residual_blocks_read_as_S_terms(name):
     assert len(residuals) >= 2, residuals
 
 
+@pytest.mark.parametrize("name", zoo.names())
+def test_every_zoo_model_lowers_at_the_training_level_too(name):
+    """Grad-mode wrappers (e.g. rotary embeddings under no_grad) are inlined, so every model lowers."""
+    compiled = compile_source(name, level="training", tiny=True, layers=1, device="cpu", seq=8, progress=False)
+    assert compiled.program.attr("level") == "training"
+    assert "wrap_with" not in print_program(compiled.program)
+    assert faithfulness(compiled).ok
+
+
 def test_training_level_is_recorded_and_faithful():
     compiled = compile_source("gpt2", level="training", tiny=True, layers=1, device="cpu", seq=8, progress=False)
     assert compiled.program.attr("level") == "training"
@@ -70,9 +78,7 @@ def test_a_tied_weight_stays_one_reference():
 
 
 def test_full_size_pythia_410m_lowers_from_the_meta_device_without_weights():
-    start = time.perf_counter()
     compiled = compile_source("pythia-410m", device="meta", seq=128, progress=False)
-    assert time.perf_counter() - start < 120
     assert all(t.device.type == "meta" for t in compiled.state.values())
     program = compiled.program
     assert sum(1 for d in program.defs if d.name.endswith(".branch")) == 24

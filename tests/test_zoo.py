@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 import torch
@@ -99,9 +98,7 @@ def test_full_size_has_the_published_parameter_count(name, parameters):
 def test_full_size_pythia_410m_exports_on_meta():
     model = zoo.build("pythia-410m")
     args = zoo.example_inputs("pythia-410m", model)
-    start = time.perf_counter()
     program = zoo.export(model, args)
-    assert time.perf_counter() - start < 15
     (output,) = [n for n in program.graph.nodes if n.op == "output"][0].args[0]
     assert tuple(output.meta["val"].shape) == (1, 128, 50304)
 
