@@ -34,6 +34,12 @@ below is computed from the lowered program; nothing is looked up by module name.
 - **Comm. per layer** is the number of calls in a typical layer that need
   communication when activations are sharded along batch / sequence / hidden
   (`coordinate` pass).
+- **Coupling candidates** (`couple` pass): residual pairs that could become
+  reversible blocks y1 = x1 + F(x2), y2 = x2 + G(y1). Pre-LN models have one per
+  layer (GPT-NeoX's parallel residual splits into F = MLP, G = attention). Post-LN
+  models (BERT, OPT-350M, whose config sets `do_layer_norm_before=False`) put a
+  LayerNorm between consecutive residuals, so no pair couples without moving the
+  norm, and their reversible column equals the analyzed one.
 """
 
 COMPARISON = """

@@ -11,9 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from bwsk.passes import PassError, PassManager, lookup
-from bwsk.passes.coordinate import PAIRS, CoordinateResult, Factor, reshape
+from bwsk.passes.coordinate import CoordinateResult
 
 from bwsk.analysis import Analysis, layer_of
+from bwsk.axis_labels import PAIRS, Factor, reshape
 from bwsk.frontend import compile_source, lower
 
 TRANSFORMERS = ("pythia-70m", "gpt2", "bert-base")
