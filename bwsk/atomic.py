@@ -26,6 +26,7 @@ def write_atomic(path: str, data: str | bytes, *, force: bool = False) -> None:
     payload = data.encode("utf-8") if isinstance(data, str) else data
     try:
         handle, temporary = tempfile.mkstemp(dir=folder, prefix=".bwsk-", suffix=".tmp")
+        os.fchmod(handle, _mode_for(path))
     except OSError as error:
         raise BwskError(f"{path}: cannot write ({error.strerror or error})") from None
     try:
@@ -40,3 +41,12 @@ def write_atomic(path: str, data: str | bytes, *, force: bool = False) -> None:
         if isinstance(error, OSError):
             raise BwskError(f"{path}: cannot write ({error.strerror or error})") from None
         raise
+
+
+def _mode_for(path: str) -> int:
+    """The replaced file's permissions, or what a new file gets under the umask (mkstemp would give 0600)."""
+    if os.path.exists(path):
+        return os.stat(path).st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask

@@ -154,3 +154,18 @@ def test_installed_console_script() -> None:
     result = subprocess.run([str(script), str(RESIDUAL), "--emit", "ir"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout == print_program(parse(RESIDUAL.read_text()))
+
+
+def test_outputs_get_ordinary_permissions_and_a_replaced_file_keeps_its_own(tmp_path):
+    from bwsk.atomic import write_atomic
+
+    fresh = tmp_path / "fresh.bwsk"
+    write_atomic(str(fresh), "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert fresh.stat().st_mode & 0o777 == 0o666 & ~umask
+    kept = tmp_path / "kept.bwsk"
+    kept.write_text("old")
+    kept.chmod(0o640)
+    write_atomic(str(kept), "new", force=True)
+    assert kept.read_text() == "new" and kept.stat().st_mode & 0o777 == 0o640
