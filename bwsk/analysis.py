@@ -38,6 +38,7 @@ class Classification:
     reason: str
     condition: str | None = None
     operand: int | None = None  # position in `call.inputs` the verdict is about (None: no tensor operand)
+    checked: str | None = None  # evidence that the condition holds for the actual weights, when checked
 
 
 @dataclass
@@ -48,10 +49,11 @@ class Analysis:
     flow: Dataflow
     results: dict[str, Any] = field(default_factory=dict)
     sizes: Mapping[str, int] = field(default_factory=dict)
+    weights: Mapping[str, Any] | None = None  # actual state tensors by @name, when the model has them
 
     @classmethod
-    def of(cls, program: Program, *, sizes: Mapping[str, int] | None = None) -> Analysis:
-        return cls(program, trace(program, sizes=sizes), sizes=dict(sizes or {}))
+    def of(cls, program: Program, *, sizes: Mapping[str, int] | None = None, weights: Mapping[str, Any] | None = None) -> Analysis:
+        return cls(program, trace(program, sizes=sizes), sizes=dict(sizes or {}), weights=weights)
 
     @property
     def calls(self) -> list[Call]:

@@ -117,7 +117,8 @@ def read_program(spec: str) -> Program:
     return parse(decode(data, spec), spec)
 
 
-def compile_model(args: argparse.Namespace) -> Program:
+def compile_model(args: argparse.Namespace) -> tuple[Program, dict | None]:
+    """The lowered program and, when the model has real weights, its state tensors by @name."""
     from bwsk.frontend import compile_source, faithfulness
 
     compiled = compile_source(
@@ -138,7 +139,8 @@ def compile_model(args: argparse.Namespace) -> Program:
         print(f"verify {compiled.program.name}: {report}", file=sys.stderr)
         if not report.ok:
             raise VerificationFailed(str(report))
-    return compiled.program
+    has_weights = all(t.device.type != "meta" for t in compiled.state.values())
+    return compiled.program, dict(compiled.state) if has_weights else None
 
 
 class VerificationFailed(Exception):
@@ -157,9 +159,9 @@ def run(args: argparse.Namespace) -> int:
     if is_ir_text(args.input):
         if args.verify:
             raise BwskError(f"{args.input}: --verify compares a lowered model with its export; IR text has none")
-        program = read_program(args.input)
+        program, weights = read_program(args.input), None
     else:
-        program = compile_model(args)
+        program, weights = compile_model(args)
     if args.check_classification:
         from bwsk.classification_check import check_program
 
@@ -172,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
     from bwsk.pipeline import analyze, default_passes
 
     passes = [p.strip() for p in args.passes.split(",") if p.strip()] if args.passes else default_passes()
-    analysis = analyze(program, passes=passes, print_after=args.print_after, stream=sys.stderr)
+    analysis = analyze(program, passes=passes, print_after=args.print_after, weights=weights, stream=sys.stderr)
     emit(render(analysis, args), args.output, args.force)
     return 0
 

@@ -7,6 +7,7 @@ width, random weights); nothing is downloaded.
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 import time
 import warnings
@@ -14,7 +15,9 @@ import warnings
 from rich.console import Console
 
 from bwsk.frontend import compile_source, faithfulness
+from bwsk.pipeline import analyze
 from bwsk.printer import print_definition, print_program
+from bwsk.report import print_phases
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +50,20 @@ def main(argv: list[str] | None = None) -> int:
     console.rule("the IR evaluated against torch.export, same weights and inputs")
     report = faithfulness(compiled)
     console.print(str(report))
-    console.print("Next: bwsk-compile pythia-410m --emit ir -o pythia-410m.bwsk   (full size, meta device)")
+
+    console.rule("where it keeps information (S) and where it erases it (K)")
+    analysis = analyze(program)
+    summary = io.StringIO()
+    print_phases(analysis, Console(file=summary, width=120, color_system=None), max_phases=0)
+    lines = summary.getvalue().splitlines()
+    console.print(lines[0], highlight=False)
+    for line in lines:
+        if line.startswith(("coupling", "predicted", "communication")):
+            console.print(line, highlight=False)
+    console.print(
+        "\nNext: bwsk-compile pythia-410m --emit phases            (full size, meta device, no weights)\n"
+        "      bwsk-compile pythia-410m --emit svg --collapse layers -o pythia-410m.svg"
+    )
     return 0 if report.ok else 1
 
 

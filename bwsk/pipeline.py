@@ -23,9 +23,13 @@ def analyze(
     options: Mapping[str, Mapping[str, Any]] | None = None,
     print_after: Iterable[str] = (),
     sizes: Mapping[str, int] | None = None,
+    weights: Mapping[str, Any] | None = None,
     stream: TextIO | None = None,
 ) -> Analysis:
-    """Run `passes` (default: every analysis pass) on `program` at the given symbolic sizes."""
-    analysis = Analysis.of(program, sizes=sizes)
+    """Run `passes` (default: every analysis pass) on `program` at the given symbolic sizes.
+
+    With `weights` (state tensors by @name), conditional verdicts are checked on them.
+    """
+    analysis = Analysis.of(program, sizes=sizes, weights=weights)
     manager = PassManager(default_passes() if passes is None else passes, options=options, print_after=print_after, stream=stream)
     return manager.run(analysis)

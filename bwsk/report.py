@@ -56,6 +56,7 @@ def analysis_json(analysis: Analysis) -> dict[str, Any]:
                 "class": verdict.kind if verdict else None,
                 "reason": verdict.reason if verdict else None,
                 "condition": verdict.condition if verdict else None,
+                "checked": verdict.checked if verdict else None,
                 "module_path": call.module,
                 "layer": analysis.layer(call),
                 "flops": call.flops,

@@ -12,13 +12,16 @@ FLOPs and by activation bytes, overall and per layer.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+from bwsk.passes.registry import Pass, register
 
 from bwsk.analysis import Analysis, Classification
+from bwsk.conditions import check_conditions
 from bwsk.dataflow import Call, Dataflow
-from bwsk.injectivity import Verdict, classify as judge
+from bwsk.injectivity import Verdict
+from bwsk.injectivity import classify as judge
 from bwsk.types import TupleType
-from bwsk.passes.registry import Pass, register
 
 GETITEM = "operator.getitem"
 
@@ -138,6 +141,29 @@ def _share(calls: list[Call], classes: dict[int, Classification], flow: Dataflow
     return Share(*total)
 
 
+def _checked_conditions(analysis: Analysis, classes: dict[int, Classification]) -> dict[int, Classification]:
+    """Conditional S verdicts checked on the actual weights: kept with evidence, or K when the condition fails."""
+    flow = analysis.flow
+    varying = {
+        index: flow.calls[index].operand_positions[verdict.operand]
+        for index, verdict in classes.items()
+        if verdict.kind == "S"
+        and verdict.condition
+        and verdict.operand is not None
+        and flow.activation_operands(flow.calls[index]) == [verdict.operand]  # the rest are weights or constants
+    }
+    checks = check_conditions(analysis.program, flow, varying, analysis.weights, analysis.sizes)
+    updated = {}
+    for index, check in checks.items():
+        verdict = classes[index]
+        if check.holds:
+            updated[index] = replace(verdict, checked=check.evidence)
+        else:
+            reason = f"the condition fails for these weights ({check.evidence}): {verdict.condition}; {verdict.reason}"
+            updated[index] = Classification("K", reason, None, verdict.operand, check.evidence)
+    return updated
+
+
 @register
 class Classify(Pass):
     name = "classify"
@@ -147,6 +173,8 @@ class Classify(Pass):
         flow = analysis.flow
         read = read_outputs(flow)
         classes = {call.index: classify_call(flow, call, read) for call in flow.calls}
+        if analysis.weights is not None:
+            classes.update(_checked_conditions(analysis, classes))
         layers: dict[str, list[Call]] = defaultdict(list)
         for call in flow.calls:
             layers[analysis.layer(call)].append(call)

@@ -18,8 +18,9 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 
-from bwsk.analysis import Analysis, layer_of
 from bwsk.passes.registry import Pass, register
+
+from bwsk.analysis import Analysis, layer_of
 from bwsk.printer import print_term
 from bwsk.program import Program
 from bwsk.terms import Comb, Prim, Ref, Term, children, spine

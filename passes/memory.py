@@ -50,12 +50,12 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, NamedTuple
 
 import torch
+from bwsk.passes.registry import Pass, register
 
 from bwsk import ops
 from bwsk.analysis import Analysis, layer_of
 from bwsk.dataflow import Call, meta_tensor
 from bwsk.injectivity import TensorInfo
-from bwsk.passes.registry import Pass, register
 from bwsk.saved_tensors import Saves, flat_outputs, probe, storage_key
 from bwsk.types import FunctionType, TensorType, TupleType, Type
 

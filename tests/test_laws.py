@@ -10,6 +10,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import ELEMENTWISE_TEMPLATES, combinator_terms, terms
 from torch.testing import assert_close
 
 from bwsk.evaluator import evaluate_term
@@ -19,7 +20,6 @@ from bwsk.printer import print_program
 from bwsk.rewrite import Rewriter, Rule, Var, instantiate, match, parse_pattern, rewrite_program
 from bwsk.terms import HOLE, App, Prim, Ref, Term, children
 from bwsk.verifier import ArityChecker, ArityError, verify
-from strategies import ELEMENTWISE_TEMPLATES, combinator_terms, terms
 
 A, B_REF = Ref("value", "a"), Ref("value", "b")
 SIN = Prim("aten.sin.default", (HOLE,))

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import networkx as nx
 import torch
+from bwsk.passes import PassManager
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bwsk.analysis import Analysis
 from bwsk.frontend import compile_source
-from bwsk.passes import PassManager
 from bwsk.program import Definition, Input, Output, Program
 from bwsk.terms import Prim, Ref
 from bwsk.types import TensorType

@@ -8,13 +8,15 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+import torch
+from bwsk.passes import REGISTRY, Pass, PassError, PassManager, complete
 
+import bwsk
 from bwsk.analysis import Analysis, layer_of
 from bwsk.cli import main
 from bwsk.errors import BwskError
-from bwsk.frontend import compile_source
+from bwsk.frontend import compile_source, state_tensors
 from bwsk.parser import parse
-from bwsk.passes import REGISTRY, Pass, PassError, PassManager, complete
 from bwsk.pipeline import analyze
 from bwsk.printer import print_program
 from bwsk.program import Definition
@@ -139,3 +141,28 @@ def test_golden_print_after_classify_of_the_mlp_example(capsys):
     assert code == 0
     assert err == (GOLDEN / "mlp.print-after-classify.txt").read_text()
     assert out == print_program(parse(MLP))
+
+
+class _Square(torch.nn.Module):
+    def __init__(self, rank: int):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 4)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.randn(4, rank) @ torch.randn(rank, 4))
+
+    def forward(self, x):
+        return self.linear(x)
+
+
+@pytest.mark.parametrize("rank, kind", [(4, "S"), (2, "K")])
+def test_weight_conditions_are_checked_on_the_actual_weights(rank, kind):
+    ep = torch.export.export(_Square(rank), (torch.randn(3, 4),))
+    program = bwsk.lower(ep)
+    weights = state_tensors(ep.run_decompositions())
+    without = analyze(program, passes=["classify"])
+    with_weights = analyze(program, passes=["classify"], weights=weights)
+    (linear,) = [c for c in without.calls if c.target == "aten.addmm.default"]
+    assert without.classes[linear.index].kind == "S" and without.classes[linear.index].condition
+    verdict = with_weights.classes[linear.index]
+    assert verdict.kind == kind
+    assert verdict.checked == f"rank {rank} of 4"

@@ -15,6 +15,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from lark import Lark, Token
+from strategies import programs
 
 from bwsk.lexer import FastLexer
 from bwsk.parser import grammar_parser, parse
@@ -23,7 +24,6 @@ from bwsk.program import Definition, Input, Program
 from bwsk.terms import HOLE, Prim
 from bwsk.types import TensorType
 from bwsk.verifier import verify
-from strategies import programs
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "grammar" / "examples").glob("*.bwsk"))
