@@ -291,7 +291,9 @@ class _Builder(Transformer):
 def _parser() -> tuple[Lark, _Builder]:
     grammar = resources.files("bwsk.grammar").joinpath("bwsk.lark").read_text()
     builder = _Builder()
-    lark = Lark(grammar, parser="lalr", lexer=FastLexer, strict=True, maybe_placeholders=True, transformer=builder)
+    # Collision-freedom is a property of the grammar, checked once by the tests under strict=True
+    # (which needs the dev-only `interegular`); the runtime parser builds the same LALR tables.
+    lark = Lark(grammar, parser="lalr", lexer=FastLexer, maybe_placeholders=True, transformer=builder)
     return lark, builder
 
 
