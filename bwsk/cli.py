@@ -46,6 +46,9 @@ examples:
   bwsk-compile pythia-70m --tiny --layers 2 --verify # evaluate the IR against torch
   bwsk-compile model.pt2 --emit ir -o model.bwsk
   bwsk-compile model.bwsk -o model.bwsk --force      # format in place
+  bwsk-compile pythia-410m --emit phases             # where it keeps and erases information
+  bwsk-compile pythia-410m --emit svg --collapse layers -o pythia.svg
+  bwsk-compile gpt2 --tiny --layers 1 --seq 8 --check-classification
 
 --verify evaluates the IR on the stored example inputs (random ones when none
 are stored) with the model's weights (random when none) and compares it with
@@ -77,7 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", metavar="OUT", help="write to OUT instead of standard output (atomically)")
     parser.add_argument("--force", action="store_true", help="replace OUT if it already exists")
     analysis = parser.add_argument_group("analysis")
-    analysis.add_argument("--passes", metavar="LIST", help="comma-separated passes to run (required ones are added); default for phases/json/dot/svg: all")
+    analysis.add_argument(
+        "--passes",
+        metavar="LIST",
+        help="comma-separated passes: classify (S/K with reasons), partition (S-phases, K-barriers), couple (reversible "
+        "coupling candidates), memory (store/recompute/invert plan), coordinate (communication per sharding axis); "
+        "required passes are added; default for phases/json/dot/svg: all",
+    )
     analysis.add_argument("--print-after", action="append", default=[], metavar="PASS", help="print the IR annotated by PASS's findings to stderr (repeatable)")
     analysis.add_argument("--collapse", choices=["layers"], help="dot/svg: fold identical layers into one cluster")
     analysis.add_argument("--check-classification", action="store_true", help="confirm every S/K verdict numerically (Jacobian rank or a witness); exit 1 on a failure")
