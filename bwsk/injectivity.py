@@ -365,7 +365,7 @@ def _where(c: Call) -> Verdict:
               f"(injective only if all {keep})")
 
 
-@_rule("aten._to_copy.default", "aten.to.dtype", "aten.to.dtype_layout")
+@_rule("aten._to_copy.default", "aten.to.dtype", "aten.to.dtype_layout", "aten.to.device")
 def _cast(c: Call) -> Verdict:
     src, dst = c.x.dtype, c["dtype"] or c.x.dtype
     why = _narrowing(src, dst)

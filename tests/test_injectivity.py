@@ -154,6 +154,8 @@ CASES = [
     Case("to_dtype_i32_i64", A + "to.dtype", (t(3, 4, dtype=torch.int32), torch.int64), "S"),
     Case("to_dtype_layout_f64", A + "to.dtype_layout", (t(3, 4),), "S", kwargs={"dtype": torch.float64}),
     Case("to_dtype_layout_bool", A + "to.dtype_layout", (t(3, 4),), "K", kwargs={"dtype": torch.bool}),
+    Case("to_device_same_dtype", A + "to.device", (t(3, 4), torch.device("cpu"), torch.float32), "S"),
+    Case("to_device_i64_f32", A + "to.device", (t(3, 4, dtype=torch.int64), torch.device("cpu"), torch.float32), "K"),
     Case("cumsum", A + "cumsum.default", (t(2, 3), 1), "S"),
     Case("cumsum_int", A + "cumsum.default", (ids(2, 5), -1), "S"),
     Case("cumsum_bool", A + "cumsum.default", (mask(2, 5), -1), "S"),
@@ -268,7 +270,7 @@ MODEL_TARGETS = {GETITEM} | {A + name for name in (
     "mul.Tensor", "native_layer_norm.default", "ne.Scalar", "neg.default", "new_ones.default", "ones.default",
     "permute.default", "pow.Tensor_Scalar", "relu.default", "reshape.default", "rsqrt.default",
     "scalar_tensor.default", "select.int", "sigmoid.default", "silu.default", "sin.default", "slice.Tensor",
-    "softmax.int", "split.Tensor", "split_with_sizes.default", "sub.Tensor", "tanh.default", "to.dtype",
+    "softmax.int", "split.Tensor", "split_with_sizes.default", "sub.Tensor", "tanh.default", "to.device", "to.dtype",
     "to.dtype_layout", "transpose.int", "unsqueeze.default", "view.default", "where.ScalarOther", "where.self",
     "zeros.default")}
 

@@ -12,6 +12,7 @@ import torch
 from bwsk.passes import REGISTRY, Pass, PassError, PassManager, complete
 
 import bwsk
+from bwsk import zoo
 from bwsk.analysis import Analysis, layer_of
 from bwsk.cli import main
 from bwsk.errors import BwskError
@@ -90,8 +91,11 @@ def test_old_research_code_errors_are_corrected_on_a_real_model(pythia):
     assert down and all(pythia.classes[c.index].kind == "K" for c in down)  # a down-projection erases
 
 
-def test_every_zoo_operator_has_a_rule(pythia):
-    assert pythia.result("classify").unknown_targets == ()
+@pytest.mark.parametrize("level", ["core", "training"])
+@pytest.mark.parametrize("name", zoo.names())
+def test_every_zoo_operator_has_a_rule(name, level):
+    program = compile_source(name, tiny=True, layers=1, seq=8, level=level, device="meta", progress=False).program
+    assert analyze(program, passes=["classify"]).result("classify").unknown_targets == ()
 
 
 def test_shares_are_consistent_with_the_per_op_records(pythia):
