@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     console.rule("where it keeps information (S) and where it erases it (K)")
     analysis = analyze(program)
     summary = io.StringIO()
-    print_phases(analysis, Console(file=summary, width=120, color_system=None), max_phases=0)
+    print_phases(analysis, Console(file=summary, width=120, color_system=None, soft_wrap=True), max_phases=0)
     lines = summary.getvalue().splitlines()
     console.print(lines[0], highlight=False)
     for line in lines:
