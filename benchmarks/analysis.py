@@ -95,13 +95,12 @@ def analyse(name: str, seq: int) -> dict:
         "analysis": analysis,
     }
     if "coordinate" in analysis.results:
-        summary = analysis.results["coordinate"].to_json()["summary"]
+        summary = analysis.results["coordinate"].summary
         for axis in ("batch", "sequence", "hidden"):
             per_layer = [n for layer, n in summary.get(axis, {}).get("per_layer", {}).items() if layer[-1:].isdigit()]
             row[f"comm_{axis}"] = typical(per_layer)
     if "memory" in analysis.results:
-        modes = analysis.results["memory"].to_json()["modes"]
-        row["memory"] = {mode: modes[mode] for mode in modes}
+        row["memory"] = {mode: total.total for mode, total in analysis.results["memory"].modes.items()}
     return row
 
 
@@ -133,7 +132,7 @@ def render(rows: list[dict], seq: int) -> str:
         ]
         for r in rows:
             if "memory" in r:
-                lines.append(f"| {r['model']} | " + " | ".join(mib(r["memory"][m]["total"]) for m in modes) + " |")
+                lines.append(f"| {r['model']} | " + " | ".join(mib(r["memory"][m]) for m in modes) + " |")
     pythia = next((r for r in rows if r["model"] == "pythia-410m"), None)
     if pythia:
         lines.append(COMPARISON.format(ops=pythia["ops"], flops=pythia["flops"], nbytes=pythia["bytes"]))

@@ -68,7 +68,8 @@ class Analysis:
 
     @property
     def classes(self) -> dict[int, Classification]:
-        return self.result("classify")
+        """The verdict of every call, by call index (the `classify` pass's result)."""
+        return self.result("classify").classes
 
     def layer(self, call: Call) -> str:
         return layer_of(call.module)

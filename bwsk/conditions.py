@@ -20,6 +20,7 @@ import torch
 from bwsk.dataflow import Dataflow, meta_tensor
 from bwsk.evaluator import Observer, evaluate
 from bwsk.program import Program
+from bwsk.sources import InputSpec
 from bwsk.terms import Prim
 from bwsk.types import TensorType
 
@@ -44,13 +45,6 @@ class _Capture(Observer):
         if self.index in self.wanted:
             self.args[self.index] = list(args)
         self.index += 1
-
-
-def _example(type_: TensorType, sizes: Mapping[str, int]) -> torch.Tensor:
-    shape = meta_tensor(type_, sizes).shape
-    if type_.dtype.is_floating_point:
-        return torch.randn(shape, dtype=type_.dtype)
-    return torch.randint(0, 2, shape, dtype=type_.dtype)
 
 
 def _rank_check(matrix: torch.Tensor, needed: int) -> ConditionCheck:
@@ -85,11 +79,13 @@ def check_conditions(
 ) -> dict[int, ConditionCheck]:
     """For each call index in `varying` (mapped to the argument position judged), the condition check, if one applies."""
     capture = _Capture(set(varying))
+    generator = torch.Generator().manual_seed(0)
     inputs = []
     for item in program.inputs:
         if not isinstance(item.type, TensorType):
             raise ValueError(f"input %{item.name} is not a tensor; cannot run the program to check conditions")
-        inputs.append(_example(item.type, sizes))
+        shape = tuple(meta_tensor(item.type, sizes).shape)
+        inputs.append(InputSpec(shape, item.type.dtype).example(generator))
     with torch.no_grad():
         evaluate(program, inputs, weights, observer=capture, device=torch.device("cpu"))
     found = {}

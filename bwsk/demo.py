@@ -7,7 +7,6 @@ width, random weights); nothing is downloaded.
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 import time
 import warnings
@@ -17,7 +16,7 @@ from rich.console import Console
 from bwsk.frontend import compile_source, faithfulness
 from bwsk.pipeline import analyze
 from bwsk.printer import print_definition, print_program
-from bwsk.report import print_phases
+from bwsk.report import finding_lines, share_line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,13 +52,8 @@ def main(argv: list[str] | None = None) -> int:
 
     console.rule("where it keeps information (S) and where it erases it (K)")
     analysis = analyze(program)
-    summary = io.StringIO()
-    print_phases(analysis, Console(file=summary, width=120, color_system=None, soft_wrap=True), max_phases=0)
-    lines = summary.getvalue().splitlines()
-    console.print(lines[0], highlight=False)
-    for line in lines:
-        if line.startswith(("coupling", "predicted", "communication")):
-            console.print(line, highlight=False)
+    for line in [share_line(analysis), *finding_lines(analysis)]:
+        console.print(line, highlight=False)
     console.print(
         "\nNext: bwsk-compile pythia-410m --emit phases            (full size, meta device, no weights)\n"
         "      bwsk-compile pythia-410m --emit svg --collapse layers -o pythia-410m.svg"

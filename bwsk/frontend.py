@@ -18,7 +18,7 @@ import torch.utils._pytree as pytree
 from bwsk.errors import BwskError
 from bwsk.lowering import lower as lower_exported
 from bwsk.program import Program
-from bwsk.sources import Resolved, resolve
+from bwsk.sources import InputSpec, Resolved, resolve
 from bwsk.zoo import TensorOutputs
 
 LEVELS = ("core", "training")
@@ -142,9 +142,6 @@ def _random_inputs(ep: torch.export.ExportedProgram, seed: int) -> tuple[torch.T
             continue
         node = next(n for n in ep.graph.nodes if n.name == spec.arg.name)
         value = node.meta["val"]
-        shape = [int(s.node.hint) if isinstance(s, torch.SymInt) else int(s) for s in value.shape]
-        if value.dtype.is_floating_point:
-            inputs.append(torch.randn(shape, generator=generator, dtype=value.dtype))
-        else:
-            inputs.append(torch.randint(0, 2, shape, generator=generator, dtype=value.dtype))
+        shape = tuple(int(s.node.hint) if isinstance(s, torch.SymInt) else int(s) for s in value.shape)
+        inputs.append(InputSpec(shape, value.dtype).example(generator))
     return tuple(inputs)

@@ -306,7 +306,6 @@ class _Lowering:
         for region in regions:
             self.branch_definition(region, context)
         self.items.sort(key=lambda item: item[0])
-        items = self.items
 
         outputs = []
         for value in user_results:
@@ -316,7 +315,7 @@ class _Lowering:
         attrs = [("level", self.level)]
         if self.dropped:
             attrs.append(("dropped", ", ".join(f"{n} x{c}" for n, c in sorted(self.dropped.items()))))
-        program = Program(self.name, tuple(inputs), tuple(state), tuple(d for _, d in items), tuple(outputs), tuple(attrs))
+        program = Program(self.name, tuple(inputs), tuple(state), tuple(d for _, d in self.items), tuple(outputs), tuple(attrs))
         return verify(program)
 
     def type_of(self, node: torch.fx.Node) -> Type | None:

@@ -90,7 +90,7 @@ class _Scene:
         self.analysis = analysis
         self.calls = analysis.calls
         self.values = analysis.flow.values
-        self.classes = analysis.result("classify")
+        self.classes = analysis.classes
         self.partition: PartitionResult = analysis.result("partition")
         self.layers: dict[str, list[Phase]] = {}
         for phase in sorted(self.partition.phases, key=lambda p: (min(p.calls), p.id)):

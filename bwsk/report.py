@@ -110,15 +110,48 @@ def _human(n: float) -> str:
     return str(n)
 
 
-def print_phases(analysis: Analysis, console: Console, *, max_phases: int = 60) -> None:
-    """Rich tables: the S/K summary, phases per layer, and the phases of the first layers in detail."""
-    classify = analysis.result("classify")
-    partition = analysis.result("partition")
-    overall = classify.overall
-    console.print(
-        f"[bold]{analysis.program.name}[/]: {overall.calls} primitive calls; S share "
+def share_line(analysis: Analysis) -> str:
+    """The S share of the whole program by calls, FLOPs and activation bytes."""
+    overall = analysis.result("classify").overall
+    return (
+        f"{analysis.program.name}: {overall.calls} primitive calls; S share "
         f"{overall.by_ops:.1%} by ops, {overall.by_flops:.1%} by FLOPs, {overall.by_bytes:.1%} by activation bytes"
     )
+
+
+def finding_lines(analysis: Analysis) -> list[str]:
+    """One line each for the couple, memory and coordinate passes that ran."""
+    lines = []
+    if "couple" in analysis.results:
+        couplings = analysis.results["couple"]
+        kinds = Counter(c.kind for c in couplings)
+        produced = sum(c.activation_bytes for c in couplings)
+        lines.append(
+            f"coupling candidates: {len(couplings)} ({', '.join(f'{n} {k}' for k, n in kinds.items()) or 'none'}); "
+            f"F and G produce {_human(produced)} of activations, which reversible blocks rebuild in backward instead of keeping "
+            "what autograd saves of them (see the memory plan)"
+        )
+    if "memory" in analysis.results:
+        modes = analysis.results["memory"].modes
+        conventional = modes["conventional"].total or 1
+        lines.append(
+            "predicted activation memory: "
+            + ", ".join(f"{mode} {_human(m.total)} ({m.total / conventional:.0%})" for mode, m in modes.items())
+        )
+    if "coordinate" in analysis.results:
+        summary = analysis.results["coordinate"].summary
+        lines.append(
+            "communication when sharding activations: "
+            + ", ".join(f"{axis} {entry['calls']} call(s) {dict(entry['kinds']) or ''}".rstrip() for axis, entry in summary.items())
+        )
+    return lines
+
+
+def print_phases(analysis: Analysis, console: Console, *, max_phases: int = 60) -> None:
+    """Rich tables: the S/K summary, phases per layer, the first phases in detail, then the other passes' findings."""
+    classify = analysis.result("classify")
+    partition = analysis.result("partition")
+    console.print(share_line(analysis), highlight=False)
     layers = Table(title="per layer", show_lines=False)
     for column in ("layer", "ops", "S ops", "S FLOPs", "S bytes", "S-phases", "K-barriers"):
         layers.add_column(column, justify="right" if column != "layer" else "left")
@@ -144,25 +177,5 @@ def print_phases(analysis: Analysis, console: Console, *, max_phases: int = 60) 
         style = "green" if phase.kind == "S" else "red"
         detail.add_row(str(phase.id), f"[{style}]{phase.kind}[/]", phase.layer, ops, inputs, outputs)
     console.print(detail)
-    if "couple" in analysis.results:
-        couplings = analysis.results["couple"]
-        kinds = Counter(c.kind for c in couplings)
-        saved = sum(c.activation_bytes for c in couplings)
-        console.print(
-            f"coupling candidates: {len(couplings)} ({', '.join(f'{n} {k}' for k, n in kinds.items()) or 'none'}); "
-            f"F and G produce {_human(saved)} of activations, which reversible blocks rebuild in backward instead of keeping "
-            "what autograd saves of them (see the memory plan)"
-        )
-    if "memory" in analysis.results:
-        modes = analysis.results["memory"].to_json()["modes"]
-        conventional = modes["conventional"]["total"] or 1
-        console.print(
-            "predicted activation memory: "
-            + ", ".join(f"{mode} {_human(m['total'])} ({m['total'] / conventional:.0%})" for mode, m in modes.items())
-        )
-    if "coordinate" in analysis.results:
-        summary = analysis.results["coordinate"].to_json()["summary"]
-        console.print(
-            "communication when sharding activations: "
-            + ", ".join(f"{axis} {entry['calls']} call(s) {dict(entry['kinds']) or ''}".rstrip() for axis, entry in summary.items())
-        )
+    for line in finding_lines(analysis):
+        console.print(line, highlight=False)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from bwsk import ops
 from bwsk.errors import Location, VerifyError
 from bwsk.program import STATE_KINDS, Program
-from bwsk.terms import App, Comb, Prim, Ref, Term, embedded_terms
+from bwsk.terms import App, Comb, Prim, Ref, Term, children
 from bwsk.types import FunctionType, Type
 
 NAME = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*\Z")
@@ -130,7 +130,7 @@ class ArityChecker:
                 self.arity(dropped) if isinstance(dropped, Term) else self._check(dropped)
             head, args = _fire(head, args)
         if isinstance(head, Prim):
-            for embedded in _prim_terms(head):
+            for embedded in children(head):
                 if self.arity(embedded) != 0:
                     raise ArityError(f"an argument embedded in {head.op} is a function, not a value", head)
             takes = head.arity
@@ -149,12 +149,6 @@ class ArityChecker:
         return takes - len(args) + padded
 
 
-def _prim_terms(prim: Prim) -> list[Term]:
-    found = [t for a in prim.args for t in embedded_terms(a)]
-    found.extend(t for _, a in prim.kwargs for t in embedded_terms(a))
-    return found
-
-
 def _sub_nodes(term: Term) -> list[Term]:
     """Every sub-term, in order, without repeats."""
     seen: dict[Term, None] = {}
@@ -164,10 +158,7 @@ def _sub_nodes(term: Term) -> list[Term]:
         if node in seen:
             continue
         seen[node] = None
-        if isinstance(node, App):
-            stack.extend((node.arg, node.fn))
-        elif isinstance(node, Prim):
-            stack.extend(reversed(_prim_terms(node)))
+        stack.extend(reversed(list(children(node))))
     return list(seen)
 
 

@@ -61,18 +61,6 @@ class ClassifyResult:
     per_layer: dict[str, Share]
     unknown_targets: tuple[str, ...]
 
-    def __getitem__(self, index: int) -> Classification:
-        return self.classes[index]
-
-    def get(self, index: int, default=None):
-        return self.classes.get(index, default)
-
-    def items(self):
-        return self.classes.items()
-
-    def values(self):
-        return self.classes.values()
-
 
 def read_outputs(flow: Dataflow) -> dict[int, set[int]]:
     """For each tuple-valued value, the indices `operator.getitem` reads from it."""
