@@ -19,6 +19,13 @@ def lower(exported, *, level: str = "core", name: str = "model", strip_prefix: s
     return lower_exported(exported, level=level, name=name, strip_prefix=strip_prefix)
 
 
+def lower_module(model, args: tuple, *, level: str = "core") -> Program:
+    """Export an nn.Module (or transformers model) on example `args` and lower it (see bwsk.frontend.lower_module)."""
+    from bwsk.frontend import lower_module as lower_in_memory
+
+    return lower_in_memory(model, args, level=level)
+
+
 def load(spec: str, **options) -> Program:
     """The Program of an export archive, a Hugging Face directory or hub id, or a zoo name (see bwsk.frontend.load)."""
     from bwsk.frontend import load as load_source
@@ -33,4 +40,4 @@ def analyze(program: Program, **options):
     return run_analysis(program, **options)
 
 
-__all__ = ["BwskError", "Program", "analyze", "load", "lower", "parse"]
+__all__ = ["BwskError", "Program", "analyze", "load", "lower", "lower_module", "parse"]

@@ -82,6 +82,19 @@ def forward_parameters(module: torch.nn.Module | None) -> tuple[str, ...]:
     return tuple(p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
 
 
+def lower_module(model: torch.nn.Module, args: tuple[torch.Tensor, ...], *, level: str = "core") -> Program:
+    """Export an in-memory module (a transformers model is called on plain tensors, without cache) and lower it.
+
+    State names are the module's own state-dict names (no wrapper prefix), so
+    `program(*args, params=dict(model.named_parameters()))` evaluates it.
+    """
+    from bwsk.zoo import export, traceable
+
+    exported = at_level(export(model, args), level)
+    prefix = "model" if isinstance(traceable(model), TensorOutputs) else ""
+    return lower_exported(exported, name=type(model).__name__, level=level, strip_prefix=prefix, input_names=forward_parameters(model))
+
+
 def load(spec: str, **options: Any) -> Program:
     """The Program of an export archive, a Hugging Face directory or hub id, or a zoo name."""
     return compile_source(spec, **options).program
