@@ -15,10 +15,11 @@ import time
 import warnings
 from collections import Counter
 
-from bwsk import zoo
+from bwsk.passes.pipeline import analyze, default_passes
+
 from bwsk.atomic import write_atomic
-from bwsk.frontend import compile_source
-from bwsk.pipeline import analyze, default_passes
+from bwsk.frontend import zoo
+from bwsk.frontend.compile import compile_source
 
 HEADER = """# What bwsk finds in the zoo
 
@@ -164,7 +165,7 @@ def main() -> None:
     print(f"wrote {args.out}")
     pythia = next((r for r in rows if r["model"] == "pythia-410m"), None)
     if pythia and args.svg:
-        from bwsk.render_graph import to_svg
+        from bwsk.render.graph import to_svg
 
         start = time.perf_counter()
         svg = to_svg(pythia["analysis"], collapse="layers")

@@ -14,11 +14,11 @@ import argparse
 import time
 import warnings
 
-from bwsk import zoo
-from bwsk.frontend import forward_parameters
-from bwsk.lowering import lower
-from bwsk.parser import parse
-from bwsk.printer import print_program
+from bwsk.frontend import zoo
+from bwsk.frontend.compile import forward_parameters
+from bwsk.frontend.lowering import lower
+from bwsk.ir.parser import parse
+from bwsk.ir.printer import print_program
 
 
 def measure(name: str, seq: int) -> dict:

@@ -17,11 +17,11 @@ import time
 
 import torch
 
-from bwsk.parser import parse
-from bwsk.printer import print_program
-from bwsk.program import Definition, Input, Output, Program, State
-from bwsk.terms import HOLE, B, Prim, Ref, S, apply
-from bwsk.types import FunctionType, TensorType
+from bwsk.ir.parser import parse
+from bwsk.ir.printer import print_program
+from bwsk.ir.program import Definition, Input, Output, Program, State
+from bwsk.ir.terms import HOLE, B, Prim, Ref, S, apply
+from bwsk.ir.types import FunctionType, TensorType
 
 
 def synthetic_program(n_defs: int, width: int = 64) -> Program:

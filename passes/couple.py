@@ -18,12 +18,12 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 
+from bwsk.passes.analysis import Analysis, layer_of
 from bwsk.passes.registry import Pass, register
 
-from bwsk.analysis import Analysis, layer_of
-from bwsk.printer import print_term
-from bwsk.program import Program
-from bwsk.terms import Comb, Prim, Ref, Term, children, spine
+from bwsk.ir.printer import print_term
+from bwsk.ir.program import Program
+from bwsk.ir.terms import Comb, Prim, Ref, Term, children, spine
 
 ADD = "aten.add.Tensor"
 

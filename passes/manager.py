@@ -6,12 +6,12 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
 
+from bwsk.passes.analysis import Analysis
 from bwsk.passes.registry import lookup
 
-from bwsk.analysis import Analysis
 from bwsk.errors import BwskError
-from bwsk.printer import print_program
-from bwsk.verifier import verify
+from bwsk.ir.printer import print_program
+from bwsk.ir.verifier import verify
 
 
 class PassError(BwskError):

@@ -13,10 +13,9 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 import networkx as nx
+from bwsk.passes.analysis import Analysis, layer_of
+from bwsk.passes.dataflow import Dataflow
 from bwsk.passes.registry import Pass, register
-
-from bwsk.analysis import Analysis, layer_of
-from bwsk.dataflow import Dataflow
 
 
 @dataclass

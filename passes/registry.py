@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from bwsk.analysis import Analysis
+from bwsk.passes.analysis import Analysis
+
 from bwsk.errors import BwskError
 
 REGISTRY: dict[str, type[Pass]] = {}

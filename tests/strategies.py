@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import torch
 from hypothesis import strategies as st
 
-from bwsk.program import STATE_KINDS, Definition, Input, Output, Program, State
-from bwsk.terms import HOLE, App, B, C, I, K, ListArg, Lit, Prim, Ref, S, Term, W, apply
-from bwsk.types import DTYPE_NAMES, SCALAR_KINDS, FunctionType, ScalarType, TensorType, TupleType, Type
+from bwsk.ir.program import STATE_KINDS, Definition, Input, Output, Program, State
+from bwsk.ir.terms import HOLE, App, B, C, I, K, ListArg, Lit, Prim, Ref, S, Term, W, apply
+from bwsk.ir.types import DTYPE_NAMES, SCALAR_KINDS, FunctionType, ScalarType, TensorType, TupleType, Type
 
 # ---- names -------------------------------------------------------------------------------
 

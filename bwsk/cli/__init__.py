@@ -1,0 +1,1 @@
+"""Console scripts: `bwsk-compile` and `bwsk-demo`."""

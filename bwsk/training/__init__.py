@@ -1,0 +1,1 @@
+"""Training in less memory: the reversible runtime, the four training modes, the trainer."""

@@ -1,0 +1,76 @@
+"""What the analysis passes find about a program, in one object.
+
+An Analysis holds the Program, its dataflow graph (every primitive call at the
+example shape) and each pass's result under the pass's name. Passes fill it;
+renderers (tables, JSON, DOT, SVG) read it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bwsk.passes.dataflow import Call, Dataflow, trace
+
+from bwsk.ir.program import Program
+
+_LAYER = re.compile(r"^(.*?(?:^|\.)\d+)(?:\.|$)")
+
+
+def layer_of(module: str) -> str:
+    """The enclosing numbered block of a module path (`gpt_neox.layers.3.mlp` -> `gpt_neox.layers.3`).
+
+    Paths without a numbered segment keep their first segment (`embed_in`, `lm_head`);
+    calls outside every module belong to `<top>`.
+    """
+    if not module:
+        return "<top>"
+    match = _LAYER.match(module)
+    return match.group(1) if match else module.split(".")[0]
+
+
+@dataclass(frozen=True)
+class Classification:
+    """A call's S/K verdict: kind "S", "K" or "unknown", the reason, and the condition of a conditional S."""
+
+    kind: str
+    reason: str
+    condition: str | None = None
+    operand: int | None = None  # position in `call.inputs` the verdict is about (None: no tensor operand)
+    checked: str | None = None  # evidence that the condition holds for the actual weights, when checked
+
+
+@dataclass
+class Analysis:
+    """A program, its dataflow graph, and the results of the passes run on it (by pass name)."""
+
+    program: Program
+    flow: Dataflow
+    results: dict[str, Any] = field(default_factory=dict)
+    sizes: Mapping[str, int] = field(default_factory=dict)
+    weights: Mapping[str, Any] | None = None  # actual state tensors by @name, when the model has them
+
+    @classmethod
+    def of(cls, program: Program, *, sizes: Mapping[str, int] | None = None, weights: Mapping[str, Any] | None = None) -> Analysis:
+        return cls(program, trace(program, sizes=sizes), sizes=dict(sizes or {}), weights=weights)
+
+    @property
+    def calls(self) -> list[Call]:
+        return self.flow.calls
+
+    def result(self, pass_name: str) -> Any:
+        """The result of pass `pass_name`; a KeyError names the pass to run first."""
+        try:
+            return self.results[pass_name]
+        except KeyError:
+            raise KeyError(f"run the {pass_name!r} pass first") from None
+
+    @property
+    def classes(self) -> dict[int, Classification]:
+        """The verdict of every call, by call index (the `classify` pass's result)."""
+        return self.result("classify").classes
+
+    def layer(self, call: Call) -> str:
+        return layer_of(call.module)

@@ -1,0 +1,76 @@
+"""`bwsk-compile MODEL --check-classification`: confirm every S/K verdict on the model's operators numerically.
+
+Each distinct rule application (operator, operand shapes, static arguments, the
+operand judged) is checked once with `bwsk.passes.classify.oracle.check`: an S claim
+by a full-rank Jacobian or an explicit inverse, a K claim by a witness. Operands
+too large for a Jacobian are skipped and counted (compile with --tiny to check
+every one).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from typing import TextIO
+
+from bwsk.passes.classify import GETITEM, Judgement, judgements, read_outputs
+from bwsk.passes.classify.oracle import check
+from bwsk.passes.dataflow import Call, Dataflow, iter_tensor_infos, trace
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from bwsk.ir.program import Program
+
+MAX_CHECKED_ELEMENTS = 4096
+
+
+def _row(call: Call, judgement: Judgement) -> tuple[str, str, str, str, str]:
+    """One table row: operator, class, reason, evidence, outcome ("ok", "FAILED", "unknown" or "skipped")."""
+    verdict = judgement.verdict
+    if verdict.kind == "unknown":
+        return (call.target, "unknown", verdict.reason, "no rule: reported, not guessed", "unknown")
+    largest = max((math.prod(t.shape) for t in iter_tensor_infos((call.args, call.kwargs))), default=0)
+    if largest > MAX_CHECKED_ELEMENTS:
+        return (call.target, verdict.kind, verdict.reason, f"an operand has {largest:,} elements", "skipped")
+    result = check(call.target, call.args, call.kwargs, judgement.varying, verdict, varying_item=judgement.item, outputs=judgement.outputs)
+    return (call.target, verdict.kind, verdict.reason, result.evidence, "ok" if result.ok else "FAILED")
+
+
+def _distinct(flow: Dataflow, calls: Iterable[Call]) -> Iterator[tuple[Call, Judgement]]:
+    """Each rule application once: same operator, operand types, static arguments and judged operand."""
+    read = read_outputs(flow)
+    seen: set[str] = set()
+    for call in calls:
+        if call.target == GETITEM:
+            continue
+        for judgement in judgements(flow, call, read):
+            key = repr((call.target, call.args, call.kwargs, judgement.varying, judgement.item, judgement.outputs))
+            if key not in seen:
+                seen.add(key)
+                yield call, judgement
+
+
+def check_program(program: Program, stream: TextIO) -> int:
+    """Check every distinct rule application in `program`; print a table; return the number of failures."""
+    flow = trace(program)
+    progress = Progress(console=Console(stderr=True), disable=not sys.stderr.isatty(), transient=True)
+    with progress:
+        calls = progress.track(flow.calls, description="checking verdicts")
+        rows = [_row(call, judgement) for call, judgement in _distinct(flow, calls)]
+    outcomes = Counter(row[-1] for row in rows)
+    table = Table(title=f"{program.name}: numerical check of each S/K verdict")
+    for column in ("operator", "class", "reason", "evidence", "check"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        if row[-1] != "skipped":
+            table.add_row(*row)
+    console = Console(file=stream, width=160, soft_wrap=False)
+    console.print(table)
+    console.print(
+        f"{outcomes['ok'] + outcomes['FAILED']} verdict(s) checked, {outcomes['FAILED']} failed, {outcomes['unknown']} unknown, "
+        f"{outcomes['skipped']} skipped as too large (>{MAX_CHECKED_ELEMENTS} elements; compile with --tiny to check them)"
+    )
+    return outcomes["FAILED"]

@@ -1,0 +1,170 @@
+"""Pass infrastructure, the classify and couple passes on real models, JSON and text outputs."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import jsonschema
+import pytest
+import torch
+from bwsk.passes import REGISTRY, Pass, PassError, PassManager, complete
+from bwsk.passes.analysis import Analysis, layer_of
+from bwsk.passes.pipeline import analyze
+from paths import GOLDEN, ROOT
+
+import bwsk
+from bwsk.cli.compile import main
+from bwsk.errors import BwskError
+from bwsk.frontend import zoo
+from bwsk.frontend.compile import compile_source, state_tensors
+from bwsk.ir.parser import parse
+from bwsk.ir.printer import print_program
+from bwsk.ir.program import Definition
+from bwsk.ir.terms import Ref
+from bwsk.render.report import analysis_json
+
+MLP = (ROOT / "grammar/examples/mlp.bwsk").read_text()
+RESIDUAL = (ROOT / "grammar/examples/residual.bwsk").read_text()
+
+
+@pytest.fixture(scope="module")
+def pythia():
+    program = compile_source("pythia-70m", tiny=True, layers=2, seq=8, device="meta", progress=False).program
+    return analyze(program, passes=["classify", "partition", "couple"])
+
+
+def test_pipelines_are_completed_with_required_passes_in_order():
+    assert complete(["partition"]) == ["classify", "partition"]
+    assert complete(["couple", "partition", "classify"]) == ["couple", "classify", "partition"]
+    with pytest.raises(BwskError, match="unknown pass 'nope'"):
+        complete(["nope"])
+
+
+def test_unknown_options_are_rejected_by_name():
+    with pytest.raises(BwskError, match="no option 'speed'"):
+        PassManager(["classify"], options={"classify": {"speed": 1}}).run(Analysis.of(parse(MLP)))
+
+
+class _Breaks(Pass):
+    name = "test-breaks"
+
+    def run(self, analysis):
+        raise ZeroDivisionError("boom")
+
+
+class _Corrupts(Pass):
+    name = "test-corrupts"
+
+    def run(self, analysis):
+        bad = Definition("broken", Ref("value", "nowhere"))
+        analysis.program = analysis.program.with_defs([*analysis.program.defs, bad])
+
+
+@pytest.mark.parametrize("broken, message", [(_Breaks, "boom"), (_Corrupts, "undefined name: %nowhere")])
+def test_the_failing_pass_is_named_and_the_verifier_runs_after_each_pass(broken, message, monkeypatch):
+    monkeypatch.setitem(REGISTRY, broken.name, broken)
+    with pytest.raises(PassError, match=rf"pass '{broken.name}' failed: .*{message}"):
+        PassManager(["classify", broken.name]).run(Analysis.of(parse(MLP)))
+
+
+def test_print_after_annotates_the_program_and_still_parses():
+    stream = io.StringIO()
+    PassManager(["partition"], print_after=["classify"], stream=stream).run(Analysis.of(parse(RESIDUAL)))
+    text = stream.getvalue()
+    assert "# classify: aten.relu.default K: zeroes the negative half-line" in text
+    body = text.split("----\n", 1)[1]
+    assert parse(body) == parse(RESIDUAL)
+
+
+def test_old_research_code_errors_are_corrected_on_a_real_model(pythia):
+    kinds = {}
+    for call in pythia.calls:
+        kinds.setdefault(call.target, set()).add(pythia.classes[call.index].kind)
+    assert kinds["aten.native_layer_norm.default"] == {"K"}  # LayerNorm erases (the old table said preserving)
+    assert kinds["aten._softmax.default"] == {"K"}  # attention softmax was invisible to the old table
+    assert kinds["aten.view.default"] == {"S"}
+    assert "K" in kinds["aten.slice.Tensor"]  # slicing that drops elements erases
+    down = [c for c in pythia.calls if c.target == "aten.addmm.default" and "dense_4h_to_h" in c.module]
+    assert down and all(pythia.classes[c.index].kind == "K" for c in down)  # a down-projection erases
+
+
+@pytest.mark.parametrize("level", ["core", "training"])
+@pytest.mark.parametrize("name", zoo.names())
+def test_every_zoo_operator_has_a_rule(name, level):
+    program = compile_source(name, tiny=True, layers=1, seq=8, level=level, device="meta", progress=False).program
+    assert analyze(program, passes=["classify"]).result("classify").unknown_targets == ()
+
+
+def test_shares_are_consistent_with_the_per_op_records(pythia):
+    document = analysis_json(pythia)
+    ops = document["ops"]
+    s_ops = sum(op["class"] == "S" for op in ops)
+    assert document["summary"]["s_ratio_ops"] == pytest.approx(s_ops / len(ops))
+    s_flops = sum(op["flops"] for op in ops if op["class"] == "S")
+    assert document["summary"]["s_ratio_flops"] == pytest.approx(s_flops / sum(op["flops"] for op in ops))
+    assert {op["layer"] for op in ops} >= {"gpt_neox.layers.0", "gpt_neox.layers.1"}
+
+
+def test_json_validates_against_the_documented_schema(pythia):
+    schema = json.loads((ROOT / "docs/analysis.schema.json").read_text())
+    document = json.loads(json.dumps(analysis_json(pythia)))
+    jsonschema.validate(document, schema)
+    phase_ops = [name for phase in document["phases"] for name in phase["ops"]]
+    assert sorted(phase_ops) == sorted(op["name"] for op in document["ops"])
+
+
+def test_parallel_residuals_become_coupling_candidates(pythia):
+    couplings = pythia.result("couple")
+    assert [c.kind for c in couplings] == ["parallel", "parallel"]
+    assert all("mlp" in c.f and "attention" in c.g for c in couplings)
+    assert all(c.activation_bytes > 0 and c.rebuild_flops > 0 for c in couplings)
+
+
+def test_sequential_residual_pairs_become_coupling_candidates():
+    program = compile_source("gpt2", tiny=True, layers=2, seq=8, device="meta", progress=False).program
+    couplings = analyze(program, passes=["couple"]).result("couple")
+    assert [c.kind for c in couplings] == ["sequential", "sequential"]
+    assert [layer_of(c.residuals[0].rsplit(".", 1)[0]) for c in couplings] == ["transformer.h.0", "transformer.h.1"]
+
+
+@pytest.mark.parametrize("emit", ["phases", "json"])
+def test_golden_outputs_of_the_residual_example(emit, capsys):
+    code = main(["grammar/examples/residual.bwsk", "--emit", emit, "--passes", "classify,partition,couple"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    golden = GOLDEN / f"residual.{emit}.txt"
+    assert out == golden.read_text(), f"regenerate {golden} if the change is intended"
+
+
+def test_golden_print_after_classify_of_the_mlp_example(capsys):
+    code = main(["grammar/examples/mlp.bwsk", "--passes", "classify", "--print-after", "classify"])
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert err == (GOLDEN / "mlp.print-after-classify.txt").read_text()
+    assert out == print_program(parse(MLP))
+
+
+class _Square(torch.nn.Module):
+    def __init__(self, rank: int):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 4)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.randn(4, rank) @ torch.randn(rank, 4))
+
+    def forward(self, x):
+        return self.linear(x)
+
+
+@pytest.mark.parametrize("rank, kind", [(4, "S"), (2, "K")])
+def test_weight_conditions_are_checked_on_the_actual_weights(rank, kind):
+    ep = torch.export.export(_Square(rank), (torch.randn(3, 4),))
+    program = bwsk.lower(ep)
+    weights = state_tensors(ep.run_decompositions())
+    without = analyze(program, passes=["classify"])
+    with_weights = analyze(program, passes=["classify"], weights=weights)
+    (linear,) = [c for c in without.calls if c.target == "aten.addmm.default"]
+    assert without.classes[linear.index].kind == "S" and without.classes[linear.index].condition
+    verdict = with_weights.classes[linear.index]
+    assert verdict.kind == kind
+    assert verdict.checked == f"rank {rank} of 4"
