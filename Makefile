@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test test-installed clean
 
 setup: $(VENV)/.installed
 
@@ -19,6 +19,13 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -n 2 -q
+
+# The suite against a wheel installed outside the repository (not the editable copy).
+test-installed: setup
+	rm -rf build/installed && $(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation -w build/installed .
+	$(BIN)/python -m pip install --quiet --no-deps --target build/installed/site build/installed/bwsk-*.whl
+	cd build/installed && PYTHONPATH=$(CURDIR)/build/installed/site $(CURDIR)/$(BIN)/python -m pytest -n 2 -q -p no:cacheprovider \
+		-c $(CURDIR)/pyproject.toml --rootdir $(CURDIR) $(CURDIR)/tests
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

@@ -111,3 +111,10 @@ def type_of_value(value: object) -> Type:
     if isinstance(value, (tuple, list)):
         return TupleType(tuple(type_of_value(v) for v in value))
     raise TypeError(f"no IR type for {type(value).__name__}")
+
+
+def example_tensor(shape: tuple[int, ...], dtype: torch.dtype, generator: torch.Generator) -> torch.Tensor:
+    """A random value of a tensor type: floats from N(0, 1); integers from {0, 1}, valid ids for any embedding."""
+    if dtype.is_floating_point:
+        return torch.randn(shape, generator=generator).to(dtype)
+    return torch.randint(0, 2, shape, generator=generator, dtype=dtype)

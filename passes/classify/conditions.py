@@ -18,11 +18,10 @@ from typing import Any
 import torch
 from bwsk.passes.dataflow import Dataflow, meta_tensor
 
-from bwsk.frontend.sources import InputSpec
 from bwsk.ir.evaluator import Observer, evaluate
 from bwsk.ir.program import Program
 from bwsk.ir.terms import Prim
-from bwsk.ir.types import TensorType
+from bwsk.ir.types import TensorType, example_tensor
 
 MATMULS = {"aten.mm.default": (0, 1), "aten.bmm.default": (0, 1), "aten.matmul.default": (0, 1), "aten.addmm.default": (1, 2)}
 
@@ -85,7 +84,7 @@ def check_conditions(
         if not isinstance(item.type, TensorType):
             raise ValueError(f"input %{item.name} is not a tensor; cannot run the program to check conditions")
         shape = tuple(meta_tensor(item.type, sizes).shape)
-        inputs.append(InputSpec(shape, item.type.dtype).example(generator))
+        inputs.append(example_tensor(shape, item.type.dtype, generator))
     with torch.no_grad():
         evaluate(program, inputs, weights, observer=capture, device=torch.device("cpu"))
     found = {}
