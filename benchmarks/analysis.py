@@ -15,11 +15,10 @@ import time
 import warnings
 from collections import Counter
 
-from bwsk.passes.pipeline import analyze, default_passes
-
 from bwsk.atomic import write_atomic
 from bwsk.frontend import zoo
 from bwsk.frontend.compile import compile_source
+from bwsk.passes.pipeline import analyze, default_passes
 
 HEADER = """# What bwsk finds in the zoo
 

@@ -12,9 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bwsk.passes.dataflow import Call, Dataflow, trace
-
 from bwsk.ir.program import Program
+from bwsk.passes.dataflow import Call, Dataflow, trace
 
 _LAYER = re.compile(r"^(.*?(?:^|\.)\d+)(?:\.|$)")
 

@@ -19,13 +19,13 @@ from typing import Any
 
 import networkx as nx
 import torch
-from bwsk.passes.classify.rules import TensorInfo
 from torch.utils.flop_counter import flop_registry
 
 from bwsk.ir.evaluator import Observer, evaluate
 from bwsk.ir.program import Program
 from bwsk.ir.terms import Prim
 from bwsk.ir.types import Dim, ScalarType, TensorType, TupleType, Type, type_of_value
+from bwsk.passes.classify.rules import TensorInfo
 
 DEFAULT_SYMBOL_SIZE = 2
 _SYMBOL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

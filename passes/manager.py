@@ -1,17 +1,20 @@
-"""Runs a pipeline of passes: completes it with required passes, verifies after each, names the one that fails."""
+"""Runs a pipeline of passes: completes it with required passes, verifies what they change, names the one that fails.
+
+The manager never prints: a driver that wants to show the program after a pass
+(`--print-after`) passes an `after_pass` callback.
+"""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterable, Mapping
-from typing import Any, TextIO
-
-from bwsk.passes.analysis import Analysis
-from bwsk.passes.registry import lookup
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from bwsk.errors import BwskError
-from bwsk.ir.printer import print_program
 from bwsk.ir.verifier import verify
+from bwsk.passes.analysis import Analysis
+from bwsk.passes.registry import Pass, lookup
+
+AfterPass = Callable[[str, Pass, Analysis], None]
 
 
 class PassError(BwskError):
@@ -39,38 +42,27 @@ def complete(names: Iterable[str]) -> list[str]:
 class PassManager:
     """Runs `names` (completed with their requirements) on an Analysis.
 
-    After every pass the program is verified; `print_after` names passes after which
-    the program is printed, annotated with that pass's notes, to `stream`.
+    A pass that replaces the program is followed by the verifier; one that only adds a
+    result costs no verification. `after_pass(name, instance, analysis)` runs after each pass.
     """
 
-    def __init__(
-        self,
-        names: Iterable[str],
-        *,
-        options: Mapping[str, Mapping[str, Any]] | None = None,
-        print_after: Iterable[str] = (),
-        stream: TextIO | None = None,
-    ):
+    def __init__(self, names: Iterable[str], *, options: Mapping[str, Mapping[str, Any]] | None = None):
         self.pipeline = complete(names)
         self.options = dict(options or {})
-        self.print_after = set(print_after)
-        unknown = self.print_after - set(self.pipeline)
-        if unknown:
-            raise BwskError(f"--print-after {sorted(unknown)[0]}: that pass is not in the pipeline ({', '.join(self.pipeline)})")
-        self.stream = stream or sys.stderr
 
-    def run(self, analysis: Analysis) -> Analysis:
+    def run(self, analysis: Analysis, after_pass: AfterPass | None = None) -> Analysis:
         for name in self.pipeline:
             instance = lookup(name)(**self.options.get(name, {}))
+            before = analysis.program
             try:
                 analysis.results[name] = instance.run(analysis)
-                verify(analysis.program)
+                if analysis.program is not before:
+                    verify(analysis.program)
             except BwskError as error:
                 raise PassError(f"pass {name!r} failed: {error.message}") from error
             except Exception as error:
                 first = str(error).strip().splitlines()[0] if str(error).strip() else ""
                 raise PassError(f"pass {name!r} failed: {type(error).__name__}: {first}") from error
-            if name in self.print_after:
-                self.stream.write(f"# ---- after pass {name} ----\n")
-                self.stream.write(print_program(analysis.program, instance.notes(analysis)))
+            if after_pass is not None:
+                after_pass(name, instance, analysis)
         return analysis

@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from bwsk.passes.analysis import Analysis
-
 from bwsk.errors import BwskError
+from bwsk.passes.analysis import Analysis
 
 REGISTRY: dict[str, type[Pass]] = {}
 

@@ -13,6 +13,7 @@ import sys
 import traceback
 import warnings
 from collections.abc import Sequence
+from typing import TextIO
 
 from bwsk.atomic import write_atomic
 from bwsk.errors import BwskError
@@ -183,9 +184,26 @@ def run(args: argparse.Namespace) -> int:
     from bwsk.passes.pipeline import analyze, default_passes
 
     passes = [p.strip() for p in args.passes.split(",") if p.strip()] if args.passes else default_passes()
-    analysis = analyze(program, passes=passes, print_after=args.print_after, weights=weights, stream=sys.stderr)
+    analysis = analyze(program, passes=passes, after_pass=printer_after(passes, args.print_after, sys.stderr), weights=weights)
     emit(render(analysis, args), args.output, args.force)
     return 0
+
+
+def printer_after(passes: list[str], names: list[str], stream: TextIO):
+    """The `--print-after` callback: after each named pass, the program annotated with its notes."""
+    from bwsk.passes import complete
+
+    pipeline = complete(passes)
+    unknown = sorted(set(names) - set(pipeline))
+    if unknown:
+        raise BwskError(f"--print-after {unknown[0]}: that pass is not in the pipeline ({', '.join(pipeline)})")
+
+    def show(name, instance, analysis) -> None:
+        if name in names:
+            stream.write(f"# ---- after pass {name} ----\n")
+            stream.write(print_program(analysis.program, instance.notes(analysis)))
+
+    return show
 
 
 def render(analysis, args: argparse.Namespace) -> str:

@@ -23,14 +23,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bwsk.errors import BwskError
+from bwsk.ir.types import TensorType, TupleType
 from bwsk.passes.analysis import Analysis, layer_of
 from bwsk.passes.coordinate.labels import AXES, DEFAULT_INPUTS, Factor, Items, Labels, Unsupported, axes_of, fill, fits, plain, schema
 from bwsk.passes.coordinate.rules import RULES, Site, pointwise, settle
 from bwsk.passes.dataflow import Dataflow
 from bwsk.passes.registry import Pass, register
-
-from bwsk.errors import BwskError
-from bwsk.ir.types import TensorType, TupleType
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+
+from bwsk.ir.types import TensorType, TupleType, Type
 from bwsk.passes.coordinate.labels import (
     PAIRS,
     Dim,
@@ -46,8 +48,6 @@ from bwsk.passes.coordinate.labels import (
     unlabelled,
 )
 from bwsk.passes.dataflow import Call, Dataflow
-
-from bwsk.ir.types import TensorType, TupleType, Type
 
 
 class Site:

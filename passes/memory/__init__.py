@@ -50,14 +50,14 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, NamedTuple
 
 import torch
+
+from bwsk.ir import ops
+from bwsk.ir.types import FunctionType, TensorType, TupleType, Type
 from bwsk.passes.analysis import Analysis, layer_of
 from bwsk.passes.classify.rules import TensorInfo
 from bwsk.passes.dataflow import Call, meta_tensor
 from bwsk.passes.memory.saved_tensors import Saves, flat_outputs, probe, storage_key
 from bwsk.passes.registry import Pass, register
-
-from bwsk.ir import ops
-from bwsk.ir.types import FunctionType, TensorType, TupleType, Type
 
 GETITEM = "operator.getitem"
 MODES = ("conventional", "checkpoint", "analyzed", "reversible")
@@ -111,14 +111,14 @@ def _static(arg: Any) -> Any:
     return arg
 
 
-def _fill(arg: Any, tensors: list[torch.Tensor]) -> Any:
+def fill_operands(arg: Any, tensors: list[torch.Tensor]) -> Any:
     """`arg` with each TensorInfo replaced by the next of `tensors` (in the order the trace listed operands)."""
     if isinstance(arg, TensorInfo):
         return tensors.pop()
     if isinstance(arg, list):
-        return [_fill(a, tensors) for a in arg]
+        return [fill_operands(a, tensors) for a in arg]
     if isinstance(arg, tuple):
-        return tuple(_fill(a, tensors) for a in arg)
+        return tuple(fill_operands(a, tensors) for a in arg)
     return arg
 
 
@@ -145,8 +145,8 @@ def _probe(call: Call, layouts: list[Layout]) -> Probed:
 
     def run(grad: bool) -> Any:
         stack = list(reversed(operands if grad else [o.detach() for o in operands]))
-        args = [_fill(a, stack) for a in call.args]
-        kwargs = {k: _fill(v, stack) for k, v in call.kwargs.items()}
+        args = [fill_operands(a, stack) for a in call.args]
+        kwargs = {k: fill_operands(v, stack) for k, v in call.kwargs.items()}
         return function(*args, **kwargs)
 
     try:

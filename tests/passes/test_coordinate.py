@@ -10,12 +10,12 @@ import time
 import pytest
 import torch
 import torch.nn.functional as F
+
+from bwsk.frontend.compile import compile_source, lower
 from bwsk.passes import PassError, PassManager, lookup
 from bwsk.passes.analysis import Analysis, layer_of
 from bwsk.passes.coordinate import CoordinateResult
 from bwsk.passes.coordinate.labels import PAIRS, Factor, reshape
-
-from bwsk.frontend.compile import compile_source, lower
 
 TRANSFORMERS = ("pythia-70m", "gpt2", "bert-base")
 MATMULS = ("aten.addmm.default", "aten.mm.default")

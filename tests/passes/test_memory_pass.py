@@ -15,13 +15,13 @@ import re
 
 import pytest
 import torch
+
+from bwsk.frontend.compile import Compiled, compile_source
+from bwsk.ir.parser import parse, parse_file
 from bwsk.passes import PassManager
 from bwsk.passes.analysis import Analysis
 from bwsk.passes.memory import MODES, Memory, MemoryResult, replay, size
 from bwsk.passes.memory.saved_tensors import measure, probe
-
-from bwsk.frontend.compile import Compiled, compile_source
-from bwsk.ir.parser import parse, parse_file
 
 SEQ = 16
 MODELS = [

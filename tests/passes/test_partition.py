@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import networkx as nx
 import torch
-from bwsk.passes import PassManager
-from bwsk.passes.analysis import Analysis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,6 +11,8 @@ from bwsk.frontend.compile import compile_source
 from bwsk.ir.program import Definition, Input, Output, Program
 from bwsk.ir.terms import Prim, Ref
 from bwsk.ir.types import TensorType
+from bwsk.passes import PassManager
+from bwsk.passes.analysis import Analysis
 
 T = TensorType(torch.float32, (4, 8))
 UNARY = ["aten.neg.default", "aten.tanh.default", "aten.relu.default", "aten.abs.default", "aten.exp.default", "aten.sigmoid.default"]

@@ -8,13 +8,10 @@ import json
 import jsonschema
 import pytest
 import torch
-from bwsk.passes import REGISTRY, Pass, PassError, PassManager, complete
-from bwsk.passes.analysis import Analysis, layer_of
-from bwsk.passes.pipeline import analyze
 from paths import GOLDEN, ROOT
 
 import bwsk
-from bwsk.cli.compile import main
+from bwsk.cli.compile import main, printer_after
 from bwsk.errors import BwskError
 from bwsk.frontend import zoo
 from bwsk.frontend.compile import compile_source, state_tensors
@@ -22,6 +19,9 @@ from bwsk.ir.parser import parse
 from bwsk.ir.printer import print_program
 from bwsk.ir.program import Definition
 from bwsk.ir.terms import Ref
+from bwsk.passes import REGISTRY, Pass, PassError, PassManager, complete
+from bwsk.passes.analysis import Analysis, layer_of
+from bwsk.passes.pipeline import analyze
 from bwsk.render.report import analysis_json
 
 MLP = (ROOT / "grammar/examples/mlp.bwsk").read_text()
@@ -70,11 +70,27 @@ def test_the_failing_pass_is_named_and_the_verifier_runs_after_each_pass(broken,
 
 def test_print_after_annotates_the_program_and_still_parses():
     stream = io.StringIO()
-    PassManager(["partition"], print_after=["classify"], stream=stream).run(Analysis.of(parse(RESIDUAL)))
+    PassManager(["partition"]).run(Analysis.of(parse(RESIDUAL)), printer_after(["partition"], ["classify"], stream))
     text = stream.getvalue()
     assert "# classify: aten.relu.default K: zeroes the negative half-line" in text
     body = text.split("----\n", 1)[1]
     assert parse(body) == parse(RESIDUAL)
+
+
+def test_a_pass_that_keeps_the_program_costs_no_verification(monkeypatch):
+    calls = []
+    monkeypatch.setattr("bwsk.passes.manager.verify", lambda program: calls.append(program))
+    PassManager(["classify"]).run(Analysis.of(parse(MLP)))
+    assert calls == []
+    monkeypatch.setitem(REGISTRY, _Corrupts.name, _Corrupts)
+    analysis = PassManager([_Corrupts.name]).run(Analysis.of(parse(MLP)))
+    assert calls == [analysis.program]
+
+
+def test_passes_never_write_to_the_terminal(capsys):
+    analyze(parse(RESIDUAL))
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
 
 
 def test_old_research_code_errors_are_corrected_on_a_real_model(pythia):

@@ -7,10 +7,10 @@ import warnings
 import xml.etree.ElementTree as ET
 
 import pytest
-from bwsk.passes import PassManager
-from bwsk.passes.analysis import Analysis
 
 from bwsk.frontend.compile import compile_source
+from bwsk.passes import PassManager
+from bwsk.passes.analysis import Analysis
 from bwsk.render.graph import DETAIL, K_FILL, S_FILL, human_bytes, to_dot, to_svg
 
 SVG = "{http://www.w3.org/2000/svg}"
