@@ -30,6 +30,7 @@ import pygraphviz
 from bwsk.passes.analysis import Analysis, layer_of
 from bwsk.passes.dataflow import Call
 from bwsk.passes.partition import PartitionResult, Phase
+from bwsk.render.units import human_bytes
 
 DETAIL = 6  # S-phases with at most this many calls show each call; larger ones one summary node
 SUMMARY_OPS = 6  # distinct operators named in a summary node's label
@@ -40,18 +41,6 @@ U_FILL, U_EDGE = "#ffe082", "#ff8f00"
 FOLD_BACK, FOLD_EDGE = "#e3f2fd", "#1565c0"
 S_CALL = dict(shape="box", fillcolor=S_FILL, color=S_EDGE)
 _NUMBERED = re.compile(r"(.*\.|)(\d+)")  # a numbered block: its siblings' common prefix, its number
-
-
-def human_bytes(nbytes: int) -> str:
-    """`nbytes` in binary units, at most three significant digits below 100: 512 B, 4 KiB, 1.5 MiB, 513 KiB."""
-    if nbytes < 1024:
-        return f"{nbytes} B"
-    size = float(nbytes)
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
-        size /= 1024
-        if size < 1024 or unit == "TiB":
-            break
-    return f"{size:.0f} {unit}" if size >= 100 else f"{size:.3g} {unit}"
 
 
 def short_op(target: str) -> str:

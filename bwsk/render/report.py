@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bwsk.passes.analysis import Analysis
+from bwsk.render.units import human_bytes
 
 SCHEMA_VERSION = 1
 
@@ -102,14 +103,6 @@ def analysis_json(analysis: Analysis) -> dict[str, Any]:
     return document
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
 def share_line(analysis: Analysis) -> str:
     """The S share of the whole program by calls, FLOPs and activation bytes."""
     overall = analysis.result("classify").overall
@@ -128,7 +121,7 @@ def finding_lines(analysis: Analysis) -> list[str]:
         produced = sum(c.activation_bytes for c in couplings)
         lines.append(
             f"coupling candidates: {len(couplings)} ({', '.join(f'{n} {k}' for k, n in kinds.items()) or 'none'}); "
-            f"F and G produce {_human(produced)} of activations, which reversible blocks rebuild in backward instead of keeping "
+            f"F and G produce {human_bytes(produced)} of activations, which reversible blocks rebuild in backward instead of keeping "
             "what autograd saves of them (see the memory plan)"
         )
     if "memory" in analysis.results:
@@ -136,7 +129,7 @@ def finding_lines(analysis: Analysis) -> list[str]:
         conventional = modes["conventional"].total or 1
         lines.append(
             "predicted activation memory: "
-            + ", ".join(f"{mode} {_human(m.total)} ({m.total / conventional:.0%})" for mode, m in modes.items())
+            + ", ".join(f"{mode} {human_bytes(m.total)} ({m.total / conventional:.0%})" for mode, m in modes.items())
         )
     if "coordinate" in analysis.results:
         summary = analysis.results["coordinate"].summary
@@ -172,8 +165,8 @@ def print_phases(analysis: Analysis, console: Console, *, max_phases: int = 60) 
         if phase.kind == "K":
             verdict = classify.classes[phase.calls[0]]
             ops = f"{names[phase.calls[0]]}: {verdict.reason}"
-        inputs = _human(sum(analysis.flow.values[v].nbytes for v in phase.inputs))
-        outputs = _human(sum(analysis.flow.values[v].nbytes for v in phase.outputs))
+        inputs = human_bytes(sum(analysis.flow.values[v].nbytes for v in phase.inputs))
+        outputs = human_bytes(sum(analysis.flow.values[v].nbytes for v in phase.outputs))
         style = "green" if phase.kind == "S" else "red"
         detail.add_row(str(phase.id), f"[{style}]{phase.kind}[/]", phase.layer, ops, inputs, outputs)
     console.print(detail)

@@ -557,16 +557,6 @@ def plan(analysis: Analysis) -> MemoryResult:
     return MemoryResult(modes, decisions, list(layers.values()), sorted(replayed.inexact))
 
 
-def size(nbytes: int) -> str:
-    """Bytes in binary units with three significant digits: `512 B`, `4 KiB`, `1.5 MiB`."""
-    amount, unit = float(nbytes), "B"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if amount < 1024 or unit == "TiB":
-            break
-        amount /= 1024
-    return f"{nbytes} B" if unit == "B" else f"{amount:.3g} {unit}"
-
-
 @register
 class Memory(Pass):
     name = "memory"
@@ -580,9 +570,9 @@ class Memory(Pass):
         result: MemoryResult = analysis.result("memory")
         notes: dict[str, list[str]] = defaultdict(list)
         if analysis.program.defs:
-            totals = ", ".join(f"{mode} {size(total.total)}" for mode, total in result.modes.items())
+            totals = ", ".join(f"{mode} {total.total:,} B" for mode, total in result.modes.items())
             notes[analysis.program.defs[0].name].append(f"memory: activation bytes for backward: {totals}")
         for d in result.decisions:
             shape = f"{d.type}, " if d.type else ""
-            notes[analysis.calls[d.call].scope].append(f"memory: {d.decision} {d.name} ({shape}{size(d.bytes)}): {d.reason}")
+            notes[analysis.calls[d.call].scope].append(f"memory: {d.decision} {d.name} ({shape}{d.bytes:,} B): {d.reason}")
         return dict(notes)

@@ -11,7 +11,8 @@ import pytest
 from bwsk.frontend.compile import compile_source
 from bwsk.passes import PassManager
 from bwsk.passes.analysis import Analysis
-from bwsk.render.graph import DETAIL, K_FILL, S_FILL, human_bytes, to_dot, to_svg
+from bwsk.render.graph import DETAIL, K_FILL, S_FILL, to_dot, to_svg
+from bwsk.render.units import human_bytes
 
 SVG = "{http://www.w3.org/2000/svg}"
 XLINK_TITLE = "{http://www.w3.org/1999/xlink}title"
@@ -177,6 +178,7 @@ def test_bad_collapse_is_refused(two_layers: Analysis):
 
 def test_human_bytes():
     assert [human_bytes(n) for n in (8, 1024, 1536, 524288, 525312, 1 << 21)] == ["8 B", "1 KiB", "1.5 KiB", "512 KiB", "513 KiB", "2 MiB"]
+    assert [human_bytes(n) for n in (0, -1536, 1.5 * 2**30, 2**50)] == ["0 B", "-1.5 KiB", "1.5 GiB", "1024 TiB"]
 
 
 @pytest.mark.slow

@@ -1,0 +1,17 @@
+"""The one formatter of byte counts: binary units, at most three significant digits below 100."""
+
+from __future__ import annotations
+
+
+def human_bytes(nbytes: float) -> str:
+    """512 B, 1 KiB, 1.5 KiB, 513 KiB, 2 MiB, 1.23 GiB (exact bytes below 1 KiB; negative sizes keep their sign)."""
+    if nbytes < 0:
+        return "-" + human_bytes(-nbytes)
+    if nbytes < 1024:
+        return f"{nbytes:.0f} B"
+    size = float(nbytes)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        size /= 1024
+        if size < 1024 or unit == "TiB":
+            break
+    return f"{size:.0f} {unit}" if size >= 100 else f"{size:.3g} {unit}"
