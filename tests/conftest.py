@@ -1,5 +1,13 @@
+import os
 import sys
+
+import torch
 
 # The verifier raises the recursion limit on first use; raising it up front keeps hypothesis
 # from warning that a test changed it.
 sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))
+
+# Without CUDA, Triton kernels run in its CPU interpreter; triton.jit reads this when a kernel is
+# decorated, so it is set before any kernel module is imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")

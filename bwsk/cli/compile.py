@@ -16,13 +16,13 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from bwsk.atomic import write_atomic
-from bwsk.errors import BwskError
+from bwsk.cli.arguments import EXIT_USER_ERROR, ArgumentParser, positive_int
+from bwsk.errors import BwskError, first_line, one_line
 from bwsk.ir.parser import decode, parse
 from bwsk.ir.printer import print_program
 from bwsk.ir.program import Program
 
 EXIT_MISMATCH = 1
-EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 3
 
 DESCRIPTION = """\
@@ -49,6 +49,7 @@ examples:
   bwsk-compile model.bwsk -o model.bwsk --force      # format in place
   bwsk-compile pythia-410m --emit phases             # where it keeps and erases information
   bwsk-compile pythia-410m --emit svg --collapse layers -o pythia.svg
+  bwsk-compile pythia-70m --tiny --layers 2 --emit triton -o k.py   # fused seam kernels
   bwsk-compile gpt2 --tiny --layers 1 --seq 8 --check-classification
 
 --verify evaluates the IR on the stored example inputs (random ones when none
@@ -64,7 +65,7 @@ errors are one line on stderr (FILE:LINE:COL: message for IR text), exit code 2.
 def build_parser() -> argparse.ArgumentParser:
     from bwsk.frontend import zoo
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="bwsk-compile",
         description=DESCRIPTION.format(zoo=", ".join(zoo.names())),
         epilog=EPILOG,
@@ -73,10 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("input", metavar="INPUT", help="IR text, export archive, Hugging Face model or zoo name")
     parser.add_argument(
         "--emit",
-        choices=["ir", "phases", "json", "dot", "svg"],
+        choices=["ir", "phases", "json", "dot", "svg", "triton"],
         default="ir",
         help="ir: canonical IR text (default); phases: tables of S-phases, K-barriers and per-layer S share; "
-        "json: the whole analysis (docs/analysis.schema.json); dot / svg: the phase graph",
+        "json: the whole analysis (docs/analysis.schema.json); dot / svg: the phase graph; "
+        "triton: a Python module of fused Triton kernels for the coupling seams (add/subtract + norm, and backward)",
     )
     parser.add_argument("-o", "--output", metavar="OUT", help="write to OUT instead of standard output (atomically)")
     parser.add_argument("--force", action="store_true", help="replace OUT if it already exists")
@@ -88,20 +90,50 @@ def build_parser() -> argparse.ArgumentParser:
         "coupling candidates), memory (store/recompute/invert plan), coordinate (communication per sharding axis); "
         "required passes are added; default for phases/json/dot/svg: all",
     )
-    analysis.add_argument("--print-after", action="append", default=[], metavar="PASS", help="print the IR annotated by PASS's findings to stderr (repeatable)")
+    analysis.add_argument(
+        "--print-after",
+        action="append",
+        default=[],
+        metavar="PASS",
+        help="print the IR annotated by PASS's findings to stderr (repeatable)",
+    )
     analysis.add_argument("--collapse", choices=["layers"], help="dot/svg: fold identical layers into one cluster")
-    analysis.add_argument("--check-classification", action="store_true", help="confirm every S/K verdict numerically (Jacobian rank or a witness); exit 1 on a failure")
+    analysis.add_argument(
+        "--check-classification",
+        action="store_true",
+        help="confirm every S/K verdict numerically (Jacobian rank or a witness); exit 1 on a failure",
+    )
     model = parser.add_argument_group("models")
     model.add_argument("--level", choices=["core", "training"], default="core", help="Core ATen (default) or the training-level IR")
     model.add_argument("--verify", action="store_true", help="evaluate the IR and compare it with the ExportedProgram (exit 1 on mismatch)")
     model.add_argument("--tiny", action="store_true", help="zoo / config models: shrink the width (keeps the architecture)")
-    model.add_argument("--layers", type=int, metavar="N", help="zoo / config models: override the depth")
-    model.add_argument("--batch", type=int, default=1, metavar="N", help="example batch size (default 1)")
-    model.add_argument("--seq", type=int, default=128, metavar="N", help="example sequence length (default 128)")
+    model.add_argument("--layers", type=positive_int, metavar="N", help="zoo / config models: override the depth")
+    model.add_argument("--batch", type=positive_int, default=1, metavar="N", help="example batch size (default 1)")
+    model.add_argument("--seq", type=positive_int, default=128, metavar="N", help="example sequence length (default 128)")
     model.add_argument("--dynamic-batch", action="store_true", help="export with a symbolic batch dimension")
     model.add_argument("--trust-pickle", action="store_true", help="allow loading a torch.save pickle (runs its code)")
-    model.add_argument("--input-shape", action="append", metavar="SHAPE", help="pickles: example input shape, e.g. 1x16 or 1x128:i64 (repeat per input)")
+    model.add_argument(
+        "--trust-remote-code", action="store_true", help="Hugging Face models: allow running the model's own Python files (auto_map)"
+    )
+    model.add_argument(
+        "--input-shape",
+        action="append",
+        type=input_shape,
+        metavar="SHAPE",
+        help="pickles: example input shape, e.g. 1x16 or 1x128:i64 (repeat per input)",
+    )
     return parser
+
+
+def input_shape(text: str) -> str:
+    """An argparse type: `text` when it is a valid `--input-shape` (see InputSpec), else a one-line argparse error."""
+    from bwsk.frontend.sources import InputSpec
+
+    try:
+        InputSpec.parse(text)
+    except BwskError as error:
+        raise argparse.ArgumentTypeError(error.message) from None
+    return text
 
 
 def is_ir_text(spec: str) -> bool:
@@ -110,8 +142,11 @@ def is_ir_text(spec: str) -> bool:
         return True
     if not os.path.isfile(spec):
         return False
-    with open(spec, "rb") as handle:
-        head = handle.read(4)
+    try:
+        with open(spec, "rb") as handle:
+            head = handle.read(4)
+    except OSError:
+        return False  # the model frontend reports the unreadable file
     return not (head.startswith(b"PK") or head.startswith(b"\x80"))
 
 
@@ -135,6 +170,7 @@ def compile_model(args: argparse.Namespace) -> tuple[Program, dict | None]:
         args.input,
         level=args.level,
         trust_pickle=args.trust_pickle,
+        trust_remote_code=args.trust_remote_code,
         input_shapes=args.input_shape,
         tiny=args.tiny,
         layers=args.layers,
@@ -184,6 +220,8 @@ def run(args: argparse.Namespace) -> int:
     from bwsk.passes.pipeline import analyze, default_passes
 
     passes = [p.strip() for p in args.passes.split(",") if p.strip()] if args.passes else default_passes()
+    if args.emit == "triton" and "seams" not in passes:
+        passes.append("seams")
     analysis = analyze(program, passes=passes, after_pass=printer_after(passes, args.print_after, sys.stderr), weights=weights)
     emit(render(analysis, args), args.output, args.force)
     return 0
@@ -225,9 +263,17 @@ def render(analysis, args: argparse.Namespace) -> str:
 
         to_terminal = args.output is None and sys.stdout.isatty()
         buffer = io.StringIO()
-        console = Console(file=buffer, width=None if to_terminal else 140, force_terminal=to_terminal, color_system="auto" if to_terminal else None)
+        console = Console(
+            file=buffer, width=None if to_terminal else 140, force_terminal=to_terminal, color_system="auto" if to_terminal else None
+        )
         print_phases(analysis, console)
         return buffer.getvalue()
+    if args.emit == "triton":
+        from bwsk.passes.seams import emit_triton
+
+        if not analysis.result("seams"):
+            raise BwskError(f"{args.input}: no coupling blocks (no pre-norm residual pairs), so there are no seams to emit kernels for")
+        return emit_triton(analysis)
     from bwsk.render.graph import to_dot, to_svg
 
     return (to_dot if args.emit == "dot" else to_svg)(analysis, collapse=args.collapse)
@@ -253,8 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("BWSK_DEBUG"):
             traceback.print_exc()
         else:
-            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            print(f"bwsk-compile: internal error: {type(error).__name__}: {first} (set BWSK_DEBUG=1 for a traceback)", file=sys.stderr)
+            print(f"bwsk-compile: internal error: {one_line(first_line(error))} (set BWSK_DEBUG=1 for a traceback)", file=sys.stderr)
         return EXIT_INTERNAL_ERROR
 
 

@@ -1,0 +1,213 @@
+"""Running the seam kernels: launchers, one autograd.Function, and the seam API the reversible runtime calls.
+
+Layering (as in Liger-Kernel): generated kernel -> launcher (shapes, dtypes, grid) ->
+`SeamFunction` (autograd) -> `seam_forward` / `seam_rebuild` (choose Triton or the torch
+reference). Contract, shared with kernels/reference.py: tensors of any contiguous layout
+are viewed as rows x d over their last dimension; the stream result has the promoted dtype
+of its operands and n has the stream result's dtype; arithmetic is fp32.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import torch
+import triton
+
+from bwsk.kernels import cache, codegen, reference
+from bwsk.kernels.patterns import KernelPlan, SeamPattern
+
+BRANCH_SIGN = {"forward": 1, "rebuild": -1}
+MAX_WIDTH = 16384  # one row lives in registers; wider rows would need a column loop
+INTERPRETER_PROGRAMS = 4  # backward programs under TRITON_INTERPRET (one runs at a time)
+
+
+@dataclass(frozen=True)
+class SeamKernels:
+    """The compiled kernel family of one pattern (`backward` is None for a seam without normalisation)."""
+
+    pattern: SeamPattern
+    forward: Any
+    rebuild: Any
+    backward: Any | None
+
+
+def kernels_in(module: ModuleType, pattern: SeamPattern) -> SeamKernels:
+    """The family of `pattern` in a generated module (for example one written by `bwsk-compile --emit triton`)."""
+    name = pattern.name
+    backward = getattr(module, f"{name}_backward") if pattern.norm != "none" else None
+    return SeamKernels(pattern, getattr(module, f"{name}_forward"), getattr(module, f"{name}_rebuild"), backward)
+
+
+@functools.cache
+def kernels_for(pattern: SeamPattern) -> SeamKernels:
+    """The family of `pattern`, generated and imported through the cache on first use."""
+    return kernels_in(cache.load(codegen.emit_module([KernelPlan(pattern, ())])), pattern)
+
+
+def _launch_settings(width: int) -> tuple[int, int]:
+    """Block size (the row width rounded up to a power of two) and warps per program."""
+    if width > MAX_WIDTH:
+        raise ValueError(f"seam kernels handle rows up to {MAX_WIDTH} wide, got {width}")
+    block = triton.next_power_of_2(width)
+    warps = 16 if block >= 8192 else 8 if block >= 2048 else 4
+    return block, warps
+
+
+def _check_operands(
+    pattern: SeamPattern, src: torch.Tensor, branch: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None
+) -> None:
+    if src.shape != branch.shape:
+        raise ValueError(f"seam operands differ in shape: {tuple(src.shape)} and {tuple(branch.shape)}")
+    if src.dim() == 0:
+        raise ValueError("seam operands need at least one dimension")
+    for name, tensor, wanted in (("weight", weight, pattern.weight), ("bias", bias, pattern.bias)):
+        if (tensor is not None) != wanted:
+            raise ValueError(f"pattern {pattern.name} {'needs' if wanted else 'has no'} {name}")
+        if tensor is not None and tuple(tensor.shape) != (src.shape[-1],):
+            raise ValueError(f"{name} has shape {tuple(tensor.shape)}, expected ({src.shape[-1]},)")
+    for tensor in (src, branch, weight, bias):
+        if tensor is None:
+            continue
+        if not tensor.is_floating_point():
+            raise ValueError(f"seam tensors must be floating point, got {tensor.dtype}")
+        if tensor.device != src.device:
+            raise ValueError(f"seam tensors are on different devices: {src.device} and {tensor.device}")
+    if not src.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError("Triton seam kernels need CUDA tensors (or TRITON_INTERPRET=1 for the CPU interpreter); use kernels='torch'")
+
+
+def _rows(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.contiguous().view(-1, tensor.shape[-1])
+
+
+def launch_seam(
+    kernels: SeamKernels, direction: str, src: torch.Tensor, branch: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`out = src +/- branch` (forward / rebuild) and `normed = norm(out)` (None without normalisation)."""
+    pattern = kernels.pattern
+    _check_operands(pattern, src, branch, weight, bias)
+    width = src.shape[-1]
+    src_rows, branch_rows = _rows(src), _rows(branch)
+    out = torch.empty(src_rows.shape, dtype=torch.promote_types(src.dtype, branch.dtype), device=src.device)
+    normed = torch.empty_like(out) if pattern.norm != "none" else None
+    if out.numel():
+        block, warps = _launch_settings(width)
+        affine = [t.contiguous() for t in (weight, bias) if t is not None]
+        outputs = [out] + ([normed] if normed is not None else [])
+        kernel = kernels.forward if direction == "forward" else kernels.rebuild
+        kernel[(out.shape[0],)](src_rows, branch_rows, *affine, *outputs, width, BLOCK=block, num_warps=warps)
+    return out.view(src.shape), (normed.view(src.shape) if normed is not None else None)
+
+
+def _backward_programs(rows: int, device: torch.device) -> int:
+    if device.type == "cuda":
+        return min(rows, 2 * torch.cuda.get_device_properties(device).multi_processor_count)
+    return min(rows, INTERPRETER_PROGRAMS)
+
+
+def launch_backward(
+    kernels: SeamKernels,
+    value: torch.Tensor,
+    grad_out: torch.Tensor,
+    grad_normed: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    src_dtype: torch.dtype,
+    branch_dtype: torch.dtype,
+    branch_sign: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Gradients of a seam with respect to src, branch, weight and bias, given those of out and normed.
+
+    `value` is the normalised stream (the seam's `out`). grad_src = grad_out + norm'(value)^T grad_normed;
+    grad_branch = branch_sign * grad_src, always its own tensor (one buffer returned for two leaves would alias their .grad).
+    """
+    pattern = kernels.pattern
+    width = value.shape[-1]
+    value_rows = _rows(value)
+    rows = value_rows.shape[0]
+    grad_src = torch.empty(value_rows.shape, dtype=src_dtype, device=value.device)
+    grad_branch = torch.empty(value_rows.shape, dtype=branch_dtype, device=value.device)
+    programs = max(_backward_programs(rows, value.device), 1)
+    partial = {
+        name: torch.empty((programs, width), dtype=torch.float32, device=value.device)
+        for name, present in (("weight", pattern.weight), ("bias", pattern.bias))
+        if present
+    }
+    if rows:
+        block, warps = _launch_settings(width)
+        per_program = triton.cdiv(rows, programs)
+        affine = [weight.contiguous()] if weight is not None else []
+        kernels.backward[(programs,)](
+            value_rows, _rows(grad_out), _rows(grad_normed), *affine, grad_src, grad_branch, *partial.values(), rows, width, per_program,
+            BRANCH_SIGN=branch_sign, BLOCK=block, num_warps=warps,
+        )  # fmt: skip
+    else:
+        for buffer in partial.values():
+            buffer.zero_()
+    grad_weight = partial["weight"].sum(0).to(weight.dtype) if weight is not None else None
+    grad_bias = partial["bias"].sum(0).to(bias.dtype) if bias is not None else None
+    return grad_src.view(value.shape), grad_branch.view(value.shape), grad_weight, grad_bias
+
+
+class SeamFunction(torch.autograd.Function):
+    """(src, branch, weight, bias) -> (out, normed): one seam, forward (`+`) or rebuild (`-`), differentiable in all four."""
+
+    @staticmethod
+    def forward(ctx, kernels: SeamKernels, direction: str, src, branch, weight, bias):
+        out, normed = launch_seam(kernels, direction, src, branch, weight, bias)
+        ctx.kernels, ctx.branch_sign = kernels, BRANCH_SIGN[direction]
+        ctx.src_dtype, ctx.branch_dtype = src.dtype, branch.dtype
+        ctx.save_for_backward(out, weight, bias)
+        return (out, normed) if normed is not None else out
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_normed=None):
+        out, weight, bias = ctx.saved_tensors
+        if ctx.kernels.backward is None:
+            grad_src = grad_out.to(ctx.src_dtype)
+            return None, None, grad_src, (ctx.branch_sign * grad_out).to(ctx.branch_dtype), None, None
+        grads = launch_backward(ctx.kernels, out, grad_out, grad_normed, weight, bias, ctx.src_dtype, ctx.branch_dtype, ctx.branch_sign)
+        return (None, None, *grads)
+
+
+def pattern_of(weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float, norm: str) -> SeamPattern:
+    return SeamPattern("add", norm, weight is not None, bias is not None, float(eps) if norm != "none" else 0.0)
+
+
+def _use_triton(kernels: str, tensor: torch.Tensor) -> bool:
+    if kernels not in ("triton", "torch", "auto"):
+        raise ValueError(f"kernels must be 'triton', 'torch' or 'auto', got {kernels!r}")
+    return kernels == "triton" or (kernels == "auto" and tensor.is_cuda)
+
+
+def _seam(direction: str, src, branch, weight, bias, eps: float, norm: str, kernels: str) -> tuple[torch.Tensor, torch.Tensor]:
+    pattern = pattern_of(weight, bias, eps, norm)
+    if not _use_triton(kernels, src):
+        run = reference.seam_forward if direction == "forward" else reference.seam_rebuild
+        return run(pattern, src, branch, weight, bias)
+    result = SeamFunction.apply(kernels_for(pattern), direction, src, branch, weight, bias)
+    return result if pattern.norm != "none" else (result, result)
+
+
+def seam_forward(
+    x: torch.Tensor, f: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+    eps: float = 1e-5, norm: str = "layernorm", kernels: str = "triton",
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """`y = x + f; n = norm(y) * weight + bias`, differentiable in x, f, weight and bias; n is y when norm is "none".
+
+    kernels: "triton" (fused kernel), "torch" (the eager reference), "auto" (Triton on CUDA, torch elsewhere).
+    """
+    return _seam("forward", x, f, weight, bias, eps, norm, kernels)
+
+
+def seam_rebuild(
+    y: torch.Tensor, f: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+    eps: float = 1e-5, norm: str = "layernorm", kernels: str = "triton",
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """`x = y - f; n = norm(x) * weight + bias` (the inverse stream update plus the recompute's norm); as `seam_forward`."""
+    return _seam("rebuild", y, f, weight, bias, eps, norm, kernels)
