@@ -22,9 +22,10 @@ the training level, so pythia is predicted from the core IR.
 
 Modes (bytes live for backward when the forward ends, at the example shape):
   conventional: every storage autograd saves, plus every extra buffer.
-  checkpoint:   per-layer checkpointing, one group per `layer_of(module)`: the
-                storages of the values entering each group, plus the largest
-                group's saved storages and buffers (recomputed in backward).
+  checkpoint:   per-block checkpointing, one group per numbered `layer_of(module)`
+                (`gpt_neox.layers.3`): the storages of the values entering each
+                block and what autograd saves outside the blocks, plus the largest
+                block's saved storages and buffers (recomputed in backward).
   analyzed:     stores program inputs, K-barrier outputs and buffers, and the
                 inputs of S-phases; recomputes each S-phase from its inputs in
                 backward, adding the largest S-phase's recomputed bytes.
@@ -520,10 +521,17 @@ class _Planner:
         return [d for _, d, _ in found], [(d.bytes, a.group) for _, d, a in found]
 
     def checkpoint(self) -> ModeTotal:
-        """Store the storages entering each layer group; rebuild one group at a time."""
+        """Store the storages entering each numbered block and what autograd saves outside the blocks;
+        rebuild one block at a time."""
         group_of = {call.index: self.layer(call.index) for call in self.flow.calls}
+        blocks = {group for group in group_of.values() if group.rsplit(".", 1)[-1].isdigit()}
         stored: set[int] = set()
+        outside_buffers = 0
         for call in self.flow.calls:
+            if group_of[call.index] not in blocks:
+                stored.update(self.replay.saved.get(call.index, ()))
+                outside_buffers += sum(self.replay.extra.get(call.index, ()))
+                continue
             for value in call.inputs:
                 producer = self.flow.values[value].producer
                 if producer is None or group_of[producer] != group_of[call.index]:
@@ -531,10 +539,11 @@ class _Planner:
         rebuilt: dict[str, set[int]] = defaultdict(set)
         buffers: dict[str, int] = defaultdict(int)
         for call in self.flow.calls:
-            rebuilt[group_of[call.index]].update(s for s in self.replay.saved.get(call.index, ()) if s not in stored)
-            buffers[group_of[call.index]] += sum(self.replay.extra.get(call.index, ()))
-        units = [(self.replay.storages[s].nbytes, None) for s in stored]
-        units += [(sum(self.replay.storages[s].nbytes for s in rebuilt[g]) + buffers[g], g) for g in set(group_of.values())]
+            if group_of[call.index] in blocks:
+                rebuilt[group_of[call.index]].update(s for s in self.replay.saved.get(call.index, ()) if s not in stored)
+                buffers[group_of[call.index]] += sum(self.replay.extra.get(call.index, ()))
+        units = [(self.replay.storages[s].nbytes, None) for s in stored] + [(outside_buffers, None)]
+        units += [(sum(self.replay.storages[s].nbytes for s in rebuilt[g]) + buffers[g], g) for g in blocks]
         return mode_total(units)
 
 

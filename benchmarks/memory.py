@@ -1,0 +1,240 @@
+"""Measure one real training step in each training mode: peak memory, activation bytes, prediction, time, gradients.
+
+    python benchmarks/memory.py --mode reversible                       # embedded tiny Pythia, conventional beside it
+    python benchmarks/memory.py --mode all --sweep layers=6,12,24       # activation memory against depth
+    python benchmarks/memory.py --mode all --sweep tokens=64,128,256 --json out.json --plot out.png
+    python benchmarks/memory.py --model pythia-160m --layers 4 --seq 64 --mode all
+    python benchmarks/memory.py --mode all --sweep layers=2,4,8 --plot docs/memory.png --doc docs/memory.md
+
+Each run applies every mode to its own copy of the same model (same weights) and
+measures one step (forward, next-token loss, backward, AdamW step) with
+MemTracker on the CPU or the CUDA allocator on a GPU. Conventional is always
+measured: step times are ratios to it, gradients are compared with ordinary
+autograd on the same function. Outputs are never overwritten without --force.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+
+import torch
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from bwsk.atomic import write_atomic
+from bwsk.errors import BwskError
+from bwsk.frontend import zoo
+from bwsk.training.compare import DTYPES, Record, compare_modes
+from bwsk.training.modes import MODES
+from bwsk.training.selective import DEFAULT_BUDGET
+
+DEFAULT_MODEL = "pythia-70m"
+SWEEPS = ("layers", "tokens")
+MIB = 2**20
+
+
+def parse_sweep(text: str) -> tuple[str, list[int]]:
+    """`layers=6,12,24` or `tokens=256,512` -> (axis, values)."""
+    axis, _, values = text.partition("=")
+    if axis not in SWEEPS or not values:
+        raise argparse.ArgumentTypeError(f"expected layers=N,N,... or tokens=N,N,... (got {text!r})")
+    try:
+        numbers = [int(v) for v in values.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: values must be whole numbers") from None
+    if any(n < 1 for n in numbers):
+        raise argparse.ArgumentTypeError(f"{text!r}: values must be at least 1")
+    return axis, numbers
+
+
+def parser() -> argparse.ArgumentParser:
+    cli = argparse.ArgumentParser(
+        prog="benchmarks/memory.py",
+        description=__doc__.split("\n\n")[2],
+        epilog="examples:\n" + "\n".join(line.strip() for line in __doc__.split("\n\n")[1].splitlines()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cli.add_argument(
+        "--model", help=f"zoo name ({', '.join(zoo.names())}) or a Hugging Face model directory (default: tiny {DEFAULT_MODEL})"
+    )
+    cli.add_argument("--tiny", action="store_true", help="tiny width (hidden 64, vocab 256) for a zoo model; implied without --model")
+    cli.add_argument("--layers", type=int, help="number of blocks (default: the model's own)")
+    cli.add_argument("--batch", type=int, default=2, help="sequences per step (default 2)")
+    cli.add_argument("--seq", type=int, default=64, help="tokens per sequence (default 64)")
+    cli.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="fp32, or bf16 autocast (predictions are for fp32)")
+    cli.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    cli.add_argument("--mode", choices=[*MODES, "all"], default="all", help="training mode to measure beside conventional (default all)")
+    cli.add_argument(
+        "--budget",
+        type=float,
+        default=DEFAULT_BUDGET,
+        help=f"analyzed mode: fraction of recomputable bytes kept (default {DEFAULT_BUDGET})",
+    )
+    cli.add_argument("--sweep", type=parse_sweep, help="layers=N,N,... (depth) or tokens=N,N,... (sequence length at --batch)")
+    cli.add_argument("--repeats", type=int, default=3, help="timed steps per mode, interleaved (default 3)")
+    cli.add_argument("--json", metavar="OUT", help="write the records as a JSON list")
+    cli.add_argument("--plot", metavar="OUT.png", help="plot activation bytes per mode against the swept axis")
+    cli.add_argument("--doc", metavar="OUT.md", help="write a markdown report (tables, the plot, the command)")
+    cli.add_argument("--force", action="store_true", help="replace existing output files")
+    return cli
+
+
+def build_model(args: argparse.Namespace, layers: int | None) -> tuple[torch.nn.Module, str]:
+    """The model to measure and its label."""
+    spec = args.model or DEFAULT_MODEL
+    if os.path.isdir(spec):
+        import transformers
+
+        overrides = {"num_hidden_layers": layers} if layers is not None else {}
+        model = transformers.AutoModelForCausalLM.from_pretrained(spec, attn_implementation="eager", **overrides)
+        return model.to(args.device), os.path.basename(os.path.normpath(spec))
+    tiny = args.tiny or args.model is None
+    model = zoo.build(spec, tiny=tiny, layers=layers, device=args.device)
+    return model, f"{spec}{' (tiny)' if tiny else ''}"
+
+
+def runs(args: argparse.Namespace) -> list[tuple[int | None, int]]:
+    """(layers, seq) per run."""
+    if args.sweep is None:
+        return [(args.layers, args.seq)]
+    axis, values = args.sweep
+    if axis == "layers":
+        return [(n, args.seq) for n in values]
+    return [(args.layers, max(n // args.batch, 2)) for n in values]
+
+
+def table(records: list[Record]) -> Table:
+    out = Table(title="one training step per mode", show_lines=False)
+    for column in (
+        "model",
+        "layers",
+        "batch x seq",
+        "mode",
+        "peak MiB",
+        "activations MiB",
+        "predicted MiB",
+        "pred/meas",
+        "time x conv",
+        "max grad diff",
+    ):
+        out.add_column(column, justify="left" if column in ("model", "mode") else "right")
+    for r in records:
+        predicted = r.predicted_activation_bytes
+        out.add_row(
+            r.model,
+            str(r.layers),
+            f"{r.batch} x {r.seq}",
+            r.mode,
+            f"{r.peak_bytes / MIB:.2f}",
+            f"{r.activation_bytes / MIB:.3f}",
+            "n/a" if predicted is None else f"{predicted / MIB:.3f}",
+            "n/a" if predicted is None or not r.activation_bytes else f"{predicted / r.activation_bytes:.3f}",
+            f"{r.step_time_ratio:.2f}" if r.step_time_ratio is not None else "n/a",
+            f"{r.max_grad_difference:.1e}" if r.max_grad_difference is not None else "n/a",
+        )
+    return out
+
+
+def plot(records: list[Record], axis: str, path: str, force: bool) -> None:
+    """Activation bytes (solid) and peak bytes (dashed) per mode against `axis` ("layers" or "tokens")."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, panels = plt.subplots(1, 2, figsize=(11, 4))
+    for mode in dict.fromkeys(r.mode for r in records):
+        chosen = sorted((r for r in records if r.mode == mode), key=lambda r: getattr(r, axis))
+        xs = [getattr(r, axis) for r in chosen]
+        panels[0].plot(xs, [r.activation_bytes / MIB for r in chosen], marker="o", label=mode)
+        panels[1].plot(xs, [r.peak_bytes / MIB for r in chosen], marker="o", label=mode)
+    for panel, title in zip(panels, ("activation bytes after forward", "peak of the step")):
+        panel.set_xlabel("blocks" if axis == "layers" else "tokens per step")
+        panel.set_ylabel("MiB")
+        panel.set_title(title)
+        panel.grid(alpha=0.3)
+        panel.legend()
+    figure.suptitle(records[0].model if records else "")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    write_atomic(path, buffer.getvalue(), force=force)
+
+
+def markdown(records: list[Record], command: str, plot_path: str | None, doc_path: str) -> str:
+    """A markdown report: the command, the table, the plot (linked relative to the doc)."""
+    lines = [
+        "# Training memory per mode, measured",
+        "",
+        f"Written by `{command}`.",
+        "",
+        f"Device: {records[0].device if records else 'cpu'}; memory counted by {records[0].peak_source if records else 'MemTracker'}. "
+        "Activations: bytes the forward's autograd graph keeps for backward; predicted: the analysis's figure for the "
+        "same mode (fp32). Time: ratio to conventional timed in the same run.",
+        "",
+        "| model | blocks | batch x seq | mode | peak MiB | activations MiB | predicted MiB | pred/meas | time x conv | max grad diff |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in records:
+        predicted = r.predicted_activation_bytes
+        ratio = "n/a" if predicted is None or not r.activation_bytes else f"{predicted / r.activation_bytes:.3f}"
+        lines.append(
+            f"| {r.model} | {r.layers} | {r.batch} x {r.seq} | {r.mode} | {r.peak_bytes / MIB:.2f} | {r.activation_bytes / MIB:.3f} | "
+            f"{'n/a' if predicted is None else f'{predicted / MIB:.3f}'} | {ratio} | "
+            f"{r.step_time_ratio:.2f} | {r.max_grad_difference:.1e} |"
+        )
+    if plot_path:
+        lines += ["", f"![activation and peak memory per mode]({os.path.relpath(plot_path, os.path.dirname(os.path.abspath(doc_path)))})"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    console = Console(stderr=True)
+    try:
+        for path in (args.json, args.plot, args.doc):
+            if path and os.path.lexists(path) and not args.force:
+                raise BwskError(f"{path}: already exists (pass --force to replace it)")
+        if args.device.startswith("cuda") and not torch.cuda.is_available():
+            raise BwskError("--device cuda: no CUDA device is available here")
+        if args.batch < 1 or args.seq < 2 or (args.layers is not None and args.layers < 1):
+            raise BwskError("--batch and --layers must be at least 1, --seq at least 2")
+        if not 0.0 <= args.budget <= 1.0:
+            raise BwskError(f"--budget {args.budget}: expected a fraction between 0 and 1")
+        modes = list(MODES) if args.mode == "all" else [args.mode]
+        records: list[Record] = []
+        planned = runs(args)
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("measuring", total=len(planned))
+            for layers, seq in planned:
+                model, label = build_model(args, layers)
+                progress.update(task, description=f"{label}: {layers or 'all'} blocks, {args.batch} x {seq}")
+                records += compare_modes(
+                    model, modes, batch=args.batch, seq=seq, dtype=args.dtype, budget=args.budget, repeats=args.repeats, name=label
+                )
+                progress.advance(task)
+        Console(width=None if sys.stdout.isatty() else 160).print(table(records))
+        if args.json:
+            write_atomic(args.json, json.dumps([r.to_json() for r in records], indent=2) + "\n", force=args.force)
+        if args.plot:
+            plot(records, args.sweep[0] if args.sweep else "layers", args.plot, args.force)
+        if args.doc:
+            command = "python benchmarks/memory.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+            write_atomic(args.doc, markdown(records, command, args.plot, args.doc), force=args.force)
+    except BwskError as error:
+        console.print(f"error: {error}", markup=False, highlight=False)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

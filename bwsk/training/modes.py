@@ -1,0 +1,111 @@
+"""The four training modes and the one switch that applies them: `apply_mode(model, mode, ...)`.
+
+  conventional: the model as it is; autograd stores every activation backward needs.
+  checkpoint:   each block (see `bwsk.training.layers`) runs under non-reentrant
+                `torch.utils.checkpoint`: only block inputs are stored, each block is
+                recomputed in backward.
+  analyzed:     each block runs under selective activation checkpointing whose
+                per-operator policy comes from the memory analysis (`bwsk.training.selective`);
+                `budget` (0..1) is the fraction of recomputable bytes kept.
+  reversible:   `bwsk.training.convert.make_reversible`: the blocks become coupling blocks
+                whose inputs are rebuilt by inversion (a different function of the same weights).
+
+The first three compute the same function as the model; modes are applied to a model
+once (a model already in a mode is refused). The analysis is run on the model before
+its blocks are wrapped; `predicted_activation_bytes` gives the bytes each mode is
+predicted to keep from forward to backward.
+"""
+
+from __future__ import annotations
+
+import functools
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+import bwsk
+from bwsk.errors import BwskError
+from bwsk.passes.analysis import Analysis
+from bwsk.training.layers import block_list, block_paths
+from bwsk.training.selective import DEFAULT_BUDGET, SelectivePlan, plan_selective
+
+MODES = ("conventional", "checkpoint", "analyzed", "reversible")
+ANALYSIS_PASSES = ("classify", "partition", "couple", "memory")
+
+
+@dataclass(frozen=True)
+class AppliedMode:
+    """What `apply_mode` did to a model: the mode, and for `analyzed` the plan it follows."""
+
+    mode: str
+    plan: SelectivePlan | None = None
+
+
+_APPLIED: weakref.WeakKeyDictionary[nn.Module, AppliedMode] = weakref.WeakKeyDictionary()
+
+
+def applied_mode(model: nn.Module) -> AppliedMode | None:
+    """The mode `apply_mode` put `model` in (None for a model it has not touched)."""
+    return _APPLIED.get(model)
+
+
+def analyze_model(model: nn.Module, example_input: tuple[torch.Tensor, ...]) -> Analysis:
+    """Lower `model` at the training level on `example_input` and run the passes the modes need."""
+    program = bwsk.lower_module(model, tuple(example_input), level="training")
+    return bwsk.analyze(program, passes=ANALYSIS_PASSES)
+
+
+def apply_mode(
+    model: nn.Module,
+    mode: str,
+    *,
+    budget: float = DEFAULT_BUDGET,
+    example_input: tuple[torch.Tensor, ...] | None = None,
+    analysis: Analysis | None = None,
+) -> nn.Module:
+    """Put `model` in training mode `mode`; returns the model to train (the converted copy for `reversible`).
+
+    `analyzed` needs the analysis of the model, given or made from `example_input`
+    (the analysis is shape-specific: its prediction holds at that shape).
+    """
+    if mode not in MODES:
+        raise BwskError(f"unknown training mode {mode!r} (expected one of {', '.join(MODES)})")
+    if model in _APPLIED:
+        raise BwskError(f"the model is already in mode {_APPLIED[model].mode!r}; apply a mode to a fresh copy")
+    if mode == "conventional":
+        _APPLIED[model] = AppliedMode(mode)
+        return model
+    if mode == "reversible":
+        from bwsk.training.convert import make_reversible
+
+        converted = make_reversible(model, inplace=True)
+        _APPLIED[converted] = AppliedMode(mode)
+        return converted
+    _, blocks = block_list(model)
+    plan = None
+    if mode == "analyzed":
+        if analysis is None:
+            if example_input is None:
+                raise BwskError("the analyzed mode needs example_input (or an analysis) to plan what to store")
+            analysis = analyze_model(model, example_input)
+        plan = plan_selective(analysis, block_paths(model), budget=budget)
+    for index, block in enumerate(blocks):
+        options: dict[str, Any] = {"use_reentrant": False}
+        if plan is not None:
+            options["context_fn"] = plan.context_fn(index)
+        block.forward = functools.partial(checkpoint, block.forward, **options)
+    _APPLIED[model] = AppliedMode(mode, plan)
+    return model
+
+
+def predicted_activation_bytes(analysis: Analysis, mode: str, plan: SelectivePlan | None = None) -> int:
+    """Bytes the analysis predicts `mode` keeps from forward to backward (for `analyzed`, those of `plan`)."""
+    if mode == "analyzed":
+        if plan is None:
+            raise ValueError("the analyzed prediction is the plan's: pass the plan apply_mode made")
+        return plan.predicted_bytes
+    return analysis.result("memory").modes[mode].stored

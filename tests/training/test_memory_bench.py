@@ -1,0 +1,54 @@
+"""benchmarks/memory.py end to end at tiny sizes: the table, valid JSON, no silent overwrite, one-line errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import pathlib
+
+import pytest
+
+SCRIPT = pathlib.Path(__file__).parents[2] / "benchmarks" / "memory.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("memory_bench", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_writes_records_and_refuses_to_overwrite(bench, tmp_path, capsys):
+    out = tmp_path / "records.json"
+    argv = ["--mode", "analyzed", "--sweep", "layers=1,2", "--batch", "1", "--seq", "8", "--repeats", "1", "--json", str(out)]
+    assert bench.main(argv) == 0
+    records = json.loads(out.read_text())
+    assert [(r["mode"], r["layers"]) for r in records] == [("conventional", 1), ("analyzed", 1), ("conventional", 2), ("analyzed", 2)]
+    for record in records:
+        assert {
+            "mode",
+            "layers",
+            "batch",
+            "seq",
+            "peak_bytes",
+            "activation_bytes",
+            "predicted_activation_bytes",
+            "step_seconds",
+        } <= record.keys()
+        assert record["peak_bytes"] > record["activation_bytes"] > 0 and record["step_seconds"] > 0
+        assert abs(record["predicted_activation_bytes"] - record["activation_bytes"]) <= 0.1 * record["activation_bytes"]
+        assert record["max_grad_difference"] < 1e-5
+    assert "analyzed" in capsys.readouterr().out
+    before = out.read_text()
+    assert bench.main(argv) == 2
+    assert "already exists" in capsys.readouterr().err and out.read_text() == before
+
+
+def test_benchmark_rejects_bad_arguments_in_one_line(bench, capsys):
+    with pytest.raises(SystemExit) as stop:
+        bench.main(["--sweep", "width=1,2"])
+    assert stop.value.code == 2 and "layers=N" in capsys.readouterr().err
+    assert bench.main(["--budget", "2"]) == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0
+    assert bench.parse_sweep("tokens=64,128") == ("tokens", [64, 128])

@@ -1,0 +1,74 @@
+"""The training modes: checkpoint and analyzed compute the same function as conventional, and refuse misuse."""
+
+from __future__ import annotations
+
+import copy
+import functools
+
+import pytest
+import torch
+
+from bwsk.errors import BwskError
+from bwsk.frontend.zoo import build, model_inputs
+from bwsk.training.layers import block_paths
+from bwsk.training.measure import lm_loss, logits_of, loss_gradients
+from bwsk.training.modes import analyze_model, applied_mode, apply_mode
+from bwsk.training.selective import plan_selective
+
+FP32 = dict(rtol=1e-5, atol=1e-6)
+
+
+@functools.cache
+def tiny(name: str, layers: int = 2, seq: int = 16):
+    model = build(name, tiny=True, layers=layers, device="cpu", seed=3)
+    (ids,) = model_inputs(model, batch=2, seq=seq, seed=5)
+    return model, ids, analyze_model(model, (ids,))
+
+
+@pytest.mark.parametrize("name", ["pythia-70m", "gpt2", "smollm-135m"])
+@pytest.mark.parametrize("mode,budget", [("checkpoint", 0.5), ("analyzed", 0.0), ("analyzed", 0.5), ("analyzed", 1.0)])
+def test_recomputing_modes_give_conventional_loss_and_every_gradient(name, mode, budget):
+    model, ids, analysis = tiny(name)
+    expected_loss = lm_loss(logits_of(model(ids)), ids)
+    expected = loss_gradients(model, ids)
+    applied = apply_mode(copy.deepcopy(model), mode, analysis=analysis, budget=budget)
+    torch.testing.assert_close(lm_loss(logits_of(applied(ids)), ids), expected_loss, **FP32)
+    got = loss_gradients(applied, ids)
+    assert got.keys() == expected.keys()
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], **FP32, msg=key)
+    plan = applied_mode(applied).plan
+    if mode == "analyzed":  # every operator the blocks dispatched was found in the plan
+        assert plan.alignment.unmatched == 0 and plan.alignment.matched > 0
+
+
+def test_plan_keeps_more_as_the_budget_grows_and_saves_erasing_outputs():
+    model, _, analysis = tiny("pythia-70m")
+    plans = [plan_selective(analysis, block_paths(model), budget=b) for b in (0.0, 0.5, 1.0)]
+    assert plans[0].predicted_bytes < plans[1].predicted_bytes < plans[2].predicted_bytes
+    assert not plans[0].kept and plans[2].kept
+    saved = {str(step.op) for step in plans[0].blocks[0] if step.save}
+    assert {"aten.native_layer_norm.default", "aten._softmax.default", "aten.gelu.default"} <= saved  # K-barriers
+    assert not saved & {"aten.cat.default", "aten.neg.default"}  # cheap S work of the rotary embedding is recomputed
+    kept_first = analysis.calls[plans[1].kept[0].call].target
+    assert kept_first in ("aten.linear.default", "aten.matmul.default")  # the budget keeps matmul outputs first
+
+
+def test_apply_mode_refuses_misuse():
+    model, ids, analysis = tiny("pythia-70m")
+    with pytest.raises(BwskError, match="unknown training mode"):
+        apply_mode(copy.deepcopy(model), "fast")
+    with pytest.raises(BwskError, match="example_input"):
+        apply_mode(copy.deepcopy(model), "analyzed")
+    with pytest.raises(ValueError, match="budget"):
+        apply_mode(copy.deepcopy(model), "analyzed", analysis=analysis, budget=1.5)
+    applied = apply_mode(copy.deepcopy(model), "checkpoint")
+    with pytest.raises(BwskError, match="already in mode 'checkpoint'"):
+        apply_mode(applied, "analyzed", analysis=analysis)
+
+
+def test_block_paths_name_the_stack():
+    model, _, _ = tiny("gpt2", layers=3)
+    assert block_paths(model) == ["transformer.h.0", "transformer.h.1", "transformer.h.2"]
+    with pytest.raises(BwskError, match="no stack"):
+        block_paths(torch.nn.Linear(2, 2))
