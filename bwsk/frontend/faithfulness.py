@@ -46,7 +46,7 @@ def faithfulness(compiled: Compiled, *, inputs: tuple | None = None, tolerance: 
     inputs = inputs if inputs is not None else compiled.example_inputs
     if inputs is None:
         inputs = _random_inputs(compiled.exported, seed)
-    expected = pytree.tree_leaves(compiled.exported.module()(*inputs))
+    expected = pytree.tree_leaves(_run_exported(compiled.exported, inputs))
     got = compiled.program(*inputs, params=compiled.state)
     got = list(got) if isinstance(got, tuple) else [got]
     if len(got) != len(expected):
@@ -60,12 +60,24 @@ def faithfulness(compiled: Compiled, *, inputs: tuple | None = None, tolerance: 
     return Faithfulness(max_abs, max_rel, len(got), tolerance)
 
 
-def _random_inputs(ep: torch.export.ExportedProgram, seed: int) -> tuple[torch.Tensor, ...]:
-    """Random tensors shaped like the export's user inputs (symbolic sizes at their hints)."""
+def _run_exported(ep: torch.export.ExportedProgram, inputs: tuple) -> object:
+    """Call the ExportedProgram on its flat user inputs; those it took by keyword (`use_cache=False`) by keyword."""
+    in_spec = ep.call_spec.in_spec
+    if in_spec is None or in_spec.num_leaves != len(inputs):
+        return ep.module()(*inputs)
+    args, kwargs = pytree.tree_unflatten(list(inputs), in_spec)
+    return ep.module()(*args, **kwargs)
+
+
+def _random_inputs(ep: torch.export.ExportedProgram, seed: int) -> tuple[object, ...]:
+    """Random tensors shaped like the export's user inputs (symbolic sizes at their hints); constant inputs as exported."""
     generator = torch.Generator().manual_seed(seed)
     inputs = []
     for spec in ep.graph_signature.input_specs:
         if spec.kind.name != "USER_INPUT":
+            continue
+        if isinstance(spec.arg, torch.export.graph_signature.ConstantArgument):
+            inputs.append(spec.arg.value)
             continue
         node = next(n for n in ep.graph.nodes if n.name == spec.arg.name)
         value = node.meta["val"]

@@ -245,9 +245,7 @@ class _Lowering:
         index = {n: i for i, n in enumerate(self.graph.nodes)}
         output_node = next(n for n in self.graph.nodes if n.op == "output")
         results = list(output_node.args[0]) if isinstance(output_node.args[0], (list, tuple)) else [output_node.args[0]]
-        user_results = [
-            value for spec, value in zip(self.ep.graph_signature.output_specs, results) if spec.kind.name == "USER_OUTPUT"
-        ]
+        user_results = [value for spec, value in zip(self.ep.graph_signature.output_specs, results) if spec.kind.name == "USER_OUTPUT"]
         result_nodes = {v for v in user_results if isinstance(v, torch.fx.Node)}
 
         regions = self.find_regions(calls, result_nodes)

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import io
-import json
 import logging
-import pickle
 import re
+import warnings
 import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -24,8 +22,13 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from bwsk.errors import SourceError
+from bwsk.errors import SourceError, first_line
 from bwsk.frontend import zoo
+from bwsk.frontend.archive_check import check_archive, drop_guard_code
+from bwsk.frontend.hf_outputs import register_output_types
+from bwsk.frontend.hugging_face import load_hf_directory, load_hub
+from bwsk.frontend.size_limits import check_tensor_size
+from bwsk.ir.types import example_tensor
 
 EXPORT_HINT = 'export it instead: torch.export.save(torch.export.export(model, example_args), "model.pt2")'
 PATH_SUFFIXES = {".pt2", ".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt", ".safetensors", ".zip", ".json"}
@@ -90,10 +93,9 @@ class InputSpec:
         return InputSpec(shape, DTYPES[dtype] if dtype else torch.float32)
 
     def example(self, generator: torch.Generator) -> torch.Tensor:
-        """A random tensor: floats from N(0, 1); integers from {0, 1}, valid ids for any embedding."""
-        if self.dtype.is_floating_point:
-            return torch.randn(self.shape, generator=generator).to(self.dtype)
-        return torch.randint(0, 2, self.shape, generator=generator, dtype=self.dtype)
+        """A random tensor of this shape and dtype (see `bwsk.ir.types.example_tensor`); refused beyond this machine's memory."""
+        check_tensor_size(self.shape, self.dtype.itemsize, "example input")
+        return example_tensor(self.shape, self.dtype, generator)
 
 
 def classify_file(path: Path) -> SourceKind:
@@ -103,8 +105,7 @@ def classify_file(path: Path) -> SourceKind:
     `serialized_exported_program.json`); a `torch.save` zip has `<root>/data.pkl`. A legacy
     `torch.save` file is a raw pickle (protocol 2+ starts with 0x80). Anything else is an error.
     """
-    with path.open("rb") as file:
-        head = file.read(16)
+    head = _read_head(path)
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         members = _zip_members(path)
         tails = {PurePosixPath(*PurePosixPath(m).parts[1:]).as_posix() for m in members if "/" in m}
@@ -127,19 +128,23 @@ def load_exported(path: str | Path, *, trust_pickle: bool = False) -> tuple[torc
 
     The example args are None when the archive stores none, or stores keyword inputs. Pickles inside
     the archive (sample inputs, pickled weights, custom objects) must load with torch's weights-only
-    unpickler unless `trust_pickle`, so a crafted archive cannot run code.
+    unpickler unless `trust_pickle`, and the archive is judged by content first (`archive_check`),
+    so a crafted archive cannot run code or inflate without bound. The transformers output types
+    its signature names are registered first, so saved Hugging Face programs load.
     """
     path = Path(path)
     _require_file(path)
     if classify_file(path) is not SourceKind.EXPORTED:
         raise SourceError(f"{path}: a torch.save pickle, not a torch.export archive", hint=EXPORT_HINT)
-    if not trust_pickle:
-        _check_archive_pickles(path)
+    facts = check_archive(path, trust_pickle=trust_pickle)
+    register_output_types(facts.pytree_types)
     try:
-        with path.open("rb") as file, _quiet("torch.export"):
+        with path.open("rb") as file, _quiet("torch.export"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             program = torch.export.load(file)
     except Exception as error:
-        raise SourceError(f"{path}: corrupt torch.export archive: {_first_line(error)}") from None
+        raise SourceError(f"{path}: corrupt torch.export archive: {first_line(error)}") from None
+    drop_guard_code(program)
     stored = program.example_inputs
     if stored is None or stored[1]:
         return program, None
@@ -160,75 +165,13 @@ def load_pickle(path: str | Path, *, trust_pickle: bool = False) -> nn.Module:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:
-        raise SourceError(f"{path}: cannot unpickle: {_first_line(error)}") from None
+        raise SourceError(f"{path}: cannot unpickle: {first_line(error)}") from None
     if not isinstance(loaded, nn.Module):
         raise SourceError(
             f"{path} holds a {type(loaded).__name__}, not an nn.Module",
             hint=f"a state_dict needs its model class: load it into the model, then {EXPORT_HINT}",
         )
     return loaded.eval()
-
-
-def load_hf_directory(
-    path: str | Path, *, trust_pickle: bool = False, device: str = "meta", seed: int = 0
-) -> nn.Module:
-    """A transformers model (eval mode, eager attention, no KV cache) from a directory with config.json.
-
-    The class is the config's first `architectures` entry known to transformers (else the bare
-    AutoModel class). `*.safetensors` weights are loaded on cpu; without weight files the model is
-    randomly initialised from `seed` on `device`. `*.bin` weights are pickles: refused unless `trust_pickle`.
-    """
-    import transformers
-
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise SourceError(f"{path}: a directory without config.json, so not a Hugging Face model directory")
-    try:
-        config = transformers.AutoConfig.from_pretrained(path)
-    except Exception as error:
-        raise SourceError(f"{path / 'config.json'}: unreadable config: {_first_line(error)}") from None
-    model_class = _architecture_class(config)
-    has_safetensors = any(path.glob("*.safetensors"))
-    has_pickles = any(path.glob("*.bin"))
-    if has_pickles and not has_safetensors and not trust_pickle:
-        raise SourceError(
-            f"refusing to unpickle the *.bin weights in {path}",
-            hint="save them as safetensors (model.save_pretrained(dir)), or pass --trust-pickle (trust_pickle=True) if you trust them",
-        )
-    try:
-        if has_safetensors or has_pickles:
-            with _no_transformers_progress_bars():
-                model = model_class.from_pretrained(
-                    path, attn_implementation="eager", use_safetensors=has_safetensors
-                )
-        else:
-            with torch.random.fork_rng(devices=[]), torch.device(device):
-                torch.manual_seed(seed)
-                model = model_class._from_config(config, attn_implementation="eager")
-    except Exception as error:
-        raise SourceError(f"{path}: cannot build {model_class.__name__}: {_first_line(error)}") from None
-    model.config.use_cache = False
-    return model.eval()
-
-
-def load_hub(model_id: str, *, trust_pickle: bool = False) -> nn.Module:
-    """A transformers model fetched from the Hugging Face Hub (needs the network or a warm cache)."""
-    import transformers
-
-    try:
-        config = transformers.AutoConfig.from_pretrained(model_id)
-        model = _architecture_class(config).from_pretrained(
-            model_id, attn_implementation="eager", use_safetensors=None if trust_pickle else True
-        )
-    except SourceError:
-        raise
-    except Exception as error:
-        raise SourceError(
-            f"cannot fetch {model_id!r} from the Hugging Face Hub: {_first_line(error)}",
-            hint="no network, or no such model; pass a local directory, a .pt2 file or a zoo name instead",
-        ) from None
-    model.config.use_cache = False
-    return model.eval()
 
 
 def resolve(
@@ -243,6 +186,7 @@ def resolve(
     device: str = "meta",
     dynamic_batch: bool = False,
     progress: bool = True,
+    trust_remote_code: bool = False,
 ) -> Resolved:
     """Load `spec` and export it.
 
@@ -251,11 +195,13 @@ def resolve(
     models built from a config (zoo, weightless directory); `batch` and `seq` shape generated inputs;
     `input_shapes` (see `InputSpec`) are required for pickled modules. Exported archives are returned
     as stored. With `progress`, a spinner runs on stderr while loading and exporting, if it is a TTY.
+    A Hugging Face model's own Python code (`auto_map`) runs only with `trust_remote_code`.
     """
     path = Path(spec).expanduser()
+    _require_inspectable(path)
     if path.is_dir():
         with _status(f"loading {path.name}", progress):
-            model = load_hf_directory(path, trust_pickle=trust_pickle, device=device)
+            model = load_hf_directory(path, trust_pickle=trust_pickle, trust_remote_code=trust_remote_code, device=device)
         name = path.resolve().name or spec
         return _export_model(model, name, SourceKind.HF_DIR, batch, seq, dynamic_batch, progress)
     if path.exists():
@@ -268,7 +214,7 @@ def resolve(
         raise SourceError(f"no such file or directory: {spec}")
     if HUB_ID.fullmatch(spec):
         with _status(f"fetching {spec}", progress):
-            model = load_hub(spec, trust_pickle=trust_pickle)
+            model = load_hub(spec, trust_pickle=trust_pickle, trust_remote_code=trust_remote_code)
         return _export_model(model, spec, SourceKind.HUB, batch, seq, dynamic_batch, progress)
     model = zoo.build(spec, tiny=tiny, layers=layers, device=device)
     return _export_model(model, spec, SourceKind.ZOO, batch, seq, dynamic_batch, progress)
@@ -282,9 +228,7 @@ def _resolve_pickle(
     progress: bool,
 ) -> Resolved:
     if trust_pickle and not input_shapes:
-        raise SourceError(
-            f"{path}: a pickled module needs input shapes to export it", hint="e.g. input_shapes=['1x16:i64']"
-        )
+        raise SourceError(f"{path}: a pickled module needs input shapes to export it", hint="e.g. input_shapes=['1x16:i64']")
     generator = torch.Generator().manual_seed(0)
     inputs = tuple(InputSpec.parse(s).example(generator) for s in input_shapes or ())
     model = load_pickle(path, trust_pickle=trust_pickle)
@@ -292,9 +236,7 @@ def _resolve_pickle(
     return Resolved(program, inputs, zoo.traceable(model), path.name, SourceKind.PICKLE)
 
 
-def _export_model(
-    model: nn.Module, name: str, kind: SourceKind, batch: int, seq: int, dynamic_batch: bool, progress: bool
-) -> Resolved:
+def _export_model(model: nn.Module, name: str, kind: SourceKind, batch: int, seq: int, dynamic_batch: bool, progress: bool) -> Resolved:
     inputs = zoo.model_inputs(model, batch=batch, seq=seq)
     program = _export(model, inputs, name, dynamic_batch, progress)
     return Resolved(program, inputs, zoo.traceable(model), name, kind)
@@ -308,71 +250,27 @@ def _export(
             return zoo.export(model, inputs, dynamic_batch=dynamic_batch)
         except Exception as error:
             raise SourceError(
-                f"cannot export {name}: {_first_line(error)}",
+                f"cannot export {name}: {first_line(error)}",
                 hint="check the input shapes and dtypes; torch.export needs a traceable forward",
             ) from None
-
-
-def _check_archive_pickles(path: Path) -> None:
-    """Raise unless every pickle inside the archive loads with torch's weights-only unpickler."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            for member in _pickled_members(path, archive):
-                data = archive.read(member)
-                if data:  # an archive without example inputs stores an empty member
-                    torch.load(io.BytesIO(data), weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise SourceError(
-            f"{path}: the archive holds a pickle that weights-only loading rejects: {_first_line(error)}",
-            hint="pass --trust-pickle (trust_pickle=True) if you trust the file",
-        ) from None
-    except (zipfile.BadZipFile, KeyError, ValueError, RuntimeError, EOFError) as error:
-        raise SourceError(f"{path}: corrupt torch.export archive: {_first_line(error)}") from None
-
-
-def _pickled_members(path: Path, archive: zipfile.ZipFile) -> list[str]:
-    """Members `torch.export.load` unpickles: example inputs, weights and constants marked `use_pickle`.
-
-    Opaque pickled objects (custom classes) cannot be checked, so they raise SourceError.
-    """
-    members = archive.namelist()
-    pickled = [m for m in members if "/data/sample_inputs/" in m or ("/" not in m and m.endswith(".pt"))]
-    for member in members:
-        if "/data/" not in member:
-            continue
-        if PurePosixPath(member).name.startswith(("custom_obj_", "opaque_obj_")):
-            raise SourceError(
-                f"{path}: archive member {member} is an opaque pickled object",
-                hint="pass --trust-pickle (trust_pickle=True) if you trust the file",
-            )
-        if member.endswith(("_weights_config.json", "_constants_config.json")):
-            folder = PurePosixPath(member).parent
-            entries = json.loads(archive.read(member))["config"].values()
-            pickled += [str(folder / entry["path_name"]) for entry in entries if entry["use_pickle"]]
-    return pickled
-
-
-def _architecture_class(config: Any) -> type:
-    import transformers
-
-    for name in config.architectures or ():
-        found = getattr(transformers, name, None)
-        if isinstance(found, type) and issubclass(found, transformers.PreTrainedModel):
-            return found
-    try:
-        return transformers.MODEL_MAPPING[type(config)]
-    except KeyError:
-        raise SourceError(
-            f"transformers has no model class for architectures {config.architectures} ({config.model_type})"
-        ) from None
 
 
 def _zip_members(path: Path) -> list[str]:
     try:
         with zipfile.ZipFile(path) as archive:
             return archive.namelist()
-    except (zipfile.BadZipFile, OSError, EOFError) as error:
-        raise SourceError(f"{path}: corrupt zip archive: {_first_line(error)}") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, UnicodeDecodeError, ValueError) as error:
+        raise SourceError(f"{path}: corrupt zip archive: {first_line(error)}") from None
+
+
+def _read_head(path: Path) -> bytes:
+    """The first 16 bytes of a regular file; anything else (a folder, a device, unreadable) is a one-line error."""
+    _require_file(path)
+    try:
+        with path.open("rb") as file:
+            return file.read(16)
+    except OSError as error:
+        raise SourceError(f"{path}: cannot read ({error.strerror or first_line(error)})") from None
 
 
 def _require_file(path: Path) -> None:
@@ -380,14 +278,29 @@ def _require_file(path: Path) -> None:
         raise SourceError(f"no such file: {path}")
     if path.is_dir():
         raise SourceError(f"{path}: a directory, expected a file")
+    if not path.is_file():
+        raise SourceError(f"{path}: not a regular file")
+
+
+def _require_inspectable(path: Path) -> None:
+    """Stat `path` once so that a name with a NUL byte or a folder we may not search is a one-line error."""
+    if "\0" in str(path):
+        raise SourceError(f"{str(path)!r}: not a valid path (it holds a NUL byte)")
+    try:
+        path.exists()
+    except (OSError, ValueError) as error:
+        raise SourceError(f"{str(path)!r}: cannot inspect ({getattr(error, 'strerror', None) or first_line(error)})") from None
 
 
 def _looks_like_path(spec: str) -> bool:
+    """A local path, never a hub id: starts with . / ~, has a backslash, a file suffix, or 2+ slashes,
+    or its first folder exists here (`models/pythia` when ./models exists)."""
     return (
         spec.startswith((".", "/", "~"))
         or spec.count("/") > 1
         or "\\" in spec
         or Path(spec).suffix.lower() in PATH_SUFFIXES
+        or ("/" in spec and Path(spec.split("/", 1)[0]).is_dir())
     )
 
 
@@ -397,11 +310,6 @@ def _describe(head: bytes) -> str:
     if len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 1 << 32:
         return "a safetensors weights file, which has no architecture: pass its directory with config.json"
     return f"first bytes {head!r}"
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 @contextlib.contextmanager
@@ -414,19 +322,6 @@ def _quiet(logger_name: str) -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
-
-
-@contextlib.contextmanager
-def _no_transformers_progress_bars() -> Iterator[None]:
-    from transformers.utils import logging as transformers_logging
-
-    enabled = transformers_logging.is_progress_bar_enabled()
-    transformers_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            transformers_logging.enable_progress_bar()
 
 
 @contextlib.contextmanager

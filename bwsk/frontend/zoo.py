@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from bwsk.errors import SourceError
+from bwsk.frontend.size_limits import check_model_size, check_tensor_size
 
 TINY_VOCAB = 256
 TINY_IMAGE = 32
@@ -73,9 +74,7 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(width)
         self.downsample: nn.Module = nn.Identity()
         if stride != 1 or in_width != width:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(in_width, width, 1, stride=stride, bias=False), nn.BatchNorm2d(width)
-            )
+            self.downsample = nn.Sequential(nn.Conv2d(in_width, width, 1, stride=stride, bias=False), nn.BatchNorm2d(width))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -160,9 +159,7 @@ def _gpt2(hidden: int, layers: int, heads: int, name: str) -> ZooEntry:
             bos_token_id=50256,
             eos_token_id=50256,
         ),
-        tiny=dict(
-            vocab_size=TINY_VOCAB, n_embd=64, n_head=4, bos_token_id=TINY_VOCAB - 1, eos_token_id=TINY_VOCAB - 1
-        ),
+        tiny=dict(vocab_size=TINY_VOCAB, n_embd=64, n_head=4, bos_token_id=TINY_VOCAB - 1, eos_token_id=TINY_VOCAB - 1),
         depth_field="n_layer",
     )
 
@@ -236,7 +233,11 @@ ZOO: dict[str, ZooEntry] = {
             num_labels=1000,
         ),
         tiny=dict(
-            hidden_size=64, num_attention_heads=4, intermediate_size=256, image_size=TINY_IMAGE, patch_size=8,
+            hidden_size=64,
+            num_attention_heads=4,
+            intermediate_size=256,
+            image_size=TINY_IMAGE,
+            patch_size=8,
             num_labels=10,
         ),
     ),
@@ -260,9 +261,7 @@ ZOO: dict[str, ZooEntry] = {
             bos_token_id=0,
             eos_token_id=0,
         ),
-        tiny=dict(
-            vocab_size=TINY_VOCAB, hidden_size=64, num_attention_heads=4, num_key_value_heads=2, intermediate_size=256
-        ),
+        tiny=dict(vocab_size=TINY_VOCAB, hidden_size=64, num_attention_heads=4, num_key_value_heads=2, intermediate_size=256),
     ),
     "resnet18": ZooEntry(
         description="ResNet-18 in plain torch.nn: 4 stages of 2 BasicBlocks, batch norm, 1000-class head",
@@ -291,8 +290,8 @@ def entry(name: str) -> ZooEntry:
     raise SourceError(f"unknown zoo model {name!r}; known: {', '.join(close)}")
 
 
-def make_config(name: str, *, tiny: bool = False, layers: int | None = None) -> Any:
-    """The config object `build` uses: a transformers config or a ResNetConfig."""
+def make_config(name: str, *, tiny: bool = False, layers: int | None = None, device: str = "meta") -> Any:
+    """The config object `build` uses: a transformers config or a ResNetConfig; refused when absurd on `device`."""
     spec = entry(name)
     values = {**spec.full, **spec.tiny} if tiny else dict(spec.full)
     if layers is not None:
@@ -300,6 +299,7 @@ def make_config(name: str, *, tiny: bool = False, layers: int | None = None) -> 
             limit = f"1..{spec.max_layers}" if spec.max_layers is not None else ">= 1"
             raise SourceError(f"{name} cannot have {layers} layers; expected {limit}")
         values[spec.depth_field] = layers
+    check_model_size(values, name, device=device)
     if spec.config_class == "ResNetConfig":
         return ResNetConfig(**values)
     import transformers
@@ -307,9 +307,7 @@ def make_config(name: str, *, tiny: bool = False, layers: int | None = None) -> 
     return getattr(transformers, spec.config_class)(**values, use_cache=False)
 
 
-def build(
-    name: str, *, tiny: bool = False, layers: int | None = None, device: str = "meta", seed: int = 0
-) -> nn.Module:
+def build(name: str, *, tiny: bool = False, layers: int | None = None, device: str = "meta", seed: int = 0) -> nn.Module:
     """Build zoo model `name` in eval mode.
 
     `tiny` shrinks width (hidden 64, 4 heads, vocab 256, 32x32 images); `layers` overrides depth
@@ -318,7 +316,7 @@ def build(
     models use eager attention and never build a KV cache.
     """
     spec = entry(name)
-    made = make_config(name, tiny=tiny, layers=layers)
+    made = make_config(name, tiny=tiny, layers=layers, device=device)
     with torch.random.fork_rng(devices=[]), torch.device(device):
         torch.manual_seed(seed)
         if spec.model_class == "ResNet":
@@ -331,12 +329,15 @@ def build(
 
 
 def model_inputs(model: nn.Module, *, batch: int = 1, seq: int = 128, seed: int = 0) -> tuple[torch.Tensor, ...]:
-    """Random inputs for the model's main input, on the model's device.
+    """Random inputs for the model's main input, on the model's device (values are drawn on cpu; none on meta).
 
     Token models (main input `input_ids`) get int64 ids below the config's vocab size, shape
     (batch, seq); image models (`pixel_values`) get float32 of shape (batch, channels, size, size)
     and ignore `seq`. Works for zoo models and for any transformers model with one of those inputs.
+    Sizes below 1, or inputs larger than this machine's memory, are refused before allocating.
     """
+    if batch < 1 or seq < 1:
+        raise SourceError(f"batch {batch} and sequence length {seq}: each must be at least 1")
     device = next(model.parameters()).device
     config = model.config
     generator = torch.Generator().manual_seed(seed)
@@ -345,24 +346,32 @@ def model_inputs(model: nn.Module, *, batch: int = 1, seq: int = 128, seed: int 
         limit = _max_positions(config)
         if limit is not None and seq > limit:
             raise SourceError(f"sequence length {seq} exceeds the model's {limit} positions")
-        ids = torch.randint(0, config.vocab_size, (batch, seq), generator=generator, dtype=torch.long)
-        return (ids.to(device),)
+        return (_random_tensor((batch, seq), torch.long, config.vocab_size, device, generator),)
     if main_input == "pixel_values":
         size = config.image_size
-        pixels = torch.randn(batch, config.num_channels, size, size, generator=generator)
-        return (pixels.to(device),)
+        return (_random_tensor((batch, config.num_channels, size, size), torch.float32, None, device, generator),)
     raise SourceError(
         f"cannot make example inputs for {type(model).__name__} (main input {main_input!r})",
         hint="export it yourself with torch.export.export and pass the saved .pt2",
     )
 
 
-def example_inputs(
-    name: str, model: nn.Module, *, batch: int = 1, seq: int = 128, seed: int = 0
-) -> tuple[torch.Tensor, ...]:
+def example_inputs(name: str, model: nn.Module, *, batch: int = 1, seq: int = 128, seed: int = 0) -> tuple[torch.Tensor, ...]:
     """Example positional inputs for zoo model `name` built by `build` (see `model_inputs`)."""
     entry(name)
     return model_inputs(model, batch=batch, seq=seq, seed=seed)
+
+
+def _random_tensor(
+    shape: tuple[int, ...], dtype: torch.dtype, below: int | None, device: torch.device, generator: torch.Generator
+) -> torch.Tensor:
+    """Integers in [0, below) or floats from N(0, 1), drawn on cpu from `generator`; on meta, only the shape."""
+    if device.type == "meta":
+        return torch.empty(shape, dtype=dtype, device=device)
+    check_tensor_size(shape, dtype.itemsize, "example input")
+    if below is None:
+        return torch.randn(shape, generator=generator, dtype=dtype).to(device)
+    return torch.randint(0, below, shape, generator=generator, dtype=dtype).to(device)
 
 
 def _max_positions(config: Any) -> int | None:
@@ -419,8 +428,6 @@ def export(
     for tensor in traced:
         if tensor.dim():
             shapes[tensor] = {0: batch}
-    program = torch.export.export(
-        module, traced, dynamic_shapes=shapes.dynamic_shapes(module, traced), strict=strict
-    )
+    program = torch.export.export(module, traced, dynamic_shapes=shapes.dynamic_shapes(module, traced), strict=strict)
     program.example_inputs = (args, {})
     return program

@@ -234,9 +234,7 @@ def test_unreadable_files_name_themselves(tmp_path, write, expected):
 def test_zoo_names_resolve_and_unknown_names_do_not():
     resolved = sources.resolve("bert-base", tiny=True, layers=1, seq=8, device="cpu", dynamic_batch=True)
     assert resolved.kind is SourceKind.ZOO and resolved.name == "bert-base"
-    torch.testing.assert_close(
-        resolved.program.module()(*resolved.example_inputs), resolved.module(*resolved.example_inputs)
-    )
+    torch.testing.assert_close(resolved.program.module()(*resolved.example_inputs), resolved.module(*resolved.example_inputs))
     with pytest.raises(SourceError, match="unknown zoo model 'bert'; known: bert-base"):
         sources.resolve("bert")
 

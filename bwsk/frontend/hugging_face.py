@@ -1,0 +1,174 @@
+"""Hugging Face models from a local directory or the Hub, without ever running the model's own code unasked.
+
+A directory whose `config.json` has an `auto_map` ships Python files that transformers would
+import (after asking on stdin). Unless the caller passes `trust_remote_code=True`, such a
+directory is refused before transformers sees it, and every transformers call is made with
+`trust_remote_code` spelled out. While transformers runs, standard input is empty, standard
+output is discarded, and its logging, warnings and progress bars are silenced: errors reach
+the user as exceptions, reported in one line by the caller.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bwsk.errors import SourceError, first_line
+from bwsk.frontend.size_limits import check_model_size
+
+MAX_CONFIG_BYTES = 16 * 2**20
+REMOTE_CODE_HINT = "read its Python files, then pass --trust-remote-code (trust_remote_code=True) if you trust them"
+# auto_map keys for model classes, most specific first.
+AUTO_MODEL_KEYS = ("AutoModelForCausalLM", "AutoModelForMaskedLM", "AutoModelForSeq2SeqLM", "AutoModel")
+
+
+def load_hf_directory(
+    path: str | Path, *, trust_pickle: bool = False, trust_remote_code: bool = False, device: str = "meta", seed: int = 0
+) -> nn.Module:
+    """A transformers model (eval mode, eager attention, no KV cache) from a directory with config.json.
+
+    The class is the config's first `architectures` entry known to transformers (else the bare
+    AutoModel class; with `trust_remote_code`, the class its `auto_map` names). `*.safetensors`
+    weights are loaded on cpu; without weight files the model is randomly initialised from `seed`
+    on `device`. `*.bin` weights are pickles: refused unless `trust_pickle`.
+    """
+    path = Path(path)
+    raw_config = read_config(path)
+    if "auto_map" in raw_config and not trust_remote_code:
+        raise SourceError(f"{path}: the model needs its own Python code (config.json has an auto_map)", hint=REMOTE_CODE_HINT)
+    has_weights = any(path.glob("*.safetensors")) or any(path.glob("*.bin"))
+    check_model_size(raw_config, str(path), device="cpu" if has_weights else device)  # before transformers builds its config
+    import transformers
+
+    with isolated_transformers():
+        try:
+            config = transformers.AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        except Exception as error:
+            raise SourceError(f"{path / 'config.json'}: unreadable config: {first_line(error)}") from None
+        model_class = architecture_class(config, remote=trust_remote_code and "auto_map" in raw_config)
+        has_safetensors = any(path.glob("*.safetensors"))
+        has_pickles = any(path.glob("*.bin"))
+        if has_pickles and not has_safetensors and not trust_pickle:
+            raise SourceError(
+                f"refusing to unpickle the *.bin weights in {path}",
+                hint="save them as safetensors (model.save_pretrained(dir)), or pass --trust-pickle (trust_pickle=True) if you trust them",
+            )
+        name = getattr(model_class, "__name__", "model")
+        try:
+            if has_safetensors or has_pickles:
+                model = model_class.from_pretrained(
+                    path, attn_implementation="eager", use_safetensors=has_safetensors, trust_remote_code=trust_remote_code
+                )
+            else:
+                with torch.random.fork_rng(devices=[]), torch.device(device):
+                    torch.manual_seed(seed)
+                    model = _from_config(model_class, config, trust_remote_code)
+        except Exception as error:
+            raise SourceError(f"{path}: cannot build {name}: {first_line(error)}") from None
+    model.config.use_cache = False
+    return model.eval()
+
+
+def load_hub(model_id: str, *, trust_pickle: bool = False, trust_remote_code: bool = False) -> nn.Module:
+    """A transformers model fetched from the Hugging Face Hub (needs the network or a warm cache)."""
+    import transformers
+
+    with isolated_transformers():
+        try:
+            config = transformers.AutoConfig.from_pretrained(model_id, trust_remote_code=trust_remote_code)
+            remote = trust_remote_code and bool(getattr(config, "auto_map", None))
+            model = architecture_class(config, remote=remote).from_pretrained(
+                model_id,
+                attn_implementation="eager",
+                use_safetensors=None if trust_pickle else True,
+                trust_remote_code=trust_remote_code,
+            )
+        except SourceError:
+            raise
+        except Exception as error:
+            raise SourceError(
+                f"cannot fetch {model_id!r} from the Hugging Face Hub: {first_line(error)}",
+                hint="no network, no such model, or it needs --trust-remote-code; pass a local directory, a .pt2 file or a zoo name instead",
+            ) from None
+    model.config.use_cache = False
+    return model.eval()
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """The directory's config.json as a JSON object (read by bwsk, before transformers sees it)."""
+    config = path / "config.json"
+    if not config.exists():
+        raise SourceError(f"{path}: a directory without config.json, so not a Hugging Face model directory")
+    if not config.is_file():
+        raise SourceError(f"{config}: not a regular file")
+    try:
+        if config.stat().st_size > MAX_CONFIG_BYTES:
+            raise SourceError(f"{config}: {config.stat().st_size:,} bytes, too large for a model config")
+        loaded = json.loads(config.read_bytes())
+    except OSError as error:
+        raise SourceError(f"{config}: cannot read ({error.strerror or first_line(error)})") from None
+    except (ValueError, RecursionError) as error:
+        raise SourceError(f"{config}: unreadable config: {first_line(error)}") from None
+    if not isinstance(loaded, dict):
+        raise SourceError(f"{config}: unreadable config: not a JSON object")
+    return loaded
+
+
+def architecture_class(config: Any, *, remote: bool = False) -> Any:
+    """The model class: the `auto_map` Auto class when `remote`, else the first `architectures` entry transformers knows."""
+    import transformers
+
+    if remote:
+        for key in AUTO_MODEL_KEYS:
+            if key in config.auto_map:
+                return getattr(transformers, key)
+    for name in config.architectures or ():
+        found = getattr(transformers, name, None)
+        if isinstance(found, type) and issubclass(found, transformers.PreTrainedModel):
+            return found
+    try:
+        return transformers.MODEL_MAPPING[type(config)]
+    except KeyError:
+        raise SourceError(f"transformers has no model class for architectures {config.architectures} ({config.model_type})") from None
+
+
+def _from_config(model_class: Any, config: Any, trust_remote_code: bool) -> nn.Module:
+    if hasattr(model_class, "_from_config"):
+        return model_class._from_config(config, attn_implementation="eager")
+    return model_class.from_config(config, attn_implementation="eager", trust_remote_code=trust_remote_code)
+
+
+@contextlib.contextmanager
+def isolated_transformers() -> Iterator[None]:
+    """Run transformers with an empty stdin, a discarded stdout and its logging, warnings and progress bars silenced."""
+    from transformers.utils import logging as transformers_logging
+
+    verbosity = transformers_logging.get_verbosity()
+    bars = transformers_logging.is_progress_bar_enabled()
+    hub_logger = logging.getLogger("huggingface_hub")
+    hub_level = hub_logger.level
+    stdin = sys.stdin
+    transformers_logging.set_verbosity(logging.CRITICAL + 1)
+    transformers_logging.disable_progress_bar()
+    hub_logger.setLevel(logging.CRITICAL + 1)
+    sys.stdin = io.StringIO()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        sys.stdin = stdin
+        hub_logger.setLevel(hub_level)
+        transformers_logging.set_verbosity(verbosity)
+        if bars:
+            transformers_logging.enable_progress_bar()
