@@ -26,6 +26,7 @@ from bwsk.ir.program import Program
 from bwsk.ir.terms import Comb, Prim, Ref, Term, children, spine
 
 ADD = "aten.add.Tensor"
+CAST = "aten.to.dtype"
 
 SEQUENTIAL_CHANGE = (
     "with x1 = x2 = x the first stream is unchanged (y1 = h1) and G still reads h1; the second stream "
@@ -63,19 +64,73 @@ class Coupling:
     activation_bytes: int  # produced inside F and G (a reversible block keeps none of what backward needs of them)
     rebuild_flops: int  # running F and G again in backward
     changes: str
+    f_modules: tuple[str, ...] = ()  # the layer's direct sub-modules F calls, in the order F applies them
+    g_modules: tuple[str, ...] = ()
 
 
 def _is_add(term: Term) -> bool:
     return isinstance(term, Prim) and term.op == ADD and term.arity == 2
 
 
+def _identity_casts(program: Program) -> dict[str, str]:
+    """`%y = aten.to.dtype(%x, dtype)` where y has x's type (a no-op cast, e.g. RMSNorm's `.to(float32)` on fp32): y -> x."""
+    types = {d.name: d.type for d in program.defs} | {i.name: i.type for i in program.inputs}
+    casts = {}
+    for definition in program.defs:
+        term = definition.term
+        if isinstance(term, Prim) and term.op == CAST and term.arity == 0 and isinstance(term.args[0], Ref):
+            source = term.args[0].name
+            if types.get(source) == definition.type:
+                casts[definition.name] = source
+    return casts
+
+
 def residuals(program: Program) -> list[Residual]:
+    """Every `S add %branch %stream`; a stream read through a no-op cast is named by the value cast."""
+    casts = _identity_casts(program)
     found = []
     for definition in program.defs:
         head, args = spine(definition.term)
         if head is Comb("S") and len(args) == 3 and _is_add(args[0]) and isinstance(args[1], Ref) and isinstance(args[2], Ref):
-            found.append(Residual(definition.name, args[1].name, args[2].name, definition.module or ""))
+            stream = casts.get(args[2].name, args[2].name)
+            found.append(Residual(definition.name, args[1].name, stream, definition.module or ""))
     return found
+
+
+def sub_blocks(half: Term, program: Program, layer: str) -> tuple[str, ...]:
+    """The direct sub-modules of `layer` that `half` calls (module definitions and parameter owners), in application order.
+
+    `B f g` applies g first; a definition of the layer itself (a branch) is followed into its term.
+    """
+    definitions = {d.name: d for d in program.defs}
+    prefix = layer + "."
+    found: list[str] = []
+
+    def note(path: str) -> None:
+        if path.startswith(prefix):
+            block = prefix + path[len(prefix) :].split(".")[0]
+            if block not in found:
+                found.append(block)
+
+    def visit(term: Term) -> None:
+        head, args = spine(term)
+        if head is Comb("B") and len(args) >= 2:
+            for part in (*args[2:], args[1], args[0]):
+                visit(part)
+            return
+        if isinstance(term, Ref) and term.kind == "state":
+            note(term.name.rsplit(".", 1)[0])
+        elif isinstance(term, Ref) and term.name in definitions:
+            definition = definitions[term.name]
+            if definition.module == layer:
+                visit(definition.term)
+            elif definition.module:
+                note(definition.module)
+        for child in children(term):
+            visit(child)
+
+    visit(half)
+    return tuple(found)
 
 
 def parallel_halves(branch: Term) -> tuple[Term, Term] | None:
@@ -129,9 +184,11 @@ class Couple(Pass):
             used.update((first.name, second.name))
             f_calls, f_bytes, f_flops = cost({first.branch})
             g_calls, g_bytes, g_flops = cost({second.branch})
+            layer = layer_of(first.module)
             found.append(
-                Coupling("sequential", layer_of(first.module), (first.name, second.name), f"%{first.branch}", f"%{second.branch}",
-                         f_calls, g_calls, f_bytes + g_bytes, f_flops + g_flops, SEQUENTIAL_CHANGE)
+                Coupling("sequential", layer, (first.name, second.name), f"%{first.branch}", f"%{second.branch}",
+                         f_calls, g_calls, f_bytes + g_bytes, f_flops + g_flops, SEQUENTIAL_CHANGE,
+                         sub_blocks(Ref("value", first.branch), program, layer), sub_blocks(Ref("value", second.branch), program, layer))
             )
         for residual in chain:
             if residual.name in used:
@@ -142,9 +199,11 @@ class Couple(Pass):
             f, g = halves
             f_calls, f_bytes, f_flops = cost(_definitions_in(f))
             g_calls, g_bytes, g_flops = cost(_definitions_in(g))
+            layer = layer_of(residual.module)
             found.append(
-                Coupling("parallel", layer_of(residual.module), (residual.name,), print_term(f), print_term(g),
-                         f_calls, g_calls, f_bytes + g_bytes, f_flops + g_flops, PARALLEL_CHANGE)
+                Coupling("parallel", layer, (residual.name,), print_term(f), print_term(g),
+                         f_calls, g_calls, f_bytes + g_bytes, f_flops + g_flops, PARALLEL_CHANGE,
+                         sub_blocks(f, program, layer), sub_blocks(g, program, layer))
             )
         return found
 

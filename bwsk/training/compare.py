@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
+from rich.table import Table
 from torch import nn
 
 from bwsk.frontend.zoo import model_inputs
@@ -28,6 +29,9 @@ from bwsk.training.modes import MODES, analyze_model, applied_mode, apply_mode, 
 from bwsk.training.selective import DEFAULT_BUDGET
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+
+
+MIB = 2**20
 
 
 @dataclass
@@ -145,3 +149,36 @@ def compare_modes(
         record.step_seconds = statistics.median(times[record.mode])
         record.step_time_ratio = record.step_seconds / baseline if baseline else None
     return records
+
+
+def records_table(records: list[Record]) -> Table:
+    """The records as a rich table: memory in MiB, prediction against measurement, time and gradients against conventional."""
+    out = Table(title="one training step per mode", show_lines=False)
+    for column in (
+        "model",
+        "layers",
+        "batch x seq",
+        "mode",
+        "peak MiB",
+        "activations MiB",
+        "predicted MiB",
+        "pred/meas",
+        "time x conv",
+        "max grad diff",
+    ):
+        out.add_column(column, justify="left" if column in ("model", "mode") else "right")
+    for r in records:
+        predicted = r.predicted_activation_bytes
+        out.add_row(
+            r.model,
+            str(r.layers),
+            f"{r.batch} x {r.seq}",
+            r.mode,
+            f"{r.peak_bytes / MIB:.2f}",
+            f"{r.activation_bytes / MIB:.3f}",
+            "n/a" if predicted is None else f"{predicted / MIB:.3f}",
+            "n/a" if predicted is None or not r.activation_bytes else f"{predicted / r.activation_bytes:.3f}",
+            f"{r.step_time_ratio:.2f}" if r.step_time_ratio is not None else "n/a",
+            f"{r.max_grad_difference:.1e}" if r.max_grad_difference is not None else "n/a",
+        )
+    return out

@@ -1,0 +1,150 @@
+"""The reversible autograd Function over a segment of coupling blocks.
+
+Forward runs the blocks without building a graph and saves only the segment's
+two output streams (and the side inputs, which do not grow with depth).
+Backward walks the blocks in reverse; for each it rebuilds G's output from y1
+with a local graph, takes G's gradients, subtracts to get x2 = y2 - G(y1), then
+the same for F: x1 = y1 - F(x2). Nothing per block is stored, so activation
+memory is flat in depth.
+
+Invariants that users of earlier reversible libraries found broken:
+- every trainable parameter of the segment is an input of the Function, so it
+  gets its gradient even when the streams do not require grad (frozen embeddings);
+- the rebuild runs under the autocast state captured in forward and with the
+  same per-half RNG seeds (dropout masks are replayed exactly);
+- backward is once-differentiable; a second backward through the same graph
+  fails because the saved streams were freed (PyTorch's "backward through the
+  graph a second time" error).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.autograd.function import once_differentiable
+from torch.utils._pytree import TreeSpec, tree_flatten, tree_unflatten
+
+from bwsk.training.coupling import CouplingBlock
+from bwsk.training.drift import DriftProbe
+from bwsk.training.rng import StackSeeds
+
+
+@dataclass(frozen=True)
+class AutocastState:
+    """The autocast settings of one device type, captured in forward and re-entered for the rebuild."""
+
+    device_type: str
+    enabled: bool
+    dtype: torch.dtype
+    cache_enabled: bool
+
+    @classmethod
+    def capture(cls, device_type: str) -> AutocastState:
+        return cls(
+            device_type, torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type), torch.is_autocast_cache_enabled()
+        )
+
+    def enter(self) -> torch.autocast:
+        return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.enabled, cache_enabled=self.cache_enabled)
+
+
+@dataclass(frozen=True)
+class SideInputs:
+    """Side inputs (mask, rotary cos/sin, ...) split into tensors (Function inputs) and the structure around them."""
+
+    spec: TreeSpec
+    leaves: tuple[Any, ...]  # the non-tensor leaves; None where a tensor goes
+    is_tensor: tuple[bool, ...]
+
+    @classmethod
+    def split(cls, side: dict[str, Any]) -> tuple[SideInputs, list[torch.Tensor]]:
+        leaves, spec = tree_flatten(side)
+        is_tensor = tuple(isinstance(leaf, torch.Tensor) for leaf in leaves)
+        tensors = [leaf for leaf, tensor in zip(leaves, is_tensor) if tensor]
+        return cls(spec, tuple(None if tensor else leaf for leaf, tensor in zip(leaves, is_tensor)), is_tensor), tensors
+
+    @property
+    def count(self) -> int:
+        return sum(self.is_tensor)
+
+    def join(self, tensors: Sequence[torch.Tensor]) -> dict[str, Any]:
+        values = iter(tensors)
+        return tree_unflatten([next(values) if tensor else leaf for leaf, tensor in zip(self.leaves, self.is_tensor)], self.spec)
+
+
+@dataclass
+class SegmentCall:
+    """What one Function call needs besides its tensor inputs: no activations (the output pair is saved with save_for_backward)."""
+
+    blocks: Sequence[CouplingBlock]
+    side: SideInputs
+    dtype: torch.dtype  # the model's compute dtype (F and G run on streams cast to it)
+    seeds: StackSeeds
+    autocast: AutocastState
+    probe: DriftProbe | None
+    parameters: list[torch.nn.Parameter]  # trainable parameters of the blocks, in Function-input order
+
+
+class ReversibleFunction(torch.autograd.Function):
+    """apply(call, x1, x2, *side_tensors, *parameters) -> (y1, y2) over `call.blocks`."""
+
+    @staticmethod
+    def forward(ctx, call: SegmentCall, x1: torch.Tensor, x2: torch.Tensor, *inputs: torch.Tensor):
+        side_tensors = inputs[: call.side.count]
+        side = call.side.join([t.detach() for t in side_tensors])
+        x1, x2 = x1.detach(), x2.detach()
+        for block in call.blocks:
+            if call.probe is not None:
+                call.probe.keep(block.index, x1, x2)
+            x1, x2 = block.forward(x1, x2, side, call.dtype, call.seeds)
+        ctx.call = call
+        ctx.save_for_backward(x1, x2, *side_tensors)
+        return x1, x2
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy1: torch.Tensor, dy2: torch.Tensor):
+        call: SegmentCall = ctx.call
+        y1, y2, *side_tensors = ctx.saved_tensors
+        side_wants = ctx.needs_input_grad[3 : 3 + call.side.count]
+        side_leaves = [t.detach().requires_grad_(wants) for t, wants in zip(side_tensors, side_wants)]
+        side = call.side.join(side_leaves)
+        side_grad_leaves = [leaf for leaf in side_leaves if leaf.requires_grad]
+        slot = {id(p): i for i, p in enumerate(call.parameters)}
+        param_grads: list[torch.Tensor | None] = [None] * len(call.parameters)
+        side_grads: list[torch.Tensor | None] = [None] * len(side_grad_leaves)
+
+        def local_grad(half, stream: torch.Tensor, grad_out: torch.Tensor, block: CouplingBlock, which: int):
+            """Run `half` on a leaf copy of `stream` with a local graph; return (output, d stream) and accumulate the rest."""
+            leaf = stream.detach().requires_grad_(True)
+            params = [p for p in half.parameters() if id(p) in slot]
+            with torch.enable_grad(), call.autocast.enter(), block.scope(call.seeds, which):
+                out = half(leaf, side, call.dtype)
+            grads = torch.autograd.grad(out, (leaf, *params, *side_grad_leaves), grad_out.to(out.dtype), allow_unused=True)
+            for p, g in zip(params, grads[1 : 1 + len(params)]):
+                if g is not None:
+                    i = slot[id(p)]
+                    param_grads[i] = g if param_grads[i] is None else param_grads[i] + g
+            for i, g in enumerate(grads[1 + len(params) :]):
+                if g is not None:
+                    side_grads[i] = g if side_grads[i] is None else side_grads[i] + g
+            d_stream = grads[0] if grads[0] is not None else torch.zeros_like(stream)
+            return out.detach(), d_stream
+
+        for block in reversed(call.blocks):
+            g, d_y1_through_g = local_grad(block.g, y1, dy2, block, 1)
+            dy1 = dy1 + d_y1_through_g
+            y2 = block.seam.subtract(y2, g)  # x2
+            del g
+            f, d_x2_through_f = local_grad(block.f, y2, dy1, block, 0)
+            dy2 = dy2 + d_x2_through_f
+            y1 = block.seam.subtract(y1, f)  # x1
+            del f
+            if call.probe is not None:
+                call.probe.compare(block.index, y1, y2)
+        side_out = iter(side_grads)
+        side_result = [next(side_out) if wants else None for wants in side_wants]
+        return (None, dy1, dy2, *side_result, *param_grads)

@@ -1,0 +1,233 @@
+"""make_reversible on tiny GPT-NeoX (parallel, sequential), GPT-2 and Llama models: gradients against plain autograd."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import pytest
+import torch
+from torch.distributed._tools.mem_tracker import MemTracker
+from training.tiny_models import FAMILIES
+from training.tiny_models import tiny_model as build
+
+from bwsk.training.convert import make_reversible, plain_autograd, reversible_runtime
+from bwsk.training.drift import DriftMonitor
+from bwsk.training.errors import ConversionError
+
+FP32_RTOL = 1e-5
+BF16_RTOL = 1e-3  # both under CPU bf16 autocast; measured 1e-7 (the rebuilt fp32 stream can flip a bf16 rounding)
+
+
+def batch(seed: int = 0, size: tuple[int, int] = (2, 12)) -> torch.Tensor:
+    return torch.randint(0, 128, size, generator=torch.Generator().manual_seed(seed))
+
+
+def gradients(model, batches, *, plain: bool, seed: int = 1, autocast: bool = False) -> tuple[float, dict[str, torch.Tensor]]:
+    """(last loss, gradient of every trainable parameter) after forward+backward on each of `batches` (accumulating)."""
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)
+    for ids in batches:
+        with plain_autograd(model) if plain else nullcontext(), torch.autocast("cpu", torch.bfloat16, enabled=autocast):
+            loss = model(ids, labels=ids).loss
+        loss.backward()
+    return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad and p.grad is not None}
+
+
+def assert_same_gradients(model, got: dict, want: dict, rtol: float) -> None:
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert sorted(got) == sorted(want) == sorted(trainable), "every trainable parameter gets a gradient"
+    for name in trainable:
+        scale = want[name].norm().clamp_min(1e-12)
+        assert float((got[name] - want[name]).norm() / scale) <= rtol, name
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_gradients_equal_plain_autograd_with_dropout(family):
+    model = make_reversible(build(family, dropout=0.2)).train()
+    loss, got = gradients(model, [batch()], plain=False)
+    plain_loss, want = gradients(model, [batch()], plain=True)
+    assert loss == pytest.approx(plain_loss, rel=1e-6)
+    assert_same_gradients(model, got, want, FP32_RTOL)
+    other_seed_loss, _ = gradients(model, [batch()], plain=False, seed=2)
+    assert other_seed_loss != pytest.approx(loss, rel=1e-6), "dropout is active: another seed draws other masks"
+
+
+@pytest.mark.parametrize("family", ["mistral", "qwen2"])
+def test_llama_family_variants_convert(family):
+    model = make_reversible(build(family, dropout=0.1)).train()
+    _, got = gradients(model, [batch()], plain=False)
+    _, want = gradients(model, [batch()], plain=True)
+    assert_same_gradients(model, got, want, FP32_RTOL)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_frozen_embeddings_still_give_every_block_its_gradient(family):
+    model = make_reversible(build(family))
+    model.get_input_embeddings().weight.requires_grad_(False)
+    _, got = gradients(model, [batch()], plain=False)
+    _, want = gradients(model, [batch()], plain=True)
+    assert_same_gradients(model, got, want, FP32_RTOL)
+    layers = reversible_runtime(model).report.container
+    assert any(name.startswith(layers) for name in got)
+
+
+LAST_MLP = "gpt_neox.layers.1.mlp.dense_4h_to_h.weight"
+
+
+def test_gradient_accumulation_matches_plain():
+    model = make_reversible(build("neox-parallel", dropout=0.1)).train()
+    batches = [batch(0), batch(1)]
+    _, got = gradients(model, batches, plain=False)
+    _, want = gradients(model, batches, plain=True)
+    _, single = gradients(model, batches[:1], plain=False)
+    assert_same_gradients(model, got, want, FP32_RTOL)
+    assert not torch.allclose(got[LAST_MLP], single[LAST_MLP]), "the second backward accumulated"
+
+
+def test_autograd_grad_matches_plain():
+    model = make_reversible(build("gpt2"))
+    params = [p for p in model.parameters() if p.requires_grad]
+    ids = batch()
+    got = torch.autograd.grad(model(ids, labels=ids).loss, params)
+    with plain_autograd(model):
+        want = torch.autograd.grad(model(ids, labels=ids).loss, params)
+    for g, w in zip(got, want):
+        assert float((g - w).norm() / w.norm().clamp_min(1e-12)) <= FP32_RTOL
+    assert all(p.grad is None for p in params), "autograd.grad leaves .grad alone"
+
+
+def test_bf16_autocast_matches_plain_within_tolerance():
+    model = make_reversible(build("llama", layers=3))
+    loss, got = gradients(model, [batch()], plain=False, autocast=True)
+    plain_loss, want = gradients(model, [batch()], plain=True, autocast=True)
+    assert loss == pytest.approx(plain_loss, rel=1e-6), "forward is the same computation"
+    assert_same_gradients(model, got, want, BF16_RTOL)
+
+
+@pytest.mark.parametrize("family", ["neox-sequential", "gpt2", "llama"])
+def test_one_sequential_layer_converts_exactly(family):
+    """For one pre-norm layer, y1 + y2 - h0 = h + F(h) + G(h + F(h)): the original layer."""
+    report = reversible_runtime(make_reversible(build(family, layers=1))).report
+    assert report.kinds == ("sequential",)
+    assert report.function_gap < 1e-6
+
+
+def test_parallel_residual_changes_the_function_and_reports_it():
+    report = reversible_runtime(make_reversible(build("neox-parallel", layers=1))).report
+    assert report.kinds == ("parallel",)
+    assert report.function_gap > 1e-3
+    f, g = report.layers[0].f, report.layers[0].g
+    assert [s.path.rsplit(".", 1)[1] for s in f] == ["post_attention_layernorm", "mlp", "post_mlp_dropout"]
+    assert [s.path.rsplit(".", 1)[1] for s in g] == ["input_layernorm", "attention", "post_attention_dropout"]
+    assert "position_embeddings" in g[1].keywords
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_no_grad_inference_matches_graph_building_forward(family):
+    model = make_reversible(build(family, layers=3)).eval()
+    ids = batch()
+    with torch.no_grad():
+        inferred = model(ids).logits
+    reversible = model(ids).logits
+    with plain_autograd(model):
+        plain = model(ids).logits
+    torch.testing.assert_close(inferred, reversible.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(inferred, plain.detach(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_generate_with_kv_cache_matches_without(family):
+    model = make_reversible(build(family)).eval()
+    prompt = batch(size=(1, 5))
+    cached = model.generate(prompt, max_new_tokens=6, do_sample=False, use_cache=True)
+    uncached = model.generate(prompt, max_new_tokens=6, do_sample=False, use_cache=False)
+    assert torch.equal(cached, uncached)
+
+
+def test_copy_keeps_state_dict_and_leaves_the_original_alone():
+    original = build("neox-sequential", layers=3).eval()
+    ids = batch()
+    with torch.no_grad():
+        before = original(ids).logits
+    converted = make_reversible(original)
+    assert list(converted.state_dict()) == list(original.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(original(ids).logits, before, rtol=0, atol=0)
+    assert not hasattr(original, "bwsk_reversible")
+    assert all(a is not b for a, b in zip(original.parameters(), converted.parameters()))
+
+
+def test_inplace_converts_the_model_itself():
+    model = build("gpt2")
+    assert make_reversible(model, inplace=True) is model
+    with pytest.raises(ConversionError, match="already reversible"):
+        make_reversible(model)
+
+
+class BatchNormGelu(torch.nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.norm = torch.nn.BatchNorm1d(width)
+
+    def forward(self, x):
+        return torch.nn.functional.gelu(self.norm(x.transpose(1, 2)).transpose(1, 2))
+
+
+def test_stateful_layer_in_a_half_is_refused():
+    model = build("neox-sequential")
+    model.gpt_neox.layers[1].mlp.act = BatchNormGelu(64)
+    with pytest.raises(ConversionError) as error:
+        make_reversible(model)
+    message = str(error.value)
+    assert "\n" not in message
+    assert "gpt_neox.layers.1.mlp.act.norm (BatchNorm1d)" in message and "running statistics" in message
+
+
+def test_unknown_kernels_are_refused():
+    with pytest.raises(ConversionError, match="triton"):
+        make_reversible(build("gpt2"), kernels="triton")
+    assert make_reversible(build("gpt2"), kernels="auto") is not None
+
+
+def test_second_backward_through_the_same_graph_is_an_error():
+    model = make_reversible(build("llama"))
+    ids = batch()
+    loss = model(ids, labels=ids).loss
+    loss.backward()
+    with pytest.raises(RuntimeError, match="second time"):
+        loss.backward()
+
+
+def test_drift_monitor_reports_every_block():
+    model = make_reversible(build("neox-parallel", layers=4), drift=DriftMonitor(every=2))
+    runtime = reversible_runtime(model)
+    for step in range(3):
+        ids = batch(step)
+        model(ids, labels=ids).loss.backward()
+        report = runtime.last_drift
+        assert report is not None and report.step == 2 * (step // 2)
+    assert sorted(report.errors) == [0, 1, 2, 3]
+    assert 0 <= report.max_error < 1e-5
+
+
+def activation_bytes_after_forward(model, ids, *, plain: bool) -> int:
+    """Bytes MemTracker files as activations while the graph of one forward (with loss) is alive."""
+    tracker = MemTracker()
+    tracker.track_external(model)
+    with tracker, plain_autograd(model) if plain else nullcontext():
+        loss = model(ids, labels=ids).loss
+        held = tracker.get_tracker_snapshot("current")[ids.device]["Activation"]
+    del loss
+    return held
+
+
+def test_activation_memory_is_flat_in_depth():
+    ids = batch(size=(2, 16))
+    reversible, plain = {}, {}
+    for layers in (6, 24):
+        model = make_reversible(build("neox-parallel", layers=layers), inplace=True, measure_gap=False)
+        reversible[layers] = activation_bytes_after_forward(model, ids, plain=False)
+        plain[layers] = activation_bytes_after_forward(model, ids, plain=True)
+    assert reversible[24] <= 1.1 * reversible[6]
+    assert plain[24] >= 3 * plain[6]
+    assert reversible[24] < plain[6]

@@ -1,0 +1,98 @@
+"""A saved reversible model loads with the Auto classes (no remote code) and computes, trains and generates as it did."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from training.tiny_models import tiny_model
+from transformers import AutoModelForCausalLM
+
+import bwsk.training  # noqa: F401  (registers the model type, as a user's import would)
+from bwsk.training.convert import make_reversible, reversible_runtime
+from bwsk.training.errors import ConversionError
+from bwsk.training.hf_reversible import MODEL_TYPE, BwskReversibleForCausalLM, as_pretrained, layout_from_json, layout_to_json
+
+
+def _converted(family: str, seed: int = 0) -> torch.nn.Module:
+    model = make_reversible(tiny_model(family, seed=seed), measure_gap=False)
+    with torch.no_grad():  # weights no fresh init could produce: the loaded model must carry these
+        for parameter in model.parameters():
+            parameter.add_(0.01 * torch.randn_like(parameter))
+    return model.eval()
+
+
+def _save(model: torch.nn.Module, folder: Path) -> Path:
+    as_pretrained(model).save_pretrained(str(folder))
+    return folder
+
+
+@pytest.mark.parametrize("family", ["neox-parallel", "gpt2"])  # gpt2 ties its input and output embeddings
+def test_reloaded_reversible_model_gives_identical_logits(tmp_path: Path, family: str):
+    model = _converted(family)
+    folder = _save(model, tmp_path / "model")
+    assert not list(folder.glob("*.py"))
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_type"] == MODEL_TYPE and "auto_map" not in config
+    loaded = AutoModelForCausalLM.from_pretrained(str(folder), attn_implementation="eager").eval()
+    assert isinstance(loaded, BwskReversibleForCausalLM)
+    ids = torch.randint(0, 128, (3, 11))
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, model(ids).logits)
+    assert reversible_runtime(loaded.model).report.layers == reversible_runtime(model).report.layers
+
+
+def test_reloaded_reversible_model_trains_with_the_same_gradients(tmp_path: Path):
+    model = _converted("neox-sequential").train()
+    loaded = AutoModelForCausalLM.from_pretrained(str(_save(model, tmp_path / "model")), attn_implementation="eager").train()
+    ids = torch.randint(0, 128, (2, 9))
+    model(ids, labels=ids).loss.backward()
+    loaded(input_ids=ids, labels=ids).loss.backward()
+    expected = dict(model.named_parameters())
+    for name, parameter in loaded.model.named_parameters():
+        torch.testing.assert_close(parameter.grad, expected[name].grad, rtol=1e-5, atol=1e-7)
+
+
+def test_reloaded_reversible_model_generates_what_the_saved_one_did(tmp_path: Path):
+    model = _converted("neox-parallel", seed=3)
+    loaded = AutoModelForCausalLM.from_pretrained(str(_save(model, tmp_path / "model")), attn_implementation="eager")
+    prompt = torch.randint(0, 128, (1, 5))
+    options = dict(max_new_tokens=6, do_sample=False, pad_token_id=0)
+    generated = loaded.generate(prompt, **options)
+    assert generated.shape == (1, 11)
+    assert torch.equal(generated, model.generate(prompt, **options))
+
+
+def test_a_new_process_loads_it_after_import_bwsk_training(tmp_path: Path):
+    folder = _save(_converted("neox-parallel"), tmp_path / "model")
+    script = (
+        "import sys, bwsk.training\n"
+        "from transformers import AutoModelForCausalLM\n"
+        "model = AutoModelForCausalLM.from_pretrained(sys.argv[1])\n"
+        "print(type(model).__name__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(folder)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "BwskReversibleForCausalLM"
+
+
+def test_layout_round_trips_and_a_foreign_layout_is_refused(tmp_path: Path):
+    model = _converted("llama")
+    container, layers = layout_from_json(layout_to_json(model))
+    report = reversible_runtime(model).report
+    assert (container, tuple(layers)) == (report.container, report.layers)
+    folder = _save(model, tmp_path / "model")
+    config = json.loads((folder / "config.json").read_text())
+    config["coupling"]["format"] = 99
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConversionError, match="format 99"):
+        AutoModelForCausalLM.from_pretrained(str(folder))
+
+
+def test_other_modes_save_as_their_own_architecture():
+    model = tiny_model("neox-parallel")
+    assert as_pretrained(model) is model

@@ -1,0 +1,145 @@
+"""The reversible Function on toy coupling blocks: gradients against plain autograd, what it stores, RNG and autocast."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from training.toy_stack import ToyHalf, toy_stack
+
+from bwsk.training.coupling import Half, Step
+from bwsk.training.drift import Segment
+from bwsk.training.errors import ConversionError
+from bwsk.training.seam import seam_for
+
+WIDTH = 16
+
+
+def inputs(seed: int = 0, requires_grad: bool = True, device: str = "cpu"):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 5, WIDTH, generator=generator).to(device).requires_grad_(requires_grad)
+    scale = (1 + 0.1 * torch.randn(WIDTH, generator=generator)).to(device).requires_grad_(requires_grad)
+    weight = torch.randn(2, 5, WIDTH, generator=generator).to(device)
+    return x, scale, weight
+
+
+def run(root, stack, *, plain: bool, requires_grad: bool = True, autocast: bool = False, seed: int = 3, device: str = "cpu"):
+    """(output, gradients of every parameter and of the tensor inputs) of one forward/backward."""
+    root.zero_grad(set_to_none=True)
+    x, scale, weight = inputs(requires_grad=requires_grad, device=device)
+    stack.plain = plain
+    torch.manual_seed(seed)
+    with torch.autocast(device, torch.bfloat16, enabled=autocast):
+        out = stack(x, {"scale": scale})
+    (out.float() * weight).sum().backward()
+    grads = {n: p.grad.clone() for n, p in root.named_parameters()}
+    if requires_grad:
+        grads |= {"x": x.grad, "scale": scale.grad}
+    return out.detach(), grads
+
+
+def assert_close(got: dict, want: dict, rtol: float) -> None:
+    assert sorted(got) == sorted(want)
+    for name, w in want.items():
+        assert got[name] is not None, name
+        assert float((got[name] - w).norm() / w.norm().clamp_min(1e-12)) <= rtol, name
+
+
+@pytest.mark.parametrize("anchors", [None, 2, [1, 3]])
+def test_gradients_equal_plain_autograd_with_dropout(anchors):
+    root, stack = toy_stack(anchors=anchors)
+    out, got = run(root, stack, plain=False)
+    plain_out, want = run(root, stack, plain=True)
+    torch.testing.assert_close(out, plain_out, rtol=0, atol=0)
+    assert_close(got, want, 1e-5)
+    assert stack.anchors == {None: [], 2: [2], (1, 3): [1, 3]}[tuple(anchors) if isinstance(anchors, list) else anchors]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("autocast", [False, True])
+def test_dropout_and_autocast_replay_on_cuda(autocast):
+    root, stack = toy_stack()
+    root.cuda()
+    out, got = run(root, stack, plain=False, autocast=autocast, device="cuda")
+    plain_out, want = run(root, stack, plain=True, autocast=autocast, device="cuda")
+    torch.testing.assert_close(out, plain_out, rtol=0, atol=0)
+    assert_close(got, want, 1e-3 if autocast else 1e-5)
+
+
+def test_checkpoint_segments_equal_plain_autograd():
+    root, stack = toy_stack()
+    stack.segments = [Segment(0, 1), Segment(1, 3, "checkpoint"), Segment(3, 4)]
+    _, got = run(root, stack, plain=False)
+    _, want = run(root, stack, plain=True)
+    assert_close(got, want, 1e-5)
+
+
+def test_parameters_get_gradients_when_the_input_does_not_require_grad():
+    root, stack = toy_stack()
+    _, got = run(root, stack, plain=False, requires_grad=False)
+    _, want = run(root, stack, plain=True, requires_grad=False)
+    assert_close(got, want, 1e-5)
+
+
+def test_bf16_autocast_is_captured_for_the_rebuild():
+    root, stack = toy_stack()
+    out, got = run(root, stack, plain=False, autocast=True)
+    plain_out, want = run(root, stack, plain=True, autocast=True)
+    torch.testing.assert_close(out, plain_out, rtol=0, atol=0)
+    assert_close(got, want, 1e-3)
+
+
+def saved_bytes(blocks: int, plain: bool) -> int:
+    """Bytes autograd saves for backward during one forward of a `blocks`-deep toy stack."""
+    root, stack = toy_stack(blocks)
+    stack.plain = plain
+    x, scale, _ = inputs()
+    total = 0
+
+    def pack(tensor):
+        nonlocal total
+        total += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        stack(x, {"scale": scale})
+    return total
+
+
+def test_saved_tensors_do_not_grow_with_depth():
+    assert saved_bytes(8, plain=False) == saved_bytes(2, plain=False)
+    assert saved_bytes(8, plain=True) > 3 * saved_bytes(2, plain=True)
+
+
+def test_the_stack_draws_one_value_from_the_global_generator():
+    root, stack = toy_stack()
+    x, scale, _ = inputs()
+    for plain in (False, True):
+        stack.plain = plain
+        torch.manual_seed(5)
+        stack(x, {"scale": scale}).sum().backward()
+        after = torch.rand(3)
+        torch.manual_seed(5)
+        torch.randint(2**62, (), dtype=torch.int64)
+        assert torch.equal(after, torch.rand(3))
+
+
+def test_no_grad_runs_the_plain_loop():
+    root, stack = toy_stack(dropout=0.0)
+    x, scale, _ = inputs()
+    with torch.no_grad():
+        inferred = stack(x, {"scale": scale})
+    torch.testing.assert_close(inferred, stack(x, {"scale": scale}).detach(), rtol=0, atol=0)
+
+
+def test_a_half_with_batch_norm_is_refused():
+    root = torch.nn.ModuleDict({"f": torch.nn.Sequential(ToyHalf(WIDTH, 0.0, 1.0, True), torch.nn.BatchNorm1d(5))})
+    with pytest.raises(ConversionError, match=r"f\.1 \(BatchNorm1d\) updates running statistics"):
+        Half(root, [Step("f")])
+
+
+def test_seam_kernels_choice():
+    assert seam_for("auto").name == "torch"
+    with pytest.raises(ConversionError, match="not implemented"):
+        seam_for("triton")
+    with pytest.raises(ConversionError, match="one of"):
+        seam_for("cuda")
