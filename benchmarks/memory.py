@@ -25,18 +25,16 @@ from collections.abc import Sequence
 import torch
 from rich.console import Console
 from rich.progress import Progress
-from rich.table import Table
 
 from bwsk.atomic import write_atomic
 from bwsk.errors import BwskError
 from bwsk.frontend import zoo
-from bwsk.training.compare import DTYPES, Record, compare_modes
+from bwsk.training.compare import DTYPES, MIB, Record, compare_modes, records_table
 from bwsk.training.modes import MODES
 from bwsk.training.selective import DEFAULT_BUDGET
 
 DEFAULT_MODEL = "pythia-70m"
 SWEEPS = ("layers", "tokens")
-MIB = 2**20
 
 
 def parse_sweep(text: str) -> tuple[str, list[int]]:
@@ -107,38 +105,6 @@ def runs(args: argparse.Namespace) -> list[tuple[int | None, int]]:
     if axis == "layers":
         return [(n, args.seq) for n in values]
     return [(args.layers, max(n // args.batch, 2)) for n in values]
-
-
-def table(records: list[Record]) -> Table:
-    out = Table(title="one training step per mode", show_lines=False)
-    for column in (
-        "model",
-        "layers",
-        "batch x seq",
-        "mode",
-        "peak MiB",
-        "activations MiB",
-        "predicted MiB",
-        "pred/meas",
-        "time x conv",
-        "max grad diff",
-    ):
-        out.add_column(column, justify="left" if column in ("model", "mode") else "right")
-    for r in records:
-        predicted = r.predicted_activation_bytes
-        out.add_row(
-            r.model,
-            str(r.layers),
-            f"{r.batch} x {r.seq}",
-            r.mode,
-            f"{r.peak_bytes / MIB:.2f}",
-            f"{r.activation_bytes / MIB:.3f}",
-            "n/a" if predicted is None else f"{predicted / MIB:.3f}",
-            "n/a" if predicted is None or not r.activation_bytes else f"{predicted / r.activation_bytes:.3f}",
-            f"{r.step_time_ratio:.2f}" if r.step_time_ratio is not None else "n/a",
-            f"{r.max_grad_difference:.1e}" if r.max_grad_difference is not None else "n/a",
-        )
-    return out
 
 
 def plot(records: list[Record], axis: str, path: str, force: bool) -> None:
@@ -222,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     model, modes, batch=args.batch, seq=seq, dtype=args.dtype, budget=args.budget, repeats=args.repeats, name=label
                 )
                 progress.advance(task)
-        Console(width=None if sys.stdout.isatty() else 160).print(table(records))
+        Console(width=None if sys.stdout.isatty() else 160).print(records_table(records))
         if args.json:
             write_atomic(args.json, json.dumps([r.to_json() for r in records], indent=2) + "\n", force=args.force)
         if args.plot:

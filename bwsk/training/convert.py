@@ -105,7 +105,7 @@ def make_reversible(
 ) -> nn.Module:
     """The model with its layer stack as reversible coupling blocks (a copy unless `inplace`).
 
-    `kernels`: "torch" (or "auto") for the seam arithmetic; `anchors`: store the
+    `kernels`: "torch", "triton" (bwsk's fused seam kernels) or "auto" (Triton on CUDA) for the seam arithmetic; `anchors`: store the
     stream pair every k blocks (int) or before the given block indices;
     `drift`: a `DriftMonitor` measuring the rebuild error (and, with its
     tolerance, re-planning anchors and recompute fallbacks). Raises
@@ -115,7 +115,7 @@ def make_reversible(
     """
     if hasattr(model, RUNTIME_ATTRIBUTE):
         raise ConversionError(f"{type(model).__name__} is already reversible")
-    seam = seam_for(kernels)
+    seam = seam_for(kernels, next(model.parameters()).device)
     container, layers = discover(model) if layout is None else (layout[0], list(layout[1]))
     reference = _logits(model) if measure_gap else None
     target = model if inplace else copy.deepcopy(model)

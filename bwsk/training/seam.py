@@ -31,10 +31,26 @@ class TorchSeam:
         return stream - branch
 
 
-def seam_for(kernels: str) -> TorchSeam:
-    """The seam implementation for `kernels` ("torch"; "auto" picks torch until fused kernels exist)."""
+class TritonSeam:
+    """The seam as bwsk's generated Triton kernel (`bwsk.kernels.runtime`): one pass over memory, fp32 arithmetic."""
+
+    name = "triton"
+
+    def add(self, stream: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+        from bwsk.kernels.runtime import seam_forward
+
+        return seam_forward(stream, branch, norm="none", kernels="triton")[0]
+
+    def subtract(self, stream: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+        from bwsk.kernels.runtime import seam_rebuild
+
+        return seam_rebuild(stream, branch, norm="none", kernels="triton")[0]
+
+
+def seam_for(kernels: str, device: torch.device | str = "cpu") -> TorchSeam | TritonSeam:
+    """The seam for `kernels`: "torch", "triton", or "auto" (Triton on CUDA, torch elsewhere)."""
     if kernels not in KERNELS:
         raise ConversionError(f"kernels must be one of {', '.join(KERNELS)}, not {kernels!r}")
-    if kernels == "triton":
-        raise ConversionError("kernels='triton': the fused seam kernels are not implemented yet; use kernels='torch'")
-    return TorchSeam()
+    if kernels == "auto":
+        kernels = "triton" if torch.device(device).type == "cuda" else "torch"
+    return TritonSeam() if kernels == "triton" else TorchSeam()

@@ -139,7 +139,7 @@ def test_a_half_with_batch_norm_is_refused():
 
 def test_seam_kernels_choice():
     assert seam_for("auto").name == "torch"
-    with pytest.raises(ConversionError, match="not implemented"):
-        seam_for("triton")
+    assert seam_for("auto", "cuda").name == "triton"
+    assert seam_for("triton").name == "triton"
     with pytest.raises(ConversionError, match="one of"):
         seam_for("cuda")
