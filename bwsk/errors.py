@@ -43,16 +43,20 @@ def one_line(text: str) -> str:
 
     A newline becomes `\\n` rather than a space, so a file name that holds one stays recognisable.
     """
-    text = _LONG_RUN.sub(lambda run: _cut(run.group(), MAX_RUN), text.strip())
-    return printable(_cut(text, MAX_MESSAGE))
+    text = _LONG_RUN.sub(lambda run: shortened(run.group(), MAX_RUN), text.strip())
+    return printable(shortened(text, MAX_MESSAGE))
 
 
-def _cut(text: str, limit: int) -> str:
-    """`text`, or its start and end (3:1) around a note of how many characters were left out."""
+def shortened(text: str, limit: int) -> str:
+    """`text`, or its start and end (3:1) around a note of how many characters were left out.
+
+    The result is at most `limit` characters long when `limit` is at least 100 (the note takes up to 50).
+    """
     if len(text) <= limit:
         return text
-    end = limit // 4
-    return f"{text[: limit - end]}...({len(text) - limit:,} characters left out)...{text[len(text) - end :]}"
+    kept = max(limit - 50, limit // 2)
+    end = kept // 4
+    return f"{text[: kept - end]}...({len(text) - kept:,} characters left out)...{text[len(text) - end :]}"
 
 
 class BwskError(Exception):

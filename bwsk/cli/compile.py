@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Sequence
 from typing import TextIO
 
-from bwsk.atomic import write_atomic
+from bwsk.atomic import check_destination, write_atomic
 from bwsk.cli.arguments import EXIT_USER_ERROR, ArgumentParser, positive_int
 from bwsk.errors import BwskError, first_line, one_line
 from bwsk.ir.parser import decode, parse
@@ -182,7 +182,7 @@ def compile_model(args: argparse.Namespace) -> tuple[Program, dict | None]:
     )
     if args.verify:
         report = faithfulness(compiled)
-        print(f"verify {compiled.program.name}: {report}", file=sys.stderr)
+        print(one_line(f"verify {compiled.program.name}: {report}"), file=sys.stderr)
         if not report.ok:
             raise VerificationFailed(str(report))
     has_weights = all(t.device.type != "meta" for t in compiled.state.values())
@@ -202,6 +202,8 @@ def emit(text: str, output: str | None, force: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.output is not None:
+        check_destination(args.output, force=args.force)  # before the work, which can take minutes
     if is_ir_text(args.input):
         if args.verify:
             raise BwskError(f"{args.input}: --verify compares a lowered model with its export; IR text has none")

@@ -14,7 +14,7 @@ import warnings
 from rich.console import Console
 
 from bwsk.cli.arguments import EXIT_USER_ERROR, ArgumentParser, positive_int
-from bwsk.errors import BwskError
+from bwsk.errors import BwskError, shortened
 from bwsk.frontend import compile_source, faithfulness, zoo
 from bwsk.ir.printer import print_definition, print_program
 from bwsk.passes.pipeline import analyze
@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers", type=positive_int, default=2, help="depth (default 2)")
     parser.add_argument("--seq", type=positive_int, default=16, help="example sequence length (default 16)")
     parser.add_argument("--train-layers", type=positive_int, default=12, help="depth of the model in the training step (default 12)")
+    parser.add_argument(
+        "--train-seq", type=positive_int, default=256, help="tokens per sequence in the training step, batch 2 (default 256)"
+    )
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     try:
@@ -60,7 +63,7 @@ def _demo(args: argparse.Namespace, console: Console) -> int:
     console.rule(f"one transformer layer: {layer}")
     for definition in program.defs:
         if definition.module and (definition.module + ".").startswith(layer + "."):
-            console.print(_shorten(print_definition(definition)), soft_wrap=True, highlight=False, markup=False)
+            console.print(shortened(print_definition(definition), 400), soft_wrap=True, highlight=False, markup=False)
 
     console.rule("the IR evaluated against torch.export, same weights and inputs")
     report = faithfulness(compiled)
@@ -83,11 +86,11 @@ def _training_step(args: argparse.Namespace, console: Console) -> None:
     from bwsk.training.compare import compare_modes, records_table
 
     layers = args.train_layers
-    console.rule(f"training in less memory: one step at {layers} layers, conventional beside reversible")
+    console.rule("training in less memory: conventional beside reversible")
     model = zoo.build(args.model, tiny=True, layers=layers, device="cpu")
     with console.status("measuring one training step per mode (MemTracker: bytes, not RSS)"):
-        records = compare_modes(model, ("conventional", "reversible"), batch=2, seq=args.seq, repeats=1, name=args.model)
-    console.print(records_table(records))
+        records = compare_modes(model, ("conventional", "reversible"), batch=2, seq=args.train_seq, name=args.model)
+    console.print(records_table(records, compact=True))
     conventional, reversible = records[0], records[-1]
     console.print(
         f"reversible keeps {reversible.activation_bytes / conventional.activation_bytes:.0%} of conventional's activation bytes "
@@ -96,10 +99,6 @@ def _training_step(args: argparse.Namespace, console: Console) -> None:
         "fine-tuned to recover).",
         highlight=False,
     )
-
-
-def _shorten(line: str, limit: int = 400) -> str:
-    return line if len(line) <= limit else f"{line[:limit]} ... ({len(line) - limit:,} more characters)"
 
 
 def _first_layer_prefix(program) -> str:

@@ -245,7 +245,7 @@ def _export_model(model: nn.Module, name: str, kind: SourceKind, batch: int, seq
 def _export(
     model: nn.Module, inputs: tuple[torch.Tensor, ...], name: str, dynamic_batch: bool, progress: bool
 ) -> torch.export.ExportedProgram:
-    with _status(f"exporting {name}", progress):
+    with _status(f"exporting {name}", progress), _quiet("torch"):  # torch logs a failed trace's traceback
         try:
             return zoo.export(model, inputs, dynamic_batch=dynamic_batch)
         except Exception as error:
