@@ -11,3 +11,7 @@ sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))
 # decorated, so it is set before any kernel module is imported.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+# The suite runs one pytest worker per core (`make test`: -n 2); a second intra-op thread per
+# worker only contends for the same cores (tiny backward passes ran 30x slower under load).
+torch.set_num_threads(1)

@@ -13,7 +13,7 @@ from typing import Any
 
 from bwsk.errors import SourceError
 
-TIMING_FIELDS = ("tokens_per_s", "step_seconds", "peak_memory_bytes")
+TIMING_FIELDS = ("tokens_per_s", "step_seconds", "seconds", "peak_memory_bytes")
 
 
 class MetricsLog:

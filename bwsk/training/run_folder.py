@@ -20,7 +20,14 @@ from bwsk.training.results import RESULTS_FILE
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
-MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+MODEL_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+)
 OWNED = (RUN_FILE, METRICS_FILE, CHECKPOINTS, RESULTS_FILE, *MODEL_FILES)
 
 
@@ -33,7 +40,10 @@ def prepare_new(folder: Path, *, force: bool) -> None:
         raise BwskError(f"{folder}: already holds a run ({found[0]}); pass --force to replace it, or --resume to continue it")
     for name in found:
         target = folder / name
-        shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        else:
+            target.unlink()
     folder.mkdir(parents=True, exist_ok=True)
 
 

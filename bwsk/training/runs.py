@@ -66,8 +66,8 @@ class PreparedData:
 
 def prepare_data(spec: RunSpec) -> PreparedData:
     """Load the tokenizer and the three splits named by `spec`, tokenized."""
-    tokenizer = load_tokenizer(spec.tokenizer_path())
     texts = load_text_splits(spec.data, spec.split, dataset_config=spec.dataset_config)
+    tokenizer = load_tokenizer(spec.tokenizer_path())
     return PreparedData(tokenizer, tokenize_splits(texts, tokenizer))
 
 

@@ -45,6 +45,7 @@ order); any pass giving that shape plugs in.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
@@ -62,6 +63,8 @@ from bwsk.passes.registry import Pass, register
 
 GETITEM = "operator.getitem"
 MODES = ("conventional", "checkpoint", "analyzed", "reversible")
+
+DROPPED = "not kept"  # a reversible-mode decision: nothing keeps it from forward to backward
 
 
 @dataclass(frozen=True)
@@ -473,9 +476,40 @@ class _Planner:
             layer = self.invert[storage]
             return Choice("invert", f"residual stream of coupled block {layer}: rebuilt by inverting it", f"block {layer}")
         if storage in self.final:
-            return Choice("store", "output of the last coupled block: inversion starts from it", None)
+            return Choice("store", "output of the last coupled blocks (combined from their two fp32 streams, which are kept too)", None)
         producer = self.replay.storages[storage].producer
-        return self.in_block(producer) if producer is not None and self.layer(producer) in self.coupled else analyzed
+        if producer is not None and self.layer(producer) in self.coupled:
+            return self.in_block(producer)
+        if not self.coupled:
+            return analyzed
+        if storage in self.side_inputs:
+            return Choice("store", "side input of the coupled stack (mask, positions): kept once for every block's rebuild", None)
+        if storage in self.saver:
+            return Choice("store", "saved by autograd outside the coupled blocks (which run as in conventional training)", None)
+        return Choice(DROPPED, "outside the coupled blocks and not saved by autograd there", None)
+
+    @functools.cached_property
+    def side_inputs(self) -> set[int]:
+        """Storages (not weights) made outside the coupled blocks and read inside them (masks, positions, rotary
+        tables): the reversible Function keeps each once, as its inputs, for every block's rebuild."""
+        found = set()
+        for call in self.flow.calls:
+            if self.layer(call.index) not in self.coupled:
+                continue
+            for value in call.inputs:
+                producer = self.flow.values[value].producer
+                if producer is None or self.layer(producer) not in self.coupled:
+                    found.update(s for s in self.replay.roots(value) if not self.replay.storages[s].weight)
+        return found
+
+    def second_stream_bytes(self) -> int:
+        """The two fp32 streams of the last coupled blocks, kept beside the combined output the program has there."""
+        extra = 0
+        for storage in self.final:
+            value = self.flow.values[self.replay.storages[storage].owner]
+            itemsize = value.type.dtype.itemsize if isinstance(value.type, TensorType) else 4
+            extra += 2 * value.nbytes * 4 // itemsize
+        return extra
 
     def in_block(self, call: int) -> Choice:
         layer = self.layer(call)
@@ -556,13 +590,14 @@ def plan(analysis: Analysis) -> MemoryResult:
         "conventional": mode_total((d.bytes, None) for d in saved),
         "checkpoint": planner.checkpoint(),
         "analyzed": mode_total(analyzed_units),
-        "reversible": mode_total((d.bytes, d.rebuilt_by) for d in decisions),
+        "reversible": mode_total([(d.bytes, d.rebuilt_by) for d in decisions if d.decision != DROPPED] + [(planner.second_stream_bytes(), None)]),
     }
     layers: dict[str, LayerTotal] = {}
     for d in decisions:
         total = layers.setdefault(d.layer, LayerTotal(d.layer, 0, 0, 0, 0))
         total.saved += d.bytes if d.saved else 0
-        setattr(total, d.decision, getattr(total, d.decision) + d.bytes)
+        if d.decision != DROPPED:
+            setattr(total, d.decision, getattr(total, d.decision) + d.bytes)
     return MemoryResult(modes, decisions, list(layers.values()), sorted(replayed.inexact))
 
 

@@ -1,0 +1,460 @@
+"""`train(model, splits, config, out, ...)`: one training run of a causal LM in one of the four modes.
+
+    result = train(model, splits, TrainConfig(mode="reversible", seed=1), Path("runs/rev"), pretrained=False)
+
+The loop: AdamW (no weight decay on biases and norms), linear warmup then cosine,
+gradient clipping, autocast (bf16; fp16 with a gradient scaler on CUDA; or fp32),
+validation each epoch (or every `eval_every` steps) with early stopping, and at the
+end the test split, both as token-weighted perplexity (`bwsk.training.perplexity`),
+evaluated with the weights of the best validation loss.
+
+Invariants:
+  - a non-finite loss (or, without a gradient scaler, gradient norm) stops the run with
+    `TrainingDiverged` naming the step, before the optimizer uses it; no results, no model;
+  - data order and RNG depend only on the seed and the step, and a checkpoint holds
+    everything else, so a run resumed from any checkpoint ends with the weights and
+    metrics (timing fields aside) of the uninterrupted run;
+  - SIGINT (Ctrl-C) finishes the current step, writes a checkpoint and raises
+    `TrainingInterrupted`; a second SIGINT interrupts at once;
+  - peak memory is the CUDA allocator's maximum over training steps, or on the cpu
+    MemTracker's count over the first training step this process runs (it is slow
+    on every step); evaluation is not included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.distributed._tools.mem_tracker import MemTracker
+
+from bwsk.errors import BwskError
+from bwsk.training.checkpoint import latest_checkpoint, load_checkpoint, load_weights, save_checkpoint, save_weights
+from bwsk.training.config import TrainConfig, learning_rate
+from bwsk.training.data import TokenSplits
+from bwsk.training.measure import autocast, lm_loss, logits_of
+from bwsk.training.metrics import MetricsLog
+from bwsk.training.modes import apply_mode
+from bwsk.training.perplexity import Perplexity, perplexity
+from bwsk.training.progress import TrainingProgress
+from bwsk.training.results import RunResult
+from bwsk.training.run_folder import CHECKPOINTS, METRICS_FILE, prepare_new, read_run_file, write_run_file
+from bwsk.training.sampler import BlockSampler
+from bwsk.training.saving import save_model
+
+BEST_WEIGHTS = "best.safetensors"
+
+
+class TrainingDiverged(BwskError):
+    """The loss (or gradient norm) became NaN or infinite; the run stopped without results."""
+
+
+class TrainingInterrupted(BwskError):
+    """SIGINT: the run saved a checkpoint at `step` and stopped; `--resume` continues it."""
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
+
+
+@dataclass
+class LoopState:
+    """Where the loop is and what it has seen: everything a checkpoint stores besides tensors (JSON only)."""
+
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0  # index of the next batch of `epoch`
+    tokens: int = 0
+    train_seconds: float = 0.0
+    wall_seconds: float = 0.0  # up to the last checkpoint
+    best_valid_nll: float | None = None
+    best_step: int = 0
+    stale_evaluations: int = 0
+    last_loss: float | None = None
+    peak_memory_bytes: int | None = None
+    peak_memory_source: str = ""
+    metrics_bytes: int = 0
+    pending_validation: bool = False  # interrupted during the validation of `step`: it runs first on resume
+    drift: dict[str, Any] | None = None
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    """ "auto": CUDA when available, else the cpu."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise BwskError(f"unknown device {name!r} (expected auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BwskError("--device cuda: no CUDA device on this machine")
+    return device
+
+
+def max_positions(model: nn.Module) -> int | None:
+    """The longest sequence the model's config allows (None when it sets no limit)."""
+    config = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def train(
+    model: nn.Module,
+    splits: TokenSplits,
+    config: TrainConfig,
+    out: Path,
+    *,
+    pretrained: bool,
+    source: str = "",
+    tokenizer=None,
+    inputs: dict[str, Any] | None = None,
+    resume: bool = False,
+    force: bool = False,
+    progress: bool | None = None,
+    observer: Callable[[dict[str, Any]], None] | None = None,
+) -> RunResult:
+    """Train `model` (a fresh start: the mode is applied here) and write the run folder `out`; returns its result.
+
+    `inputs` (JSON) is stored in run.json for the caller to rebuild the run on `resume`
+    (which needs the same `config`); `observer` sees every metrics record as it is written;
+    `progress`: a progress bar on stderr (None: when stderr is a TTY).
+    """
+    out = Path(out)
+    if resume:
+        saved = read_run_file(out)
+        if saved["config"] != config.to_json():
+            raise BwskError(f"{out}: the configuration differs from the run being resumed (resume with the run's own run.json)")
+    else:
+        prepare_new(out, force=force)
+    run = Run(model, splits, config, out, pretrained=pretrained, tokenizer=tokenizer, observer=observer)
+    if not resume:
+        document = {"config": config.to_json(), "resolved": run.config.to_json(), "pretrained": pretrained, "source": source}
+        write_run_file(out, {**document, "data": splits.description, "inputs": inputs or {}})
+    return run.execute(resume=resume, progress=progress, source=source)
+
+
+class Run:
+    """One run's model, optimizer, data and loop state (see `train`)."""
+
+    def __init__(self, model, splits: TokenSplits, config: TrainConfig, out: Path, *, pretrained, tokenizer, observer):
+        self.device = resolve_device(config.device)
+        if config.precision == "fp16" and self.device.type != "cuda":
+            raise BwskError("--precision fp16 needs a CUDA device (use bf16 or fp32 on the cpu)")
+        vocab = model.get_input_embeddings().num_embeddings
+        largest = max(int(getattr(splits, name).max()) for name in ("train", "valid", "test"))
+        if largest >= vocab:
+            raise BwskError(f"token id {largest} is outside the model's {vocab}-token vocabulary (a tokenizer for another model?)")
+        seq = config.seq_len or min(512, max_positions(model) or 512)
+        steps_per_epoch = (splits.train.numel() // seq) // config.batch_size
+        self.config = config.resolved(pretrained=pretrained, max_positions=max_positions(model), steps_per_epoch=steps_per_epoch)
+        self.splits, self.out, self.tokenizer, self.observer, self.pretrained = splits, out, tokenizer, observer, pretrained
+        self.sampler = BlockSampler(splits.train, self.config.seq_len, self.config.batch_size, self.config.seed)
+        self.planned = self.config.planned_steps(self.sampler.batches_per_epoch)
+        self.dtype = self.config.autocast_dtype
+        example = next(self.sampler.batches(0)).to(self.device)
+        if getattr(getattr(model, "config", None), "use_cache", None):
+            model.config.use_cache = False  # a KV cache is of no use in training, and checkpoint recomputes would extend it
+        self.model = apply_mode(model.to(self.device).train(), self.config.mode, example_input=(example,), budget=self.config.budget)
+        self.runtime = self._reversible_runtime()
+        self.optimizer = _adamw(self.model, self.config)
+        self.scaler = torch.amp.GradScaler("cuda") if self.config.precision == "fp16" else None
+        self.state = LoopState()
+        self.interrupted = False
+        self.evaluating = False
+
+    def _reversible_runtime(self):
+        if self.config.mode != "reversible":
+            return None
+        from bwsk.training.convert import reversible_runtime
+        from bwsk.training.drift import DriftMonitor
+
+        runtime = reversible_runtime(self.model)
+        runtime.stack.monitor = DriftMonitor(every=self.config.drift_every)
+        return runtime
+
+    # --- the loop -------------------------------------------------------------------------------------------
+
+    def execute(self, *, resume: bool, progress: bool | None, source: str) -> RunResult:
+        started = time.perf_counter()
+        checkpoints = self.out / CHECKPOINTS
+        if resume:
+            folder = latest_checkpoint(checkpoints)
+            if folder is None:
+                raise BwskError(f"{self.out}: no checkpoint to resume from (the run stopped before its first one)")
+            self.state = LoopState(**load_checkpoint(folder, self.model, self.optimizer, scaler=self.scaler))
+        else:
+            torch.manual_seed(self.config.seed)
+        if self.runtime is not None:
+            self.runtime.stack.monitor.step = self.state.step
+        self.metrics = MetricsLog(self.out / METRICS_FILE, resume_at=self.state.metrics_bytes if resume else None)
+        self._wall_base, self._started = self.state.wall_seconds, started
+        try:
+            with TrainingProgress(self.planned, start=self.state.step, enabled=progress) as self.bar, _SigintFlag(self):
+                stopped = self._validate() if self.state.pending_validation else None
+                return self._finish(stopped or self._loop(), source)
+        finally:
+            self.metrics.close()
+
+    def _loop(self) -> str:
+        config, state = self.config, self.state
+        while True:
+            if state.step >= self.planned:
+                return f"max steps ({self.planned})" if config.max_steps is not None else f"epochs ({config.epochs})"
+            for batch in self.sampler.batches(state.epoch, state.batch):
+                self._train_step(batch)
+                state.batch += 1
+                stopped = self._after_step()
+                if stopped or state.step >= self.planned:
+                    break
+            else:
+                stopped = None
+            if stopped:
+                return stopped
+            if state.batch == self.sampler.batches_per_epoch:
+                state.epoch, state.batch = state.epoch + 1, 0
+                if config.eval_every is None and (stopped := self._validate()):
+                    return stopped
+
+    def _train_step(self, batch: torch.Tensor) -> None:
+        state, device = self.state, self.device
+        lr = learning_rate(
+            state.step,
+            lr=self.config.lr,
+            warmup_steps=self.config.warmup_steps,
+            total_steps=self.planned,
+            min_lr_ratio=self.config.min_lr_ratio,
+        )
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        ids = batch.to(device, non_blocking=True)
+        measure_cpu = device.type == "cpu" and state.peak_memory_bytes is None
+        tracker = MemTracker() if measure_cpu else None
+        if tracker is not None:
+            tracker.track_external(self.model, self.optimizer)
+        start = _synchronized_time(device)
+        with tracker if tracker is not None else contextlib.nullcontext():
+            loss, norm = self._forward_backward_step(ids, state.step + 1, lr)
+        seconds = _synchronized_time(device) - start
+        if tracker is not None:
+            state.peak_memory_bytes = _tracker_peak(tracker)
+            state.peak_memory_source = f"MemTracker, training step {state.step + 1} (the first this process ran)"
+        elif device.type == "cuda":
+            state.peak_memory_bytes = max(state.peak_memory_bytes or 0, torch.cuda.max_memory_allocated(device))
+            state.peak_memory_source = "CUDA allocator, maximum over training steps"
+        state.step += 1
+        state.tokens += ids.numel()
+        state.train_seconds += seconds
+        state.last_loss = loss
+        record = {"step": state.step, "epoch": state.epoch, "loss": loss, "lr": lr, "grad_norm": norm}
+        record |= {"tokens_per_s": ids.numel() / seconds, "step_seconds": seconds, "peak_memory_bytes": state.peak_memory_bytes}
+        drift = self.runtime.last_drift if self.runtime is not None else None
+        if drift is not None and (state.drift is None or state.drift["step"] != drift.step):
+            state.drift = {"step": drift.step, "max_relative_error": drift.max_error}
+            record["drift_max_relative_error"] = drift.max_error
+        self._record(record)
+        self.bar.update(state.step, loss=loss, tokens_per_s=ids.numel() / seconds, memory=state.peak_memory_bytes)
+
+    def _forward_backward_step(self, ids: torch.Tensor, step: int, lr: float) -> tuple[float, float]:
+        with autocast(self.device, self.dtype):
+            loss = lm_loss(logits_of(self.model(ids)), ids)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise TrainingDiverged(f"the loss is {value} at step {step} (lr {lr:.3g}); the run stopped, no results were written")
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
+        norm = float(torch.nn.utils.clip_grad_norm_(parameters, self.config.grad_clip or math.inf))
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        elif not math.isfinite(norm):
+            raise TrainingDiverged(f"the gradient norm is {norm} at step {step} (lr {lr:.3g}); the run stopped, no results were written")
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return value, norm if math.isfinite(norm) else -1.0
+
+    def _after_step(self) -> str | None:
+        config, state = self.config, self.state
+        stopped = self._validate() if config.eval_every is not None and state.step % config.eval_every == 0 else None
+        if state.step % config.checkpoint_every == 0:
+            self._checkpoint()
+        if self.interrupted:
+            self._checkpoint()
+            raise TrainingInterrupted(
+                f"interrupted at step {state.step}; checkpoint saved (continue with: bwsk-train --resume {self.out})", state.step
+            )
+        return stopped
+
+    # --- evaluation, checkpoints, results --------------------------------------------------------------------
+
+    def evaluate(self, split: str) -> Perplexity:
+        """Token-weighted perplexity of the current weights on `split` ("valid" or "test")."""
+        config = self.config
+        precision = "fp32" if self.dtype is None else f"{config.precision} autocast"
+        self.evaluating = True
+        try:
+            return perplexity(
+                self.model,
+                getattr(self.splits, split),
+                window=config.eval_window,
+                stride=config.eval_stride,
+                batch_size=config.eval_batch_size,
+                dtype=self.dtype,
+                precision=precision,
+            )
+        finally:
+            self.evaluating = False
+
+    def _validate(self) -> str | None:
+        """Evaluate on the validation split; keeps the best weights; the stop reason once patience runs out."""
+        state = self.state
+        if state.evaluations and state.evaluations[-1]["step"] == state.step:
+            return None
+        start = time.perf_counter()
+        state.pending_validation = False
+        try:
+            result = self.evaluate("valid")
+        except KeyboardInterrupt:
+            state.pending_validation = True
+            self._checkpoint()
+            raise TrainingInterrupted(
+                f"interrupted during the validation at step {state.step}; checkpoint saved (continue with: bwsk-train --resume {self.out})",
+                state.step,
+            ) from None
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        record = {"step": state.step, "split": "valid", "nll": result.nll, "perplexity": result.perplexity}
+        state.evaluations.append(record)
+        self._record({**record, "seconds": time.perf_counter() - start})
+        self.bar.note(f"step {state.step}: valid loss {result.nll:.4f}, perplexity {result.perplexity:.2f}")
+        if not math.isfinite(result.nll):
+            raise TrainingDiverged(f"the validation loss is {result.nll} at step {state.step}; the run stopped, no results were written")
+        if state.best_valid_nll is None or result.nll < state.best_valid_nll:
+            state.best_valid_nll, state.best_step, state.stale_evaluations = result.nll, state.step, 0
+            (self.out / CHECKPOINTS).mkdir(exist_ok=True)
+            save_weights(self.model, self.out / CHECKPOINTS / BEST_WEIGHTS)
+            return None
+        state.stale_evaluations += 1
+        if state.stale_evaluations >= self.config.patience:
+            return f"early stopping (patience {self.config.patience})"
+        return None
+
+    def _checkpoint(self) -> None:
+        state = self.state
+        state.metrics_bytes = self.metrics.sync()
+        state.wall_seconds = self._wall_base + time.perf_counter() - self._started
+        save_checkpoint(self.out / CHECKPOINTS, state.step, self.model, self.optimizer, asdict(state), scaler=self.scaler)
+
+    def _record(self, record: dict[str, Any]) -> None:
+        self.metrics.append(record)
+        if self.observer is not None:
+            self.observer(record)
+
+    def _finish(self, stopped: str, source: str) -> RunResult:
+        state, config = self.state, self.config
+        self._validate()
+        self._checkpoint()
+        if state.best_step != state.step:
+            load_weights(self.model, self.out / CHECKPOINTS / BEST_WEIGHTS)
+        best = next(e for e in state.evaluations if e["step"] == state.best_step)
+        test = self.evaluate("test")
+        self._record({"step": state.best_step, "split": "test", "nll": test.nll, "perplexity": test.perplexity})
+        saved = save_model(self.model, self.out, tokenizer=self.tokenizer)
+        runtime = self.runtime
+        conversion = None if runtime is None else {"function_gap": runtime.report.function_gap, "combination": runtime.report.combination}
+        result = RunResult(
+            model=source,
+            start="fine-tune" if self.pretrained else "scratch",
+            mode=config.mode,
+            seed=config.seed,
+            config=config.to_json(),
+            data=self.splits.description,
+            tokens=self.splits.counts(),
+            perplexity_method=test.method,
+            valid={"step": best["step"], "perplexity": best["perplexity"], "nll_per_token": best["nll"]},
+            test={**test.to_json(), "step": state.best_step},
+            steps=state.step,
+            epochs_completed=state.epoch,
+            stopped=stopped,
+            best_valid_step=state.best_step,
+            final_train_loss=state.last_loss,
+            final_valid_loss=best["nll"],
+            peak_memory_bytes=state.peak_memory_bytes,
+            peak_memory_source=state.peak_memory_source,
+            tokens_per_s=state.tokens / state.train_seconds if state.train_seconds else 0.0,
+            train_seconds=state.train_seconds,
+            wall_seconds=self._wall_base + time.perf_counter() - self._started,
+            device=_describe(self.device),
+            drift=state.drift,
+            conversion=conversion,
+            saved_model=saved,
+            evaluations=state.evaluations,
+        )
+        result.write(self.out)
+        return result
+
+
+class _SigintFlag:
+    """While active (main thread only), the first SIGINT sets `run.interrupted` (during an evaluation, or the second
+    time, it raises KeyboardInterrupt at once)."""
+
+    def __init__(self, run: Run):
+        self.run, self.previous = run, None
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.run.interrupted = True
+        signal.signal(signal.SIGINT, self.previous)
+        if self.run.evaluating:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def _adamw(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (biases and norm weights, the 1-D parameters, are not decayed)."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    decayed = [p for p in trainable if p.ndim >= 2]
+    plain = [p for p in trainable if p.ndim < 2]
+    groups = [{"params": decayed, "weight_decay": config.weight_decay}, {"params": plain, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
+
+
+def _synchronized_time(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def _tracker_peak(tracker: MemTracker) -> int:
+    """MemTracker's peak total over every device it saw."""
+    peaks = tracker.get_tracker_snapshot("peak")
+    return int(sum(int(categories.get("Total", 0)) for categories in peaks.values()))
+
+
+def _describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads)"

@@ -1,0 +1,129 @@
+"""`bwsk-train` end to end on tiny models: the demo, runs from zoo names and folders, refusals, exit codes."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+from training.tiny_models import tiny_model
+from training.tiny_text import write_corpus
+
+from bwsk.cli import train as cli
+from bwsk.training.results import RESULTS_FILE
+from bwsk.training.trainer import TrainingInterrupted
+
+FAST = ["--precision", "fp32", "--device", "cpu", "--seq-len", "16", "--max-steps", "3", "--lr", "3e-3"]
+
+
+def run(argv, capsys) -> tuple[int, str, str]:
+    try:
+        code = cli.main([str(a) for a in argv])
+    except SystemExit as stop:  # argparse errors leave through sys.exit
+        code = stop.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(argv, capsys, code: int = 2) -> str:
+    got, out, err = run(argv, capsys)
+    assert got == code and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    return write_corpus(tmp_path, lines=80)
+
+
+def test_without_arguments_the_demo_trains_and_prints_the_table(capsys):
+    code, out, err = run([], capsys)
+    assert code == 0, err
+    assert "bwsk-train results" in out and "conventional" in out and "reversible" in out and "token-weighted" in out
+
+
+def test_zoo_model_from_scratch_then_an_earlier_run_as_the_start(corpus, tmp_path, capsys):
+    text, tokenizer = corpus
+    first, second = tmp_path / "first", tmp_path / "second"
+    base = ["--data", text, "--split", "80/10/10", *FAST]
+    code, out, err = run(["pythia-70m", "--tiny", "--layers", "1", "--tokenizer", tokenizer, "--out", first, *base], capsys)
+    assert code == 0, err
+    results = json.loads((first / RESULTS_FILE).read_text())
+    assert results["start"] == "scratch" and results["steps"] == 3 and "80/10/10" in results["data"]
+    code, out, err = run([first, "--mode", "checkpoint", "--out", second, *base], capsys)  # tokenizer from the run folder
+    assert code == 0, err
+    assert json.loads((second / RESULTS_FILE).read_text())["start"] == "fine-tune"
+
+
+def test_hugging_face_folder_with_seeds_writes_a_summary(corpus, tmp_path, capsys):
+    text, tokenizer = corpus
+    folder = tmp_path / "hf"
+    tiny_model("neox-parallel").save_pretrained(folder)
+    code, out, err = run([folder, "--data", text, "--tokenizer", tokenizer, "--out", tmp_path / "runs", "--seeds", "2", *FAST], capsys)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "runs" / "seeds.json").read_text())
+    assert summary["seeds"] == [0, 1] and summary["test_perplexity"]["n"] == 2 and "over 2 seeds" in out
+
+
+def test_an_existing_run_needs_force_and_a_finished_run_cannot_be_resumed(corpus, tmp_path, capsys):
+    text, tokenizer = corpus
+    argv = ["pythia-70m", "--tiny", "--layers", "1", "--data", text, "--tokenizer", tokenizer, "--out", tmp_path / "r", *FAST]
+    assert run(argv, capsys)[0] == 0
+    assert "already holds a run" in one_line_error(argv, capsys)
+    assert run([*argv, "--force"], capsys)[0] == 0
+    assert "already finished" in one_line_error(["--resume", tmp_path / "r"], capsys)
+
+
+def test_a_diverging_run_exits_1_naming_the_step_with_no_results(corpus, tmp_path, capsys):
+    text, tokenizer = corpus
+    argv = ["pythia-70m", "--tiny", "--layers", "1", "--data", text, "--tokenizer", tokenizer, "--out", tmp_path / "nan"]
+    err = one_line_error([*argv, *FAST, "--max-steps", "30", "--lr", "1e6", "--grad-clip", "0"], capsys, code=1)
+    assert "at step" in err and not (tmp_path / "nan" / RESULTS_FILE).exists()
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--max-steps", "1"], "MODEL and --out DIR are required"),
+        (["pythia-70m", "--out", "o"], "--data is required"),
+        (["pythia-70m", "--out", "o", "--data", "missing-corpus.txt"], "datasets"),
+        (["pythia-70m", "--out", "o", "--mode", "fast"], "invalid choice"),
+        (["pythia-70m", "--out", "o", "--data", "{text}", "--split", "90/20"], "split rule"),
+        (
+            ["pythia-70m", "--out", "o", "--data", "{text}", "--tokenizer", "{tok}", "--eval-stride", "16"],
+            "shorter than the evaluation window",
+        ),
+        (["pythia-70m", "--out", "o", "--data", "{text}", "--tokenizer", "{tok}", "--precision", "fp16"], "needs a CUDA device"),
+        (["no-such-model", "--out", "o", "--data", "{text}", "--tokenizer", "{tok}"], "no such folder, zoo model"),
+        (["pythia-70m", "--out", "o", "--data", "{text}"], "pass --tokenizer"),
+        (["--resume", "o", "--data", "x"], "takes the run's own settings"),
+        (["--resume", "nowhere"], "not a bwsk-train run folder"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(extra, message, corpus, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    text, tokenizer = corpus
+    argv = [a.format(text=text, tok=tokenizer) for a in extra]
+    if argv[0] not in ("--resume", "--max-steps"):
+        argv += ["--tiny", "--layers", "1", "--seq-len", "16", "--max-steps", "1", "--device", "cpu"]
+    assert message in one_line_error(argv, capsys)
+
+
+def test_ctrl_c_exits_130_with_one_line(monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise TrainingInterrupted("interrupted at step 4; checkpoint saved (continue with: bwsk-train --resume o)", 4)
+
+    monkeypatch.setattr(cli, "run_training", interrupted)
+    err = one_line_error(["pythia-70m", "--data", "x", "--out", "o"], capsys, code=130)
+    assert "--resume o" in err
+
+
+def test_the_experiment_subcommand_says_clearly_when_its_runner_is_missing(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "bwsk.training.experiment", None)
+    err = one_line_error(["experiment", "--model", "m", "--data", "d", "--out", "o"], capsys)
+    assert "experiment runner" in err
+
+
+def test_help_teaches_with_examples(capsys):
+    code, out, _ = run(["--help"], capsys)
+    assert code == 0 and "examples:" in out and "--resume" in out and "--split proxy" in out
