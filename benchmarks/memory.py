@@ -4,7 +4,8 @@
     python benchmarks/memory.py --mode all --sweep layers=6,12,24       # activation memory against depth
     python benchmarks/memory.py --mode all --sweep tokens=64,128,256 --json out.json --plot out.png
     python benchmarks/memory.py --model pythia-160m --layers 4 --seq 64 --mode all
-    python benchmarks/memory.py --mode all --sweep layers=2,4,8 --plot docs/memory.png --doc docs/memory.md
+    python benchmarks/memory.py --model pythia-70m:tiny --model pythia-70m --sweep layers=2,4,8 --sweep tokens=64,128 \
+        --plot docs/memory.png --doc docs/memory.md      # several models and sweeps in one report
 
 Each run applies every mode to its own copy of the same model (same weights) and
 measures one step (forward, next-token loss, backward, AdamW step) with
@@ -27,6 +28,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from bwsk.atomic import write_atomic
+from bwsk.cli.arguments import ArgumentParser
 from bwsk.errors import BwskError
 from bwsk.frontend import zoo
 from bwsk.training.compare import DTYPES, MIB, Record, compare_modes, records_table
@@ -52,16 +54,19 @@ def parse_sweep(text: str) -> tuple[str, list[int]]:
 
 
 def parser() -> argparse.ArgumentParser:
-    cli = argparse.ArgumentParser(
+    cli = ArgumentParser(
         prog="benchmarks/memory.py",
         description=__doc__.split("\n\n")[2],
         epilog="examples:\n" + "\n".join(line.strip() for line in __doc__.split("\n\n")[1].splitlines()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     cli.add_argument(
-        "--model", help=f"zoo name ({', '.join(zoo.names())}) or a Hugging Face model directory (default: tiny {DEFAULT_MODEL})"
+        "--model",
+        action="append",
+        help=f"zoo name ({', '.join(zoo.names())}), NAME:tiny for its tiny width, or a Hugging Face model directory; "
+        f"repeatable (default: {DEFAULT_MODEL}:tiny)",
     )
-    cli.add_argument("--tiny", action="store_true", help="tiny width (hidden 64, vocab 256) for a zoo model; implied without --model")
+    cli.add_argument("--tiny", action="store_true", help="tiny width (hidden 64, vocab 256) for every zoo model")
     cli.add_argument("--layers", type=int, help="number of blocks (default: the model's own)")
     cli.add_argument("--batch", type=int, default=2, help="sequences per step (default 2)")
     cli.add_argument("--seq", type=int, default=64, help="tokens per sequence (default 64)")
@@ -74,7 +79,12 @@ def parser() -> argparse.ArgumentParser:
         default=DEFAULT_BUDGET,
         help=f"analyzed mode: fraction of recomputable bytes kept (default {DEFAULT_BUDGET})",
     )
-    cli.add_argument("--sweep", type=parse_sweep, help="layers=N,N,... (depth) or tokens=N,N,... (sequence length at --batch)")
+    cli.add_argument(
+        "--sweep",
+        type=parse_sweep,
+        action="append",
+        help="layers=N,N,... (depth) or tokens=N,N,... (tokens per step at --batch); repeatable",
+    )
     cli.add_argument("--repeats", type=int, default=3, help="timed steps per mode, interleaved (default 3)")
     cli.add_argument("--json", metavar="OUT", help="write the records as a JSON list")
     cli.add_argument("--plot", metavar="OUT.png", help="plot activation bytes per mode against the swept axis")
@@ -83,32 +93,37 @@ def parser() -> argparse.ArgumentParser:
     return cli
 
 
-def build_model(args: argparse.Namespace, layers: int | None) -> tuple[torch.nn.Module, str]:
-    """The model to measure and its label."""
-    spec = args.model or DEFAULT_MODEL
+def build_model(args: argparse.Namespace, spec: str, layers: int | None) -> tuple[torch.nn.Module, str]:
+    """The model `spec` (zoo name, NAME:tiny, or a Hugging Face directory) at `layers` blocks, and its label."""
     if os.path.isdir(spec):
         import transformers
 
         overrides = {"num_hidden_layers": layers} if layers is not None else {}
         model = transformers.AutoModelForCausalLM.from_pretrained(spec, attn_implementation="eager", **overrides)
         return model.to(args.device), os.path.basename(os.path.normpath(spec))
-    tiny = args.tiny or args.model is None
-    model = zoo.build(spec, tiny=tiny, layers=layers, device=args.device)
-    return model, f"{spec}{' (tiny)' if tiny else ''}"
+    name, _, suffix = spec.partition(":")
+    if suffix not in ("", "tiny"):
+        raise BwskError(f"--model {spec}: expected a zoo name, NAME:tiny or a model directory")
+    tiny = args.tiny or suffix == "tiny"
+    model = zoo.build(name, tiny=tiny, layers=layers, device=args.device)
+    return model, f"{name}{' (tiny)' if tiny else ''}"
 
 
-def runs(args: argparse.Namespace) -> list[tuple[int | None, int]]:
-    """(layers, seq) per run."""
-    if args.sweep is None:
-        return [(args.layers, args.seq)]
-    axis, values = args.sweep
-    if axis == "layers":
-        return [(n, args.seq) for n in values]
-    return [(args.layers, max(n // args.batch, 2)) for n in values]
+def runs(args: argparse.Namespace) -> list[tuple[str, int | None, int]]:
+    """(swept axis, layers, seq) per run; the axis is "layers" for a single run."""
+    if not args.sweep:
+        return [("layers", args.layers, args.seq)]
+    planned = []
+    for axis, values in args.sweep:
+        if axis == "layers":
+            planned += [("layers", n, args.seq) for n in values]
+        else:
+            planned += [("tokens", args.layers, max(n // args.batch, 2)) for n in values]
+    return planned
 
 
-def plot(records: list[Record], axis: str, path: str, force: bool) -> None:
-    """Activation bytes (solid) and peak bytes (dashed) per mode against `axis` ("layers" or "tokens")."""
+def plot(groups: dict[tuple[str, str], list[Record]], path: str, force: bool) -> None:
+    """One row per (model, swept axis): activation bytes and peak bytes per mode against the axis."""
     import io
 
     import matplotlib
@@ -116,51 +131,61 @@ def plot(records: list[Record], axis: str, path: str, force: bool) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, panels = plt.subplots(1, 2, figsize=(11, 4))
-    for mode in dict.fromkeys(r.mode for r in records):
-        chosen = sorted((r for r in records if r.mode == mode), key=lambda r: getattr(r, axis))
-        xs = [getattr(r, axis) for r in chosen]
-        panels[0].plot(xs, [r.activation_bytes / MIB for r in chosen], marker="o", label=mode)
-        panels[1].plot(xs, [r.peak_bytes / MIB for r in chosen], marker="o", label=mode)
-    for panel, title in zip(panels, ("activation bytes after forward", "peak of the step")):
-        panel.set_xlabel("blocks" if axis == "layers" else "tokens per step")
-        panel.set_ylabel("MiB")
-        panel.set_title(title)
-        panel.grid(alpha=0.3)
-        panel.legend()
-    figure.suptitle(records[0].model if records else "")
+    figure, panels = plt.subplots(len(groups), 2, figsize=(11, 3.6 * len(groups)), squeeze=False)
+    for row, ((model, axis), records) in zip(panels, groups.items()):
+        for mode in dict.fromkeys(r.mode for r in records):
+            chosen = sorted((r for r in records if r.mode == mode), key=lambda r: getattr(r, axis))
+            xs = [getattr(r, axis) for r in chosen]
+            row[0].plot(xs, [r.activation_bytes / MIB for r in chosen], marker="o", label=mode)
+            row[1].plot(xs, [r.peak_bytes / MIB for r in chosen], marker="o", label=mode)
+        for panel, title in zip(row, ("activation bytes after forward", "peak of the training step")):
+            panel.set_xlabel("blocks" if axis == "layers" else "tokens per step")
+            panel.set_ylabel("MiB")
+            panel.set_title(f"{model}: {title}")
+            panel.grid(alpha=0.3)
+            panel.legend()
     figure.tight_layout()
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
+    figure.savefig(buffer, format="png", dpi=100)
     plt.close(figure)
     write_atomic(path, buffer.getvalue(), force=force)
 
 
-def markdown(records: list[Record], command: str, plot_path: str | None, doc_path: str) -> str:
-    """A markdown report: the command, the table, the plot (linked relative to the doc)."""
+def markdown(groups: dict[tuple[str, str], list[Record]], command: str, plot_path: str | None, doc_path: str) -> str:
+    """A markdown report: the command, a table per (model, swept axis), the plot (linked relative to the doc)."""
+    first = next(iter(groups.values()))[0]
     lines = [
         "# Training memory per mode, measured",
         "",
         f"Written by `{command}`.",
         "",
-        f"Device: {records[0].device if records else 'cpu'}; memory counted by {records[0].peak_source if records else 'MemTracker'}. "
+        f"Device: {first.device}; memory counted by {first.peak_source}. "
         "Activations: bytes the forward's autograd graph keeps for backward; predicted: the analysis's figure for the "
-        "same mode (fp32). Time: ratio to conventional timed in the same run.",
-        "",
-        "| model | blocks | batch x seq | mode | peak MiB | activations MiB | predicted MiB | pred/meas | time x conv | max grad diff |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+        "same mode (fp32). Time: ratio to conventional timed in the same run. Max grad diff: against ordinary autograd "
+        "on the same function (for reversible, the converted model run with `plain_autograd`).",
+    ]
+    for (model, axis), records in groups.items():
+        lines += ["", f"## {model}: against {'depth' if axis == 'layers' else 'tokens'}", ""]
+        lines += table_lines(records)
+    if plot_path:
+        lines += ["", f"![activation and peak memory per mode]({os.path.relpath(plot_path, os.path.dirname(os.path.abspath(doc_path)))})"]
+    return "\n".join(lines) + "\n"
+
+
+def table_lines(records: list[Record]) -> list[str]:
+    lines = [
+        "| blocks | batch x seq | mode | peak MiB | activations MiB | predicted MiB | pred/meas | time x conv | max grad diff |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in records:
         predicted = r.predicted_activation_bytes
         ratio = "n/a" if predicted is None or not r.activation_bytes else f"{predicted / r.activation_bytes:.3f}"
         lines.append(
-            f"| {r.model} | {r.layers} | {r.batch} x {r.seq} | {r.mode} | {r.peak_bytes / MIB:.2f} | {r.activation_bytes / MIB:.3f} | "
+            f"| {r.layers} | {r.batch} x {r.seq} | {r.mode} | {r.peak_bytes / MIB:.2f} | {r.activation_bytes / MIB:.3f} | "
             f"{'n/a' if predicted is None else f'{predicted / MIB:.3f}'} | {ratio} | "
             f"{r.step_time_ratio:.2f} | {r.max_grad_difference:.1e} |"
         )
-    if plot_path:
-        lines += ["", f"![activation and peak memory per mode]({os.path.relpath(plot_path, os.path.dirname(os.path.abspath(doc_path)))})"]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -177,25 +202,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not 0.0 <= args.budget <= 1.0:
             raise BwskError(f"--budget {args.budget}: expected a fraction between 0 and 1")
         modes = list(MODES) if args.mode == "all" else [args.mode]
-        records: list[Record] = []
-        planned = runs(args)
+        groups: dict[tuple[str, str], list[Record]] = {}
+        planned = [(spec, axis, layers, seq) for spec in args.model or [f"{DEFAULT_MODEL}:tiny"] for axis, layers, seq in runs(args)]
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("measuring", total=len(planned))
-            for layers, seq in planned:
-                model, label = build_model(args, layers)
+            for spec, axis, layers, seq in planned:
+                model, label = build_model(args, spec, layers)
                 progress.update(task, description=f"{label}: {layers or 'all'} blocks, {args.batch} x {seq}")
-                records += compare_modes(
-                    model, modes, batch=args.batch, seq=seq, dtype=args.dtype, budget=args.budget, repeats=args.repeats, name=label
+                groups.setdefault((label, axis), []).extend(
+                    compare_modes(
+                        model, modes, batch=args.batch, seq=seq, dtype=args.dtype, budget=args.budget, repeats=args.repeats, name=label
+                    )
                 )
                 progress.advance(task)
+        records = [r for group in groups.values() for r in group]
         Console(width=None if sys.stdout.isatty() else 160).print(records_table(records))
         if args.json:
             write_atomic(args.json, json.dumps([r.to_json() for r in records], indent=2) + "\n", force=args.force)
         if args.plot:
-            plot(records, args.sweep[0] if args.sweep else "layers", args.plot, args.force)
+            plot(groups, args.plot, args.force)
         if args.doc:
             command = "python benchmarks/memory.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-            write_atomic(args.doc, markdown(records, command, args.plot, args.doc), force=args.force)
+            write_atomic(args.doc, markdown(groups, command, args.plot, args.doc), force=args.force)
     except BwskError as error:
         console.print(f"error: {error}", markup=False, highlight=False)
         return 2

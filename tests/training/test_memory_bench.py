@@ -52,3 +52,13 @@ def test_benchmark_rejects_bad_arguments_in_one_line(bench, capsys):
     assert bench.main(["--budget", "2"]) == 2
     assert capsys.readouterr().err.strip().count("\n") == 0
     assert bench.parse_sweep("tokens=64,128") == ("tokens", [64, 128])
+
+
+def test_several_sweeps_make_one_report_with_a_plot(bench, tmp_path):
+    doc, figure = tmp_path / "memory.md", tmp_path / "memory.png"
+    argv = ["--mode", "checkpoint", "--sweep", "layers=1,2", "--sweep", "tokens=8,16", "--batch", "1", "--seq", "8", "--repeats", "1"]
+    assert bench.main([*argv, "--plot", str(figure), "--doc", str(doc)]) == 0
+    text = doc.read_text()
+    assert "## pythia-70m (tiny): against depth" in text and "## pythia-70m (tiny): against tokens" in text
+    assert "](memory.png)" in text and figure.read_bytes().startswith(b"\x89PNG")
+    assert text.count("| checkpoint |") == 4 and "python benchmarks/memory.py --mode checkpoint" in text
