@@ -14,6 +14,16 @@ Inputs, by rank unless the `inputs` option names their axes ("batch,sequence";
 sequence, hidden], 4 images [batch, hidden, sequence, sequence]: channels count
 as hidden, height and width as sequence-like space, and with one boundary per
 axis per tensor an image is cut along its height while its width stays local.
+Inputs are whole in hidden: tensor parallelism cuts hidden only where a weight
+splits it (see `labels`). A column-parallel product whose cut result reaches a call
+that must communicate along hidden other than a row-parallel product (a norm or a
+softmax over the cut features, a residual stream cut before its layer's norm) keeps
+its weight whole instead, and the labelling is redone until no such product is left.
+
+Counts are per call and match what torch's DTensor plans do per module: three
+column-parallel q/k/v products cost three backward all-reduces where Megatron-LM,
+all-reducing the shared input's gradient once, costs one (docs/analysis.md,
+"Predicted and counted collectives").
 """
 
 from __future__ import annotations
@@ -26,7 +36,20 @@ from typing import Any
 from bwsk.errors import BwskError
 from bwsk.ir.types import TensorType, TupleType
 from bwsk.passes.analysis import Analysis, layer_of
-from bwsk.passes.coordinate.labels import AXES, DEFAULT_INPUTS, Factor, Items, Labels, Unsupported, axes_of, fill, fits, plain, schema
+from bwsk.passes.coordinate.labels import (
+    AXES,
+    DEFAULT_INPUTS,
+    HIDDEN,
+    Factor,
+    Items,
+    Labels,
+    Unsupported,
+    axes_of,
+    fill,
+    fits,
+    plain,
+    schema,
+)
 from bwsk.passes.coordinate.rules import RULES, Site, pointwise, settle
 from bwsk.passes.dataflow import Dataflow
 from bwsk.passes.registry import Pass, register
@@ -34,13 +57,15 @@ from bwsk.passes.registry import Pass, register
 
 @dataclass(frozen=True)
 class Coordination:
-    """One call: the axes it mixes (sorted), the communication each sharding needs (axis -> kind), and why."""
+    """One call: the axes it mixes (sorted), the communication each sharding needs forward and backward (axis -> kind), and why."""
 
     target: str
     layer: str
     mixes: tuple[str, ...] = ()
     needs_comm: dict[str, str] = field(default_factory=dict)
-    reasons: dict[str, str] = field(default_factory=dict)  # for every axis in `mixes` or `needs_comm`
+    backward_comm: dict[str, str] = field(default_factory=dict)
+    split: str | None = None  # "column" or "row": how hidden (tensor-parallel) sharding splits this call's weight
+    reasons: dict[str, str] = field(default_factory=dict)  # for every axis in `mixes`, `needs_comm` or `backward_comm`
     unknown: bool = False
 
     def to_json(self) -> dict[str, Any]:
@@ -55,7 +80,7 @@ class CoordinateResult:
     """
 
     calls: dict[int, Coordination]
-    summary: dict[str, dict[str, Any]]  # axis -> {"calls": n, "per_layer": {layer: n}, "kinds": {kind: n}}
+    summary: dict[str, dict[str, Any]]  # axis -> {"calls", "per_layer", "kinds", "backward": the same for the backward}
     unknown_targets: tuple[str, ...]
     inputs: dict[str, tuple[str, ...]]  # program input -> axis of each dimension ("-": none)
     labels: dict[int, Labels | Items]  # activation value id -> labels
@@ -73,7 +98,7 @@ class CoordinateResult:
             "inputs": {name: list(axes) for name, axes in self.inputs.items()},
             "summary": self.summary,
             "unknown": list(self.unknown_targets),
-            "calls": [{"index": i, **r.to_json()} for i, r in sorted(self.calls.items()) if r.mixes or r.needs_comm],
+            "calls": [{"index": i, **r.to_json()} for i, r in sorted(self.calls.items()) if r.mixes or r.needs_comm or r.backward_comm],
         }
 
 
@@ -99,11 +124,48 @@ def label(site: Site) -> tuple[Labels | Items | None, str | None]:
         why = f"unknown op: {error}"
         seen = frozenset().union(*(axes_of(d) for v in site.call.inputs if isinstance(x := site.labels_of(v), tuple) for d in x))
         site.mixed = dict.fromkeys(sorted(seen), why)
-        site.comm = {name: ("unknown", why) for name in sorted(seen)}
+        site.comm = site.back = {name: ("unknown", why) for name in sorted(seen)}
         return fill(site.out, seen), why
 
 
 def coordinate(flow: Dataflow, given: dict[str, str]) -> CoordinateResult:
+    """Label every activation, keeping whole the column-parallel products that make communication other than a row-parallel one."""
+    whole: set[int] = set()
+    while True:
+        result = labelled(flow, given, whole)
+        blamed = column_products_blamed(flow, result) - whole
+        if not blamed:
+            return result
+        whole |= blamed
+
+
+def cut_in_hidden(labels: Labels | Items | None) -> bool:
+    if isinstance(labels, Items):
+        return any(map(cut_in_hidden, labels.items))
+    return any("hidden" in f.sharded for dim in labels or () for f in dim)
+
+
+def column_products_blamed(flow: Dataflow, result: CoordinateResult) -> set[int]:
+    """Column-parallel products whose cut hidden reaches a call (not a row-parallel product) that communicates along hidden."""
+    blamed: set[int] = set()
+    for index, record in result.calls.items():
+        if "hidden" not in record.needs_comm or record.split == "row" or record.unknown:
+            continue
+        stack, seen = list(flow.calls[index].inputs), set()
+        while stack:
+            value = stack.pop()
+            producer = flow.values[value].producer
+            if value in seen or producer is None or not cut_in_hidden(result.labels.get(value)):
+                continue
+            seen.add(value)
+            if result.calls[producer].split == "column":
+                blamed.add(producer)
+            else:
+                stack.extend(flow.calls[producer].inputs)
+    return blamed
+
+
+def labelled(flow: Dataflow, given: dict[str, str], whole: set[int]) -> CoordinateResult:
     """Label every activation from the inputs, call by call, and record what each call mixes and costs."""
     labels: dict[int, Labels | Items] = {}
 
@@ -115,7 +177,9 @@ def coordinate(flow: Dataflow, given: dict[str, str]) -> CoordinateResult:
     for value in flow.values.values():
         if value.source and value.source.startswith("%") and isinstance(value.type, TensorType):
             names = inputs[value.source[1:]] = input_axes(value.source[1:], value.type.shape, given)
-            dims = tuple(plain(n) if a == "-" else (Factor(frozenset({a}), n, frozenset({a})),) for a, n in zip(names, value.type.shape))
+            dims = tuple(
+                plain(n) if a == "-" else (Factor(frozenset({a}), n, frozenset({a}) - HIDDEN),) for a, n in zip(names, value.type.shape)
+            )
             labels[value.id] = settle(dims)
     records: dict[int, Coordination] = {}
     for call in flow.calls:
@@ -123,26 +187,34 @@ def coordinate(flow: Dataflow, given: dict[str, str]) -> CoordinateResult:
         if not out.activation or not isinstance(out.type, (TensorType, TupleType)):
             records[call.index] = Coordination(call.target, layer)
             continue
-        site = Site(call, flow, labels_of)
+        site = Site(call, flow, labels_of, replicated=call.index in whole)
         found, unknown = label(site)
         labels[call.output] = found if unknown else settle(found, site)  # an unknown result stays cut everywhere
-        reasons = {**site.mixed, **{name: why for name, (_, why) in site.comm.items()}}
+        reasons = {**site.mixed, **{name: why for name, (_, why) in (*site.back.items(), *site.comm.items())}}
         comm = {name: kind for name, (kind, _) in sorted(site.comm.items())}
+        back = {name: kind for name, (kind, _) in sorted(site.back.items())}
         mixes = tuple(sorted(site.mixed))
-        records[call.index] = Coordination(call.target, layer, mixes, comm, dict(sorted(reasons.items())), unknown is not None)
+        records[call.index] = Coordination(
+            call.target, layer, mixes, comm, back, site.split, dict(sorted(reasons.items())), unknown is not None
+        )
     unknown_targets = tuple(sorted({r.target for r in records.values() if r.unknown}))
     return CoordinateResult(records, summarise(records), unknown_targets, inputs, labels)
 
 
 def summarise(records: dict[int, Coordination]) -> dict[str, dict[str, Any]]:
-    """Per axis: how many calls need communication under sharding along it, per layer and per kind."""
-    layers: dict[str, Counter] = {name: Counter() for name in AXES}
-    kinds: dict[str, Counter] = {name: Counter() for name in AXES}
-    for record in records.values():
-        for name, kind in record.needs_comm.items():
-            layers[name][record.layer] += 1
-            kinds[name][kind] += 1
-    return {name: {"calls": sum(layers[name].values()), "per_layer": dict(layers[name]), "kinds": dict(kinds[name])} for name in AXES}
+    """Per axis: how many calls need communication under sharding along it, per layer and per kind, forward and backward."""
+
+    def count(needs: str) -> dict[str, dict[str, Any]]:
+        layers: dict[str, Counter] = {name: Counter() for name in AXES}
+        kinds: dict[str, Counter] = {name: Counter() for name in AXES}
+        for record in records.values():
+            for name, kind in getattr(record, needs).items():
+                layers[name][record.layer] += 1
+                kinds[name][kind] += 1
+        return {name: {"calls": sum(layers[name].values()), "per_layer": dict(layers[name]), "kinds": dict(kinds[name])} for name in AXES}
+
+    forward, backward = count("needs_comm"), count("backward_comm")
+    return {name: {**forward[name], "backward": backward[name]} for name in AXES}
 
 
 @register
@@ -163,8 +235,9 @@ class Coordinate(Pass):
         for call in analysis.calls:
             record = result.calls[call.index]
             for name, why in record.reasons.items():
-                kind = record.needs_comm.get(name)
+                kind, back = record.needs_comm.get(name), record.backward_comm.get(name)
                 cost = f"{name}-sharding needs {kind}" if kind else f"local under {name}-sharding"
+                cost += f", {back} in backward" if back else ""
                 line = f"coordinate: {call.target} {'mixes' if name in record.mixes else 'moves'} {name} ({why}) -> {cost}"
                 if line not in notes[call.scope]:
                     notes[call.scope].append(line)

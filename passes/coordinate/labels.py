@@ -15,6 +15,15 @@ tensor an axis is sharded in at most one factor (`bwsk.passes.coordinate.rules.s
 enforces it); weights, constants and what is made from them alone carry no axes
 (they are replicated).
 
+`hidden` is sharded the way tensor parallelism (Megatron-LM, torch's ColwiseParallel /
+RowwiseParallel) shards it: the weights are split, and an activation's hidden is cut only
+where a product with a weight made it. Program inputs and embedding lookups are whole in
+hidden; a product with a weight whose contracted dimension is whole splits the weight by
+output features (column-parallel: its fresh hidden is sharded, no communication), one whose
+contracted dimension is sharded splits it by input features (row-parallel: the partial sums
+are all-reduced and its fresh hidden is whole). Batch and sequence are cut in the program
+inputs and stay cut until a call gathers them.
+
 Also here: the default axes of program inputs by rank, and `schema`, an aten
 target's arguments by name, which the rules read calls with.
 """
@@ -65,8 +74,9 @@ def plain(size: int) -> Dim:
     return (Factor(NONE, size, NONE),)
 
 
-def fresh_hidden(size: int) -> Dim:
-    return (Factor(HIDDEN, size, HIDDEN),)
+def fresh_hidden(size: int, sharded: bool) -> Dim:
+    """A dimension a weight makes: cut by hidden shards when the weight is split by these features (column-parallel)."""
+    return (Factor(HIDDEN, size, HIDDEN if sharded else NONE),)
 
 
 def unlabelled(shape: Sequence[int]) -> Labels:

@@ -13,6 +13,12 @@ selection, crosses block boundaries (a sharded factor is involved): all-reduce,
 all-gather, all-to-all (uneven views), halo-exchange (overlapping windows), scan,
 broadcast. `settle` keeps an axis sharded in at most one factor per tensor: the
 later of two (queries x keys) is gathered, the call pairing positions of that axis.
+
+Each call also records what its backward communicates (`Site.back`), the dual of the
+forward: a gather's gradient is reduce-scattered back to the shards, a normalisation or
+softmax needs its row sums again, a reduction's or a contraction's all-reduce becomes a
+broadcast of a replicated gradient (local), and a column-parallel product, local forward,
+all-reduces its input's gradient (a partial sum over the shards of the output features).
 """
 
 from __future__ import annotations
@@ -49,12 +55,23 @@ from bwsk.passes.coordinate.labels import (
 )
 from bwsk.passes.dataflow import Call, Dataflow
 
+BACKWARD = {
+    "all-gather": "reduce-scatter",
+    "halo-exchange": "halo-exchange",
+    "all-to-all": "all-to-all",
+    "scan": "scan",
+    "broadcast": "reduce",
+}
+"""The collective a forward collective's gradient needs; an all-reduce's is none unless a rule says (normalisation)."""
+
 
 class Site:
     """What a rule sees of one call (arguments by schema name, operand labels, result type), and what it records."""
 
-    def __init__(self, call: Call, flow: Dataflow, labels_of: Callable[[int], Any]):
+    def __init__(self, call: Call, flow: Dataflow, labels_of: Callable[[int], Any], replicated: bool = False):
         self.call, self.flow, self.labels_of = call, flow, labels_of
+        self.replicated = replicated  # a product with a weight kept whole under hidden sharding (see `split_weight`)
+        self.split: str | None = None  # "column" or "row": how hidden sharding splits this call's weight
         params, _ = schema(call.target)
         self.args: dict[str, Any] = {name: default for name, default in params if default is not ...}
         self.args.update({name: value for (name, _), value in zip(params, call.args)})
@@ -66,6 +83,7 @@ class Site:
         self.out: Type = flow.values[call.output].type
         self.mixed: dict[str, str] = {}  # axis -> why
         self.comm: dict[str, tuple[str, str]] = {}  # axis -> (kind, why)
+        self.back: dict[str, tuple[str, str]] = {}  # axis -> (kind, why) in the backward
 
     @property
     def first(self) -> Labels:
@@ -91,18 +109,24 @@ class Site:
     def dim(self, rank: int, name: str = "dim") -> int:
         return axis(self.args[name], rank)
 
-    def mix(self, dim: Dim, why: str, kind: str | None = "all-reduce") -> None:
+    def cost(self, name: str, kind: str, why: str, back: str | None = None) -> None:
+        """Sharding along `name` costs `kind` forward and `back` (default: the dual in BACKWARD) backward."""
+        self.comm.setdefault(name, (kind, why))
+        if back := back or BACKWARD.get(kind):
+            self.back.setdefault(name, (back, why))
+
+    def mix(self, dim: Dim, why: str, kind: str | None = "all-reduce", back: str | None = None) -> None:
         """`dim`'s positions are combined; with a `kind`, crossing a shard boundary costs that communication."""
         for f in dim:
             for name in f.axes:
                 self.mixed.setdefault(name, why)
             for name in f.sharded if kind else ():
-                self.comm.setdefault(name, (kind, why))
+                self.cost(name, kind, why, back)
 
     def send(self, dim: Dim, why: str, kind: str) -> None:
         """Data of `dim`'s sharded axes moves between shards without being combined."""
         for name in sharded_of(dim):
-            self.comm.setdefault(name, (kind, why))
+            self.cost(name, kind, why)
 
     def outputs(self, main: Labels, extra: Labels | None = None) -> Labels | Items:
         """`main` for a tensor result; for a tuple, `main` first, then `extra` for items of its shape (else unlabelled)."""
@@ -124,7 +148,7 @@ def settle(labels: Labels | Items | None, site: Site | None = None) -> Labels | 
         for f in dim:
             for name in f.sharded & seen if site else ():
                 site.mixed.setdefault(name, PAIRS)
-                site.comm.setdefault(name, ("all-gather", PAIRS))
+                site.cost(name, "all-gather", PAIRS)
             kept.append(f._replace(sharded=f.sharded - seen))
             seen |= f.sharded
         out.append(tuple(kept))
@@ -270,9 +294,26 @@ def gather(site: Site) -> Labels:
 def embedding(site: Site) -> Labels:
     table, ids = site.tensor("weight"), site.tensor("indices")
     if site.is_weight("weight"):
-        return ids + (fresh_hidden(size_of(table[-1])),)
+        return ids + (fresh_hidden(size_of(table[-1]), sharded=False),)  # tables are replicated
     site.mix(table[0], "gathers along it", "all-gather")
     return ids + table[1:]
+
+
+def split_weight(site: Site, contracted: Dim, size: int) -> Dim:
+    """The fresh hidden (of `size` features) of a product of an activation with a weight, split as tensor parallelism does.
+
+    Row-parallel when the activation's contracted dimension is cut by hidden shards (the caller costs the all-reduce of
+    the partial sums; the result is whole); otherwise column-parallel: the result is cut, and the activation's gradient,
+    a sum over the output features, is all-reduced in the backward; or whole when the site is `replicated`.
+    """
+    if "hidden" in sharded_of(contracted):
+        site.split = "row"
+        return fresh_hidden(size, sharded=False)
+    if site.replicated:
+        return fresh_hidden(size, sharded=False)
+    site.split = "column"
+    site.back.setdefault("hidden", ("all-reduce", "column-parallel product: the input's gradient is a partial sum"))
+    return fresh_hidden(size, sharded=True)
 
 
 def contract(site: Site, x: Labels, y: Labels, x_weight: bool = False, y_weight: bool = False) -> Labels:
@@ -285,11 +326,11 @@ def contract(site: Site, x: Labels, y: Labels, x_weight: bool = False, y_weight:
         site.mix(mine, "contraction", None)
         for name in sharded_of(mine):
             whole = name in sharded_of(other) or not axes_of(other)
-            site.comm.setdefault(name, ("all-reduce" if whole else "all-gather", "contraction"))
+            site.cost(name, "all-reduce" if whole else "all-gather", "contraction")
     rank = max(len(x), len(y)) - 2
     lead = [max(pair) for pair in zip((1,) * (rank + 2 - len(x)) + sizes(x[:-2]), (1,) * (rank + 2 - len(y)) + sizes(y[:-2]))]
-    m = fresh_hidden(size_of(x[-2])) if x_weight else x[-2]
-    n = fresh_hidden(size_of(y[-1])) if y_weight else y[-1]
+    m = split_weight(site, y[-2], size_of(x[-2])) if x_weight else x[-2]
+    n = split_weight(site, x[-1], size_of(y[-1])) if y_weight else y[-1]
     return broadcast([x[:-2], y[:-2]], lead) + (m, n)
 
 
@@ -344,7 +385,7 @@ def convolution(site: Site) -> Labels:
         site.mix(x[1], "contraction over channels", "all-reduce" if groups == 1 else None)
     for j in range(len(x) - 2):
         window(site, x[2 + j], shape[2 + j], kernel[2 + j], stride[j], padding[j], dilation[j])
-    channels = fresh_hidden(shape[1]) if groups == 1 else resize(x[1], shape[1])
+    channels = split_weight(site, x[1], shape[1]) if groups == 1 else resize(x[1], shape[1])
     return (x[0], channels) + tuple(resize(d, n) for d, n in zip(x[2:], shape[2:]))
 
 
@@ -377,7 +418,7 @@ def pool(site: Site) -> Labels | Items:
 def layer_norm(site: Site) -> Labels | Items:
     x, k = site.first, len(site.args["normalized_shape"])
     for dim in x[len(x) - k :]:
-        site.mix(dim, "normalisation")
+        site.mix(dim, "normalisation", back="all-reduce")
     return site.outputs(x, x[: len(x) - k] + unlabelled([1] * k))
 
 
@@ -386,9 +427,9 @@ def group_norm(site: Site) -> Labels | Items:
     """Statistics per (sample, group): channels mix within a group (local when shards hold whole groups), space fully."""
     x = site.first
     groups = site.args.get("group", site.args.get("num_groups"))
-    site.mix(x[1], "group normalisation", "all-reduce" if groups == 1 else None)
+    site.mix(x[1], "group normalisation", "all-reduce" if groups == 1 else None, back="all-reduce")
     for dim in x[2:]:
-        site.mix(dim, "group normalisation")
+        site.mix(dim, "group normalisation", back="all-reduce")
     return site.outputs(x, (x[0], plain(groups)))
 
 
@@ -402,14 +443,14 @@ def batch_norm(site: Site) -> Labels | Items:
     x = site.first
     if site.args.get("training", site.call.target.endswith(("_legit.default", "_functional.default", "_with_update.default"))):
         for dim in x[:1] + x[2:]:
-            site.mix(dim, "batch statistics")
+            site.mix(dim, "batch statistics", back="all-reduce")
     return site.outputs(x)
 
 
 @rule("_softmax.default _log_softmax.default softmax.int log_softmax.int _safe_softmax.default")
 def softmax(site: Site) -> Labels:
     x = site.first
-    site.mix(x[site.dim(len(x))], "softmax")
+    site.mix(x[site.dim(len(x))], "softmax", back="all-reduce")
     return x
 
 
@@ -445,6 +486,6 @@ def attention(site: Site) -> Labels | Items:
     """softmax(q @ k^T) @ v, as the decomposed ops are labelled (the mask is positionwise)."""
     q, k, v = site.tensor("query"), site.tensor("key"), site.tensor("value")
     scores = settle(contract(site, q, k[:-2] + (k[-1], k[-2])), site)
-    site.mix(scores[-1], "softmax")
+    site.mix(scores[-1], "softmax", back="all-reduce")
     out = settle(contract(site, scores, v), site)
     return site.outputs(out, out[:-1])

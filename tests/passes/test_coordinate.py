@@ -68,15 +68,40 @@ def test_sequence_sharding_gathers_keys_and_values_at_the_two_attention_products
 
 
 @pytest.mark.parametrize("name", TRANSFORMERS)
-def test_hidden_sharding_reduces_at_every_weight_contraction_and_layer_norm_only(name):
+def test_hidden_sharding_is_tensor_parallel_with_an_all_reduce_after_attention_and_after_the_mlp(name):
     analysis = zoo_analysis(name)
     records = result(analysis)
     for layer in numbered_layers(analysis):
-        expected = [c.target for c in analysis.calls if layer_of(c.module) == layer and c.target in MATMULS + NORMS]
-        assert communicating(analysis, "hidden", layer) == expected
-        bmms = [records[c.index] for c in analysis.calls if layer_of(c.module) == layer and c.target == "aten.bmm.default"]
+        calls = [records[c.index] for c in analysis.calls if layer_of(c.module) == layer]
+        assert communicating(analysis, "hidden", layer) == list(MATMULS[:1]) * 2
+        assert [r.split for r in calls if "hidden" in r.needs_comm] == ["row", "row"]
+        columns = [r for r in calls if r.split == "column"]
+        assert columns and all(r.backward_comm == {"hidden": "all-reduce"} for r in columns)  # the input's gradient
+        assert all("hidden" not in r.needs_comm and "hidden" in r.mixes for r in calls if r.target in NORMS)  # whole rows
+        bmms = [r for r in calls if r.target == "aten.bmm.default"]
         assert "hidden" in bmms[0].mixes and all("hidden" not in b.needs_comm for b in bmms)  # heads stay whole per shard
-    assert result(analysis).summary["hidden"]["kinds"] == {"all-reduce": result(analysis).summary["hidden"]["calls"]}
+
+
+class Projections(torch.nn.Module):
+    """Two linears, then (optionally) a normalisation over the features."""
+
+    def __init__(self, norm: bool):
+        super().__init__()
+        self.up, self.down, self.norm = torch.nn.Linear(6, 12), torch.nn.Linear(12, 6), norm
+
+    def forward(self, x):
+        y = self.up(x)
+        return F.layer_norm(y, (12,)) if self.norm else self.down(y)
+
+
+def test_a_column_parallel_product_feeds_a_row_parallel_one_unless_its_features_are_normalised():
+    paired = result(module_analysis(Projections(norm=False), torch.randn(2, 5, 6)))
+    assert [(r.split, r.needs_comm, r.backward_comm) for r in paired.calls.values() if r.split] == [
+        ("column", {}, {"hidden": "all-reduce"}),
+        ("row", {"hidden": "all-reduce"}, {}),
+    ]
+    normed = result(module_analysis(Projections(norm=True), torch.randn(2, 5, 6)))
+    assert normed.summary["hidden"]["calls"] == 0 and not any(r.split for r in normed.calls.values())  # kept whole
 
 
 @pytest.mark.parametrize("name", (*TRANSFORMERS, "resnet18"))
@@ -95,7 +120,9 @@ def test_resnet_convolutions_mix_channels_as_hidden_and_space_as_sequence():
     convs = [records[c.index] for c in analysis.calls if c.target == "aten.convolution.default"]
     assert all("hidden" in r.mixes for r in convs)
     spatial = [r for r in convs if r.mixes == ("hidden", "sequence")]
-    assert spatial and all(r.needs_comm == {"hidden": "all-reduce", "sequence": "halo-exchange"} for r in spatial)
+    assert spatial and all(r.needs_comm["sequence"] == "halo-exchange" for r in spatial)
+    assert all((r.split == "row") == ("hidden" in r.needs_comm) for r in convs)  # channels split as tensor parallelism does
+    assert {r.split for r in convs} == {"column", "row"}
     assert any(r.mixes == ("hidden",) for r in convs)  # the 1x1 downsampling convolution is local in space
     assert result(analysis).summary["batch"]["calls"] == 0
     pooled = [records[c.index] for c in analysis.calls if c.target == "aten.mean.dim"]
@@ -128,7 +155,8 @@ class Reduce(torch.nn.Module):
 def test_a_reduction_mixes_exactly_the_axis_it_reduces(dim, axis):
     analysis = module_analysis(Reduce(dim), torch.randn(2, 5, 6))
     mixing = [result(analysis)[c.index] for c in analysis.calls if result(analysis)[c.index].mixes]
-    assert [(r.mixes, r.needs_comm) for r in mixing] == [((axis,), {axis: "all-reduce"})]
+    cost = {} if axis == "hidden" else {axis: "all-reduce"}  # inputs are whole in hidden: only weights cut it
+    assert [(r.mixes, r.needs_comm) for r in mixing] == [((axis,), cost)]
 
 
 def test_a_cumsum_along_the_sequence_is_a_scan_under_sequence_sharding():
@@ -198,11 +226,13 @@ def test_views_keep_the_factors_so_splitting_heads_and_merging_tokens_round_trip
 def test_notes_and_json_name_the_attention_gather():
     analysis = zoo_analysis("gpt2")
     lines = note_lines(analysis)
-    assert f"coordinate: aten.bmm.default mixes sequence ({PAIRS}) -> sequence-sharding needs all-gather" in lines
+    assert (
+        f"coordinate: aten.bmm.default mixes sequence ({PAIRS}) -> sequence-sharding needs all-gather, reduce-scatter in backward" in lines
+    )
     assert "coordinate: aten._softmax.default mixes sequence (softmax) -> local under sequence-sharding" in lines
     document = json.loads(json.dumps(result(analysis).to_json()))
     assert document["summary"]["sequence"]["per_layer"] == {"transformer.h.0": 2, "transformer.h.1": 2}
-    assert all(call["mixes"] or call["needs_comm"] for call in document["calls"])
+    assert all(call["mixes"] or call["needs_comm"] or call["backward_comm"] for call in document["calls"])
 
 
 def test_the_inputs_option_names_axes_and_rejects_what_it_cannot_read():
