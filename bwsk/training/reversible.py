@@ -12,6 +12,10 @@ Invariants that users of earlier reversible libraries found broken:
   gets its gradient even when the streams do not require grad (frozen embeddings);
 - the rebuild runs under the autocast state captured in forward and with the
   same per-half RNG seeds (dropout masks are replayed exactly);
+- under a sharding wrapper (FSDP2, `SegmentCall.sharded`) each half holds
+  gathered parameter copies only while it runs; the rebuild then accumulates
+  their gradients into `.grad` inside backward (so the wrapper's hooks reduce
+  them half by half) instead of returning them;
 - backward is once-differentiable; a second backward through the same graph
   fails because the saved streams were freed (PyTorch's "backward through the
   graph a second time" error).
@@ -19,7 +23,9 @@ Invariants that users of earlier reversible libraries found broken:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,6 +92,7 @@ class SegmentCall:
     autocast: AutocastState
     probe: DriftProbe | None
     parameters: list[torch.nn.Parameter]  # trainable parameters of the blocks, in Function-input order
+    sharded: bool = False  # FSDP2 owns the halves' parameters: their gradients are accumulated, not returned
 
 
 class ReversibleFunction(torch.autograd.Function):
@@ -120,9 +127,11 @@ class ReversibleFunction(torch.autograd.Function):
         def local_grad(half, stream: torch.Tensor, grad_out: torch.Tensor, block: CouplingBlock, which: int):
             """Run `half` on a leaf copy of `stream` with a local graph; return (output, d stream) and accumulate the rest."""
             leaf = stream.detach().requires_grad_(True)
-            params = [p for p in half.parameters() if id(p) in slot]
-            with torch.enable_grad(), call.autocast.enter(), block.scope(call.seeds, which):
+            with torch.enable_grad(), call.autocast.enter(), block.scope(call.seeds, which), _quiet_view_warning(call.sharded):
                 out = half(leaf, side, call.dtype)
+            if call.sharded:
+                return out.detach(), accumulated_grad(out, grad_out, leaf)
+            params = [p for p in half.parameters() if id(p) in slot]
             grads = torch.autograd.grad(out, (leaf, *params, *side_grad_leaves), grad_out.to(out.dtype), allow_unused=True)
             for p, g in zip(params, grads[1 : 1 + len(params)]):
                 if g is not None:
@@ -133,6 +142,15 @@ class ReversibleFunction(torch.autograd.Function):
                     side_grads[i] = g if side_grads[i] is None else side_grads[i] + g
             d_stream = grads[0] if grads[0] is not None else torch.zeros_like(stream)
             return out.detach(), d_stream
+
+        def accumulated_grad(out: torch.Tensor, grad_out: torch.Tensor, leaf: torch.Tensor) -> torch.Tensor:
+            """Backward of the local graph into every leaf it reaches (the half's gathered parameters included); d stream."""
+            torch.autograd.backward(out, grad_out.to(out.dtype))
+            for i, side_leaf in enumerate(side_grad_leaves):
+                if side_leaf.grad is not None:
+                    side_grads[i] = side_leaf.grad if side_grads[i] is None else side_grads[i] + side_leaf.grad
+                    side_leaf.grad = None
+            return leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
 
         for block in reversed(call.blocks):
             g, d_y1_through_g = local_grad(block.g, y1, dy2, block, 1)
@@ -148,3 +166,19 @@ class ReversibleFunction(torch.autograd.Function):
         side_out = iter(side_grads)
         side_result = [next(side_out) if wants else None for wants in side_wants]
         return (None, dy1, dy2, *side_result, *param_grads)
+
+
+@contextmanager
+def _quiet_view_warning(sharded: bool):
+    """Under FSDP2, silence its warning that a sharded module returned a view (an in-place op on it would skip a hook).
+
+    A rebuilt half's output is only read (subtracted from a stream, or differentiated), so the
+    warning says nothing about the rebuild; it is silenced there and nowhere else (the filters are
+    left untouched without FSDP2).
+    """
+    if not sharded:
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor", category=UserWarning)
+        yield

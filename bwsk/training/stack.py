@@ -41,6 +41,7 @@ class ReversibleStack:
         self.segments = segments_from_anchors(len(self.blocks), anchors)
         self.monitor = monitor
         self.plain = False
+        self.sharded = False  # set by `bwsk.training.distributed.wrap_model` when FSDP2 shards each half (see `SegmentCall.sharded`)
         self._planned_from: int | None = None  # step of the drift report the segments were last planned from
 
     def __call__(self, hidden: torch.Tensor, side: Mapping[str, Any]) -> torch.Tensor:
@@ -73,7 +74,7 @@ class ReversibleStack:
                 x1, x2 = checkpoint(self._loop, blocks, x1, x2, side, dtype, seeds, use_reentrant=False, preserve_rng_state=False)
                 continue
             parameters = list({id(p): p for b in blocks for p in b.parameters() if p.requires_grad}.values())
-            call = SegmentCall(blocks, structure, dtype, seeds, autocast, probe, parameters)
+            call = SegmentCall(blocks, structure, dtype, seeds, autocast, probe, parameters, self.sharded)
             x1, x2 = ReversibleFunction.apply(call, x1, x2, *side_tensors, *parameters)
         return x1, x2
 
