@@ -12,23 +12,23 @@ function definition it ran in and that definition's module path.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import networkx as nx
 import torch
-from torch.utils.flop_counter import flop_registry
+from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
+from bwsk.errors import DimensionError, Location
+from bwsk.ir.dims import MAX_MAGNITUDE, evaluate_dim, symbols
 from bwsk.ir.evaluator import Observer, evaluate
 from bwsk.ir.program import Program
 from bwsk.ir.terms import Prim
-from bwsk.ir.types import Dim, ScalarType, TensorType, TupleType, Type, type_of_value
+from bwsk.ir.types import ScalarType, TensorType, TupleType, Type, type_of_value
 from bwsk.passes.classify.rules import TensorInfo
 
 DEFAULT_SYMBOL_SIZE = 2
-_SYMBOL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass
@@ -109,16 +109,21 @@ def type_bytes(type_: Type) -> int:
     return 0
 
 
-def _size(dim: Dim, sizes: Mapping[str, int]) -> int:
-    if isinstance(dim, int):
-        return dim
-    expression = dim.strip("()")
-    names = {name: sizes.get(name, DEFAULT_SYMBOL_SIZE) for name in _SYMBOL.findall(expression)}
-    return int(eval(expression, {"__builtins__": {}}, names))  # only names and arithmetic (checked by the grammar)
+def meta_tensor(type_: TensorType, sizes: Mapping[str, int], where: Location | None = None) -> torch.Tensor:
+    """An empty meta tensor of `type_`, each symbol at its size in `sizes` (else DEFAULT_SYMBOL_SIZE).
 
-
-def meta_tensor(type_: TensorType, sizes: Mapping[str, int]) -> torch.Tensor:
-    return torch.empty([_size(d, sizes) for d in type_.shape], dtype=type_.dtype, device="meta")
+    A dimension that is not a size there, or a tensor of more than 2**62 bytes, is a
+    DimensionError located at `where` (the declaration).
+    """
+    try:
+        names = {name: sizes.get(name, DEFAULT_SYMBOL_SIZE) for dim in type_.shape for name in symbols(dim)}
+        shape = [evaluate_dim(dim, names) for dim in type_.shape]
+        nbytes = math.prod(shape) * torch.empty((), dtype=type_.dtype).element_size()
+        if nbytes > MAX_MAGNITUDE:
+            raise DimensionError(f"a tensor {type_} of {nbytes} bytes at these sizes (at most 2**62)")
+    except DimensionError as error:
+        raise DimensionError(error.message, where) from None
+    return torch.empty(shape, dtype=type_.dtype, device="meta")
 
 
 # Calls that only move or relabel data: no arithmetic.
@@ -135,12 +140,23 @@ MOVEMENT = frozenset(
 
 
 def _flops(prim: Prim, args: list, kwargs: dict, result: Any) -> int:
-    """torch's FLOP formula where it has one (matmuls, convolutions, attention); else one per output element."""
+    """torch's FLOP formula where it has one (matmuls, convolutions, attention); else one per output element.
+
+    Composite operators (`linear`, `matmul` at the training level) count the matmuls they
+    decompose into, so a model's FLOPs are the same at both levels.
+    """
     if prim.op in MOVEMENT or not prim.op.startswith("aten."):
         return 0
-    formula = flop_registry.get(getattr(torch.ops.aten, prim.op.split(".")[1], None))
+    packet = getattr(torch.ops.aten, prim.op.split(".")[1], None)
+    formula = flop_registry.get(packet)
     if formula is not None:
         return int(formula(*args, out_val=result, **kwargs))
+    overload = getattr(packet, prim.op.split(".")[2], None) if packet is not None else None
+    if overload is not None and torch._C._dispatch_has_kernel_for_dispatch_key(overload.name(), "CompositeImplicitAutograd"):
+        with FlopCounterMode(display=False) as counter:
+            overload(*args, **kwargs)
+        if counter.get_total_flops():
+            return int(counter.get_total_flops())
     tensors = [r for r in (result if isinstance(result, (tuple, list)) else [result]) if isinstance(r, torch.Tensor)]
     return sum(t.numel() for t in tensors)
 
@@ -215,7 +231,7 @@ def trace(program: Program, *, sizes: Mapping[str, int] | None = None) -> Datafl
     inputs = []
     for item in program.inputs:
         if isinstance(item.type, TensorType):
-            value = meta_tensor(item.type, sizes)
+            value = meta_tensor(item.type, sizes, program.locate(("input", item.name)))
             recorder.new_value(value, None, f"%{item.name}", True)
         elif isinstance(item.type, ScalarType):
             value = {"int": DEFAULT_SYMBOL_SIZE, "float": 1.0, "bool": True}[item.type.kind]
@@ -226,7 +242,7 @@ def trace(program: Program, *, sizes: Mapping[str, int] | None = None) -> Datafl
     for item in program.state:
         if not isinstance(item.type, TensorType):
             raise ValueError(f"state @{item.name} of type {item.type} cannot be traced")
-        tensor = meta_tensor(item.type, sizes)
+        tensor = meta_tensor(item.type, sizes, program.locate(("state", item.name)))
         recorder.new_value(tensor, None, f"@{item.name}", False)
         state[item.name] = tensor
     result = evaluate(program, inputs, state, observer=recorder, device=torch.device("meta"))

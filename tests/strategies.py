@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from hypothesis import strategies as st
 
+from bwsk.ir.dims import PRECEDENCE, Binary, Dim, Neg, negate, symbols, value_of
 from bwsk.ir.program import STATE_KINDS, Definition, Input, Output, Program, State
 from bwsk.ir.terms import HOLE, App, B, C, I, K, ListArg, Lit, Prim, Ref, S, Term, W, apply
 from bwsk.ir.types import DTYPE_NAMES, SCALAR_KINDS, FunctionType, ScalarType, TensorType, TupleType, Type
@@ -30,12 +31,31 @@ ref_names = st.lists(_segments, min_size=1, max_size=3).map(".".join)
 
 # Keywords of the language are plain names inside a shape.
 SYMBOLS = ("batch", "s0", "s1", "seq", "fn", "input", "from")
-EXPRESSIONS = ("(2*s0)", "(s0 + 1)", "(8*batch)", "((s0 - 1)//2 + 1)", "(s0*s1)", "(-s0)")
 
+
+def _well_formed(dim: Dim) -> bool:
+    """No division by a constant zero anywhere (the parser refuses it where it stands)."""
+    if isinstance(dim, Binary):
+        if not (_well_formed(dim.left) and _well_formed(dim.right)):
+            return False
+        return not (dim.op in ("//", "%") and not symbols(dim.right) and value_of(dim.right, {}) == 0)
+    return _well_formed(dim.operand) if isinstance(dim, Neg) else True
+
+
+def _compound(inner: st.SearchStrategy[Dim]) -> st.SearchStrategy[Dim]:
+    return st.one_of(st.builds(Binary, st.sampled_from(list(PRECEDENCE)), inner, inner), inner.map(negate))
+
+
+# Expressions mention a symbol (a constant one is checked to be a size when read, and may not be).
+dim_expressions = (
+    st.recursive(st.one_of(st.integers(-64, 64), st.sampled_from(SYMBOLS)), _compound, max_leaves=6)
+    .filter(lambda d: isinstance(d, (Binary, Neg)) and bool(symbols(d)))
+    .filter(_well_formed)
+)
 dims = st.one_of(
     st.integers(0, 4096),
     st.sampled_from(SYMBOLS),
-    st.sampled_from(EXPRESSIONS),
+    dim_expressions,
     identifiers,
 )
 tensor_types = st.builds(TensorType, st.sampled_from(list(DTYPE_NAMES)), st.lists(dims, max_size=4).map(tuple))
@@ -117,10 +137,20 @@ ALL_TEMPLATES: tuple[Template, ...] = (
     _unary("aten.exp.default"),
     _unary("aten.t.default"),
     Template(1, lambda draw, s: Prim("aten.view.default", (s[0], draw(int_lists)))),
-    Template(1, lambda draw, s: Prim("aten.sum.dim_IntList", (s[0], draw(int_lists), draw(st.booleans().map(Lit))), _optional_kwargs(draw, dtype=st.sampled_from(list(DTYPE_NAMES)).map(Lit)))),
+    Template(
+        1,
+        lambda draw, s: Prim(
+            "aten.sum.dim_IntList",
+            (s[0], draw(int_lists), draw(st.booleans().map(Lit))),
+            _optional_kwargs(draw, dtype=st.sampled_from(list(DTYPE_NAMES)).map(Lit)),
+        ),
+    ),
     Template(1, lambda draw, s: Prim("aten.mul.Scalar", (s[0], draw(floats.map(Lit))))),
     Template(1, lambda draw, s: Prim("aten.clamp.default", (s[0], draw(literal_args), draw(literal_args)))),
-    Template(1, lambda draw, s: Prim("aten.clone.default", (s[0],), _optional_kwargs(draw, memory_format=st.sampled_from(MEMORY_FORMATS).map(Lit)))),
+    Template(
+        1,
+        lambda draw, s: Prim("aten.clone.default", (s[0],), _optional_kwargs(draw, memory_format=st.sampled_from(MEMORY_FORMATS).map(Lit))),
+    ),
     Template(
         1,
         lambda draw, s: Prim(
@@ -143,10 +173,15 @@ ALL_TEMPLATES: tuple[Template, ...] = (
     Template(2, lambda draw, s: Prim("aten.cat.default", (ListArg((s[0], s[1])), draw(st.integers(-2, 2).map(Lit))))),
     Template(2, lambda draw, s: Prim("aten.stack.default", (ListArg((s[0], s[1])),))),
     Template(2, lambda draw, s: Prim("aten.index.Tensor", (s[0], ListArg((Lit(None), s[1]))))),
-    Template(2, lambda draw, s: Prim("aten.div.Tensor_mode", (s[0], s[1]), (("rounding_mode", draw(st.one_of(st.none(), strings).map(Lit))),))),
+    Template(
+        2, lambda draw, s: Prim("aten.div.Tensor_mode", (s[0], s[1]), (("rounding_mode", draw(st.one_of(st.none(), strings).map(Lit))),))
+    ),
     _ternary("aten.where.self"),
     _ternary("aten.lerp.Tensor"),
-    Template(3, lambda draw, s: Prim("aten.addmm.default", (s[0], s[1], s[2]), _optional_kwargs(draw, beta=floats.map(Lit), alpha=floats.map(Lit)))),
+    Template(
+        3,
+        lambda draw, s: Prim("aten.addmm.default", (s[0], s[1], s[2]), _optional_kwargs(draw, beta=floats.map(Lit), alpha=floats.map(Lit))),
+    ),
     Template(3, lambda draw, s: Prim("aten.cat.default", (ListArg((s[0], s[1], s[2])), draw(st.integers(-2, 2).map(Lit))))),
     # A hole in a keyword argument: holes fill positional arguments first, then keywords.
     Template(4, lambda draw, s: Prim("aten.addcmul.default", (s[0], s[1], s[2]), (("value", s[3]),))),
@@ -259,7 +294,9 @@ _FULL = Prim("aten.full.default", (ListArg((Lit(2), Lit(3))), Lit(1.5)), (("dtyp
 
 
 @st.composite
-def terms(draw, arity: int, scope: Sequence[tuple[Ref, int]], templates: Sequence[Template] = ELEMENTWISE_TEMPLATES, depth: int = 3) -> Term:
+def terms(
+    draw, arity: int, scope: Sequence[tuple[Ref, int]], templates: Sequence[Template] = ELEMENTWISE_TEMPLATES, depth: int = 3
+) -> Term:
     """A closed term of exactly `arity` over the refs in `scope`; leaves are the arity-0 refs."""
     leaves = [ref for ref, n in scope if n == 0]
     return _TermBuilder(draw, scope, templates, leaves or [_FULL]).term(arity, depth)

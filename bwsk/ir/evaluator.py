@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from bwsk.errors import BwskError
+from bwsk.errors import BwskError, first_line
 from bwsk.ir import ops
 from bwsk.ir.program import Program
 from bwsk.ir.terms import App, Arg, Comb, Hole, ListArg, Lit, Prim, Ref, Term, spine
@@ -132,9 +132,8 @@ class _Env:
         kwargs = {key: _fill(a, stack, self) for key, a in prim.kwargs}
         try:
             result = function(*args, **kwargs)
-        except (RuntimeError, TypeError, ValueError, IndexError, NotImplementedError) as error:
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise EvaluationError(f"{prim.op} failed: {first_line}") from error
+        except (RuntimeError, TypeError, ValueError, IndexError, NotImplementedError, ArithmeticError) as error:
+            raise EvaluationError(f"{prim.op} failed: {first_line(error)}") from error
         if self.observer is not None:
             self.observer.call(prim, args, kwargs, result, self.scope)
         return result

@@ -2,9 +2,13 @@
 
 It emits exactly the tokens Lark's contextual lexer would (tests compare the two
 on every example and on random programs) at a fraction of the cost. Where one
-spelling can be two tokens, it asks the parser which it accepts now:
-`(` opens a dimension expression (SYMEXPR) only inside a tensor shape, and a
-keyword such as `param` is an IDENT where no keyword can stand.
+spelling can be two tokens, it asks the parser which it accepts now: a keyword
+such as `param` is an IDENT where no keyword can stand, and inside a dimension
+expression `-1` after an operand is the operator `-` then `1` (likewise `%x`).
+
+Hostile text stays cheap: every pattern matches in memory independent of the
+token's length (possessive repeats), and brackets nest at most `MAX_NESTING`
+deep (`NestingTooDeep`), so nothing downstream recurses without bound.
 """
 
 from __future__ import annotations
@@ -21,24 +25,34 @@ _MASTER = re.compile(
     "|".join(
         f"(?P<{name}>{pattern})"
         for name, pattern in (
-            ("_NL", r"(?:\r?\n)+"),
+            ("_NL", r"(?:\r?\n)++"),
             ("WS", r"[ \t]+"),
             ("COMMENT", r"#[^\n]*"),
-            ("VALUE", r"%[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*"),
-            ("STATE", r"@[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*"),
+            ("VALUE", r"%[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*+"),
+            ("STATE", r"@[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*+"),
             ("DEVICE", r'device\("[a-z]+(?::[0-9]+)?"\)'),
-            ("OPNAME", r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)+"),
+            ("OPNAME", r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)++"),
             ("IDENT", r"[A-Za-z_][A-Za-z0-9_]*"),
             ("NEGINF", r"-inf"),
             ("FLOAT", r"-?(?:[0-9]+\.[0-9]*(?:[eE][+-]?[0-9]+)?|[0-9]+[eE][+-]?[0-9]+)"),
             ("INT", r"-?[0-9]+"),
-            ("STRING", r'"(?:[^"\\\n]|\\.)*"'),
-            ("PUNCT", r"->|[()\[\],=:]"),
+            ("STRING", r'"[^"\\\n]*+(?:\\.[^"\\\n]*+)*+"'),
+            ("PUNCT", r"->|//|[()\[\],=:+\-*%]"),
         )
     )
 )
-_SYMEXPR = re.compile(r"\((?:[^()\n]|\([^()\n]*\))*\)")
 _STATE_KINDS = frozenset({"param", "buffer", "const"})
+_OPENING = frozenset({"(", "["})
+_CLOSING = frozenset({")", "]"})
+MAX_NESTING = 256
+
+
+class NestingTooDeep(Exception):
+    """Brackets nest deeper than MAX_NESTING at `line`, `column` (the parser reports it located)."""
+
+    def __init__(self, line: int, column: int):
+        super().__init__(f"brackets nested deeper than {MAX_NESTING} levels")
+        self.line, self.column = line, column
 
 
 class FastLexer(Lexer):
@@ -58,6 +72,7 @@ class FastLexer(Lexer):
         states = parser_state.parse_conf.states
         literal_types = self.literal_types
         match = _MASTER.match
+        depth = 0
         while pos < end:
             found = match(text, pos)
             if found is None:
@@ -75,14 +90,20 @@ class FastLexer(Lexer):
                 if keyword is not None and keyword in states[parser_state.position]:
                     kind = keyword
             elif kind == "PUNCT":
-                if value == "(" and "SYMEXPR" in states[parser_state.position]:
-                    expression = _SYMEXPR.match(text, pos)
-                    if expression is not None:
-                        kind, value = "SYMEXPR", expression.group()
-                if kind == "PUNCT":
-                    kind = literal_types[value]
+                if value in _OPENING:
+                    depth += 1
+                    if depth > MAX_NESTING:
+                        raise NestingTooDeep(line, column)
+                elif value in _CLOSING:
+                    depth -= 1
+                kind = literal_types[value]
             elif kind == "NEGINF":
                 kind = literal_types["-inf"]
+            if kind not in states[parser_state.position]:
+                # `-1` or `%x` right after an operand: the operator alone (as Lark's contextual lexer splits it).
+                operator = literal_types.get(value[0])
+                if operator is not None and operator in states[parser_state.position]:
+                    kind, value = operator, value[0]
             token = Token(kind, value, pos, line, column)
             pos += len(value)
             if kind == "_NL":

@@ -10,6 +10,8 @@ import torch
 from bwsk.ir.terms import LitValue
 from bwsk.ir.types import DTYPE_NAMES, DTYPES_BY_NAME
 
+MAX_INT_DIGITS = 4300  # longest integer literal read (Python's own default limit on str <-> int)
+
 _ENUMS: dict[str, LitValue] = {
     "strided": torch.strided,
     "sparse_coo": torch.sparse_coo,

@@ -1,9 +1,20 @@
 """Operator names in the IR and the callables they denote.
 
-`aten.add.Tensor` names `torch.ops.aten.add.Tensor` (any `torch.ops` namespace,
+`aten.add.Tensor` names `torch.ops.aten.add.Tensor` (an `aten` or `prims` operator,
 always with its overload); `operator.getitem`, `operator.mul` ... name the few
 Python operators torch.export emits for tuples and symbolic sizes. Nothing else
-resolves, so evaluating a program read from text can only call operators.
+resolves, so evaluating a program read from text can only call operators:
+
+* a `ns.op.overload` name resolves only in the `aten` and `prims` namespaces,
+  only if the dispatcher's registry holds the schema `ns::op.overload`, and only
+  to an `OpOverload` that takes or returns a tensor; no attribute of a Python
+  object is looked up before that (so `aten.__class__.__init__` names nothing).
+  TorchScript's builtins on strings and lists (`aten._print`, `aten.save`,
+  `aten.warn`) are thereby excluded, and `aten.from_file` (it reads the file a
+  string names) is refused by name;
+* the Python operators take numbers and tensors only (`operator.getitem` also
+  tuples and lists), and their integer operands and results stay within `±2**62`, so a
+  program cannot build huge integers (`operator.pow(9, 387420489)`) or strings.
 """
 
 from __future__ import annotations
@@ -15,11 +26,42 @@ from dataclasses import dataclass
 
 import torch
 
+from bwsk.ir.dims import MAX_MAGNITUDE
 from bwsk.ir.terms import canonical_name
 
+NAMESPACES = ("aten", "prims")
+_FILE_OPERATORS = frozenset({"aten.from_file"})
+_NUMBERS = (int, float, torch.SymInt, torch.SymFloat, torch.SymBool, torch.Tensor)
+
+
+def _on_numbers(function: Callable) -> Callable:
+    """`function` on numbers and tensors only, integer operands and results within ±2**62 (OverflowError otherwise)."""
+    name = function.__name__
+
+    def checked(*args: object) -> object:
+        for arg in args:
+            if not isinstance(arg, _NUMBERS):
+                raise TypeError(f"operator.{name} takes numbers or tensors, not {type(arg).__name__}")
+            if isinstance(arg, int) and abs(arg) > MAX_MAGNITUDE:
+                raise OverflowError(f"operator.{name}: an integer operand beyond 2**62")
+        if function is operator.pow and isinstance(args[0], int) and isinstance(args[1], int) and abs(args[0]) > 1 and args[1] > 62:
+            raise OverflowError("operator.pow: the result would exceed 2**62")
+        result = function(*args)
+        if isinstance(result, int) and abs(result) > MAX_MAGNITUDE:
+            raise OverflowError(f"operator.{name}: the result exceeds 2**62")
+        return result
+
+    checked.__name__ = checked.__qualname__ = name
+    checked.__doc__ = function.__doc__
+    return checked
+
+
 PYTHON_OPERATORS: dict[str, Callable] = {
-    f"operator.{name}": getattr(operator, name)
-    for name in ("getitem", "add", "sub", "mul", "floordiv", "truediv", "mod", "neg", "pow", "eq", "ne", "lt", "le", "gt", "ge")
+    "operator.getitem": operator.getitem,
+    **{
+        f"operator.{name}": _on_numbers(getattr(operator, name))
+        for name in ("add", "sub", "mul", "floordiv", "truediv", "mod", "neg", "pow", "eq", "ne", "lt", "le", "gt", "ge")
+    },
 }
 
 
@@ -52,9 +94,16 @@ def resolve(name: str) -> Callable | None:
     if len(parts) != 3:
         return None
     namespace, op, overload = parts
+    if namespace not in NAMESPACES or f"{namespace}.{op}" in _FILE_OPERATORS:
+        return None
     try:
-        packet = getattr(getattr(torch.ops, namespace), op)
-        found = getattr(packet, overload)
+        schema = torch._C._get_schema(f"{namespace}::{op}", "" if overload == "default" else overload)
+    except RuntimeError:
+        return None  # not a registered operator: nothing is looked up on a Python object
+    if not any("Tensor" in str(a.type) for a in (*schema.arguments, *schema.returns)):
+        return None  # a TorchScript builtin on strings, lists or scalars
+    try:
+        found = getattr(getattr(getattr(torch.ops, namespace), op), overload)
     except (AttributeError, RuntimeError):
         return None
     return found if isinstance(found, torch._ops.OpOverload) else None

@@ -13,17 +13,18 @@ import gc
 import json
 import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import resources
 
 import torch
 from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
-from bwsk.errors import Location, ParseError
+from bwsk.errors import DimensionError, Location, ParseError, quoted
 from bwsk.ir import ops
-from bwsk.ir.lexer import FastLexer
-from bwsk.ir.literals import NAMED_LITERALS
+from bwsk.ir.dims import MAX_MAGNITUDE, Binary, Dim, evaluate_dim, negate, symbols, value_of
+from bwsk.ir.lexer import MAX_NESTING, FastLexer, NestingTooDeep
+from bwsk.ir.literals import MAX_INT_DIGITS, NAMED_LITERALS
 from bwsk.ir.program import Definition, Input, Output, Program, State
 from bwsk.ir.terms import COMBINATOR_ARITY, HOLE, App, Comb, ListArg, Lit, Prim, Ref, Term
 from bwsk.ir.types import DTYPES_BY_NAME, SCALAR_KINDS, FunctionType, ScalarType, TensorType, TupleType
@@ -38,7 +39,6 @@ _TERMINAL_NAMES = {
     "NEGINF": "-inf",
     "STRING": "a string",
     "DEVICE": 'device("...")',
-    "SYMEXPR": "a (dimension expression)",
     "STATE_KIND": "param, buffer or const",
     "_NL": "end of line",
     "$END": "end of file",
@@ -74,6 +74,7 @@ class _Builder(Transformer):
         self.spans: dict[tuple, Location] = {}
         self.pending: list[tuple[Term, Location]] = []
         self.first_statement: Location | None = None
+        self.spines: dict[Term, int] = {}  # number of arguments of each application built
 
     # ---- helpers ----
     def at(self, token: Token) -> Location:
@@ -86,7 +87,26 @@ class _Builder(Transformer):
         try:
             return json.loads(token)
         except json.JSONDecodeError as error:
-            raise self.fail(token, f"malformed string {str(token)!r} ({error.msg.removesuffix(' at')})") from None
+            raise self.fail(token, f"malformed string {quoted(token)} ({error.msg.removesuffix(' at')})") from None
+
+    def integer(self, token: Token) -> int:
+        digits = len(token) - token.startswith("-")
+        if digits > MAX_INT_DIGITS:
+            raise self.fail(token, f"integer literal of {digits} digits (at most {MAX_INT_DIGITS})")
+        return int(token)
+
+    def size(self, token: Token) -> int:
+        """A literal inside a dimension: an integer of magnitude at most 2**62."""
+        if len(token) > 20 or abs(int(token)) > MAX_MAGNITUDE:
+            raise self.fail(token, f"dimension {quoted(token)} is beyond 2**62")
+        return int(token)
+
+    def dimension(self, token: Token, make: Callable[[], Dim]) -> Dim:
+        """`make()`, with a DimensionError located at `token`."""
+        try:
+            return make()
+        except DimensionError as error:
+            raise ParseError(error.message, self.at(token)) from None
 
     def note(self, node: Term, token: Token) -> Term:
         self.pending.append((node, self.at(token)))
@@ -104,7 +124,7 @@ class _Builder(Transformer):
             name = value.token
             if name not in COMBINATOR_ARITY:
                 known = ", ".join(COMBINATOR_ARITY)
-                raise self.fail(name, f"unknown combinator {str(name)!r} (expected one of {known})")
+                raise self.fail(name, f"unknown combinator {quoted(name)} (expected one of {known})")
             return self.note(Comb(str(name)), name)
         return value
 
@@ -114,7 +134,7 @@ class _Builder(Transformer):
             if name in NAMED_LITERALS:
                 return Lit(NAMED_LITERALS[name])
             if name not in COMBINATOR_ARITY:
-                raise self.fail(value.token, f"unknown name {name!r} (expected a literal such as f32, true, none, or a combinator)")
+                raise self.fail(value.token, f"unknown name {quoted(name)} (expected a literal such as f32, true, none, or a combinator)")
         return self.term(value)
 
     # ---- terms ----
@@ -130,7 +150,14 @@ class _Builder(Transformer):
         return _Bare(children[0])
 
     def application(self, children: list) -> Term:
-        return App(self.term(children[0]), self.term(children[1]))
+        """`f a`; a spine `f a1 ... an` takes at most MAX_NESTING arguments (it nests n applications)."""
+        function, argument = self.term(children[0]), self.term(children[1])
+        length = self.spines.get(function, 0) + 1
+        if length > MAX_NESTING:
+            raise ParseError(f"an application to more than {MAX_NESTING} arguments", self.pending[-1][1])
+        node = App(function, argument)
+        self.spines[node] = length
+        return node
 
     def hole(self, children: list) -> object:
         return HOLE
@@ -141,7 +168,7 @@ class _Builder(Transformer):
     def prim(self, children: list) -> Term:
         name, *arguments = children
         if ops.resolve(name) is None:
-            raise self.fail(name, f"unknown operator {str(name)!r} (expected a torch.ops overload such as aten.add.Tensor)")
+            raise self.fail(name, f"unknown operator {quoted(name)} (expected an aten or prims overload such as aten.add.Tensor)")
         args: list = []
         kwargs: list = []
         for argument in arguments:
@@ -160,7 +187,7 @@ class _Builder(Transformer):
         return self.note(Prim(op, tuple(args), tuple(kwargs)), name)
 
     def int_lit(self, children: list) -> Lit:
-        return Lit(int(children[0]))
+        return Lit(self.integer(children[0]))
 
     def float_lit(self, children: list) -> Lit:
         return Lit(float(children[0]))
@@ -176,7 +203,7 @@ class _Builder(Transformer):
         try:
             return Lit(torch.device(token[len('device("') : -2]))
         except RuntimeError:
-            raise self.fail(token, f"unknown device {str(token)!r} (expected e.g. device(\"cpu\") or device(\"cuda:0\"))") from None
+            raise self.fail(token, f'unknown device {quoted(token)} (expected e.g. device("cpu") or device("cuda:0"))') from None
 
     def list_lit(self, children: list) -> ListArg:
         items = []
@@ -192,13 +219,16 @@ class _Builder(Transformer):
     def scalar_type(self, children: list) -> ScalarType:
         token = children[0]
         if token not in SCALAR_KINDS:
-            raise self.fail(token, f"unknown type {str(token)!r} (expected int, float, bool, a tensor type such as f32[2, 3], a tuple or fn(...) -> ...)")
+            raise self.fail(
+                token,
+                f"unknown type {quoted(token)} (expected int, float, bool, a tensor type such as f32[2, 3], a tuple or fn(...) -> ...)",
+            )
         return ScalarType(str(token))
 
     def tensor_type(self, children: list) -> TensorType:
         token, *dims = children
         if token not in DTYPES_BY_NAME:
-            raise self.fail(token, f"unknown dtype {str(token)!r} (expected one of {', '.join(DTYPES_BY_NAME)})")
+            raise self.fail(token, f"unknown dtype {quoted(token)} (expected one of {', '.join(DTYPES_BY_NAME)})")
         return TensorType(DTYPES_BY_NAME[token], tuple(d for d in dims if d is not None))
 
     def tuple_type(self, children: list) -> TupleType:
@@ -209,10 +239,37 @@ class _Builder(Transformer):
         return FunctionType(tuple(p for p in params if p is not None), result)
 
     def static_dim(self, children: list) -> int:
-        return int(children[0])
+        token = children[0]
+        if token.startswith("-"):
+            raise self.fail(token, f"negative dimension {quoted(token)} (a size is at least 0)")
+        return self.size(token)
 
     def symbolic_dim(self, children: list) -> str:
         return str(children[0])
+
+    def expression_dim(self, children: list) -> Dim:
+        """A parenthesised dimension; one without symbols must be a size, checked here."""
+        paren, dim = children
+        if not symbols(dim):
+            self.dimension(paren, lambda: evaluate_dim(dim, {}))
+        return dim
+
+    def dim_literal(self, children: list) -> int:
+        return self.size(children[0])
+
+    def dim_binary(self, children: list) -> Dim:
+        """`left op right`; a constant part is evaluated here, so its overflow or division by zero is located at `op`."""
+        left, op, right = children
+        dim = self.dimension(op, lambda: Binary(str(op), left, right))
+        if not symbols(dim):
+            self.dimension(op, lambda: value_of(dim, {}))
+        elif op in ("//", "%") and not symbols(right) and value_of(right, {}) == 0:
+            raise self.fail(op, f"dimension {dim} divides by zero")
+        return dim
+
+    def dim_negative(self, children: list) -> Dim:
+        minus, operand = children
+        return self.dimension(minus, lambda: negate(operand))
 
     # ---- statements ----
     def program_decl(self, children: list) -> None:
@@ -261,7 +318,7 @@ class _Builder(Transformer):
 
     def output_item(self, children: list) -> tuple[Term, object, Location]:
         ref, type_ = children
-        (_, location), = self.pending
+        ((_, location),) = self.pending
         self.pending.clear()
         return ref, type_, location
 
@@ -342,7 +399,7 @@ def _syntax_error(lark: Lark, error: UnexpectedInput, text: str, filename: str) 
     token = getattr(error, "token", None)
     if isinstance(error, UnexpectedEOF) or token is None or token.type == "$END":
         return ParseError("unexpected end of file", _end_of(text, filename), hint)
-    what = "end of line" if token.type == "_NL" else repr(str(token))
+    what = "end of line" if token.type == "_NL" else quoted(str(token))
     return ParseError(f"unexpected {what}", Location(filename, token.line, token.column), hint)
 
 
@@ -355,6 +412,8 @@ def parse(text: str, filename: str = "<string>", *, verify: bool = True) -> Prog
             program = lark.parse(text)
         except UnexpectedInput as error:
             raise _syntax_error(lark, error, text, filename) from None
+        except NestingTooDeep as error:
+            raise ParseError(str(error), Location(filename, error.line, error.column)) from None
     if verify:
         from bwsk.ir.verifier import verify as run_verifier
 

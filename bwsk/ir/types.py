@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import torch
+
+from bwsk.ir.dims import Dim, dim_from_sympy
 
 DTYPE_NAMES: dict[torch.dtype, str] = {
     torch.float16: "f16",
@@ -27,25 +28,17 @@ DTYPES_BY_NAME: dict[str, torch.dtype] = {name: dtype for dtype, name in DTYPE_N
 
 SCALAR_KINDS = ("int", "float", "bool")
 
-# A dimension is a size, a symbol (`batch`, `s0`) or a parenthesised expression (`(2*s0)`).
-Dim = int | str
-SYMBOL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-EXPRESSION = re.compile(r"\((?:[^()\n]|\([^()\n]*\))*\)\Z")
-
 
 def dim_from_torch(size: object) -> Dim:
-    """A torch size (int or SymInt) as an IR dimension."""
+    """A torch size (int or SymInt) as an IR dimension (see `bwsk.ir.dims`)."""
     if isinstance(size, int):
         return size
-    text = str(size)
-    if text.isdigit():
-        return int(text)
-    return text if SYMBOL.match(text) else f"({text})"
+    return dim_from_sympy(size.node.expr)
 
 
 @dataclass(frozen=True)
 class TensorType:
-    """A tensor of `dtype` with `shape`; symbolic dimensions are strings."""
+    """A tensor of `dtype` with `shape`: sizes, symbols (str) and expressions (`bwsk.ir.dims`)."""
 
     dtype: torch.dtype
     shape: tuple[Dim, ...]
@@ -110,6 +103,8 @@ def type_of_value(value: object) -> Type:
         return ScalarType("float")
     if isinstance(value, (tuple, list)):
         return TupleType(tuple(type_of_value(v) for v in value))
+    if value is None:  # what an operator returning `()` gives
+        return TupleType(())
     raise TypeError(f"no IR type for {type(value).__name__}")
 
 

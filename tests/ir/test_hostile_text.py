@@ -1,0 +1,170 @@
+"""Hostile IR text: nothing it names runs, every refusal is one located line, and reading it stays cheap.
+
+Each input goes through the command line as a user would run it on an untrusted file
+(`bwsk-compile FILE --emit json -o OUT`, which parses, verifies and analyses): exit 2,
+exactly one line on stderr, no traceback, no output file, and the marker file that a
+payload would create if anything it names ran does not exist.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tracemalloc
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from bwsk.cli.compile import main
+from bwsk.errors import ParseError
+from bwsk.ir.dims import MAX_DEPTH
+from bwsk.ir.lexer import MAX_NESTING
+from bwsk.ir.parser import parse
+from bwsk.ir.printer import print_program
+
+MARKER = "PWNED"  # created in the working folder by any payload below that ran
+HEADER = 'program "p"\ninput %x : f32[2]\n'  # the case under test starts on line 3
+TOUCH = f"__import__('os').system('touch {MARKER}')"
+
+
+@dataclass(frozen=True)
+class Hostile:
+    name: str
+    text: str
+    location: str | None  # LINE:COL, or None for an evaluation error (not tied to a token)
+    fragment: str
+
+
+def nested(opening: str, inner: str, closing: str, depth: int) -> str:
+    return opening * depth + inner + closing * depth
+
+
+HOSTILE = [
+    Hostile("dim-payload", f"input %n : f32[({TOUCH})]\n", "3:27", "unexpected '('"),
+    Hostile(
+        "dim-class-chain", "input %n : f32[(().__class__.__base__.__subclasses__()[-1].__init__.__globals__)]\n", "3:18", "unexpected ')'"
+    ),
+    Hostile("dim-power-tower", "input %n : f32[(9**9**9)]\n", "3:19", "unexpected '*'"),
+    Hostile("dim-true-division", "input %n : f32[(1/0)]\n", "3:18", "unexpected character '/'"),
+    Hostile("dim-floor-division-by-zero", "input %n : f32[(s0 + 1//0)]\n", "3:23", "divides by zero"),
+    Hostile("dim-deep-parentheses", "input %n : f32[" + nested("(", "s0", ")", 100_000) + "]\n", "3:271", "nested deeper than 256"),
+    Hostile("dim-long-sum", "input %n : f32[(s0" + " + s0" * 100_000 + ")]\n", "3:340", f"deeper than {MAX_DEPTH} operators"),
+    Hostile("dim-negative", "input %n : f32[-1]\n", "3:16", "negative dimension"),
+    Hostile("dim-huge", "input %n : f32[" + "9" * 100_000 + "]\n", "3:16", "(100000 characters) is beyond 2**62"),
+    Hostile("term-deep-parentheses", "%y = " + nested("(", "%x", ")", 100_000) + "\n", "3:262", "nested deeper than 256"),
+    Hostile("term-deep-primitives", "%y = " + nested("aten.neg.default(", "%x", ")", 100_000) + "\n", "3:4374", "nested deeper than 256"),
+    Hostile("term-deep-lists", "%y = aten.view.default(%x, " + nested("[", "2", "]", 100_000) + ")\n", "3:283", "nested deeper than 256"),
+    Hostile("term-long-spine", "%y = " + "I " * 100_000 + "%x\n", "3:520", "an application to more than 256 arguments"),
+    Hostile("type-deep-tuples", "input %t : " + nested("(", "f32[2]", ",)", 100_000) + "\n", "3:268", "nested deeper than 256"),
+    Hostile("int-literal-100k-digits", "%y = aten.mul.Scalar(%x, " + "7" * 100_000 + ")\n", "3:26", "integer literal of 100000 digits"),
+    Hostile("op-import", f'%y = __import__.os.system("touch {MARKER}")\n', "3:6", "unknown operator '__import__.os.system'"),
+    Hostile("op-dunder", "%y = aten.__class__.__init__(%x)\n", "3:6", "unknown operator"),
+    Hostile("op-torch-ops-dict", "%y = torch.ops.aten.__dict__(%x)\n", "3:6", "unknown operator"),
+    Hostile("op-file-writer", f'%y = aten.save.default(1, "{MARKER}")\n', "3:6", "unknown operator 'aten.save.default'"),
+    Hostile("op-printer", f'%y = aten._print.default("{MARKER}")\n', "3:6", "unknown operator 'aten._print.default'"),
+    # Well formed, but refused when the analysis evaluates it.
+    Hostile("dim-negative-at-default-size", "input %n : f32[(s0 - 5)]\n", "3:7", "dimension (s0 - 5) is -3 at s0=2"),
+    Hostile("dim-division-by-zero-at-default-size", "input %n : f32[(s0//(s0 - 2))]\n", "3:7", "divides by zero at s0=2"),
+    Hostile("tensor-beyond-2-62-bytes", "input %n : f32[4611686018427387904, 2]\n", "3:7", "bytes at these sizes (at most 2**62)"),
+    Hostile("python-power-tower", "%y = aten.mul.Scalar(%x, operator.pow(9, operator.pow(9, 9)))\n", None, "operator.pow failed"),
+    Hostile(
+        "python-string-repetition", f'%y = aten.mul.Scalar(%x, operator.mul("{MARKER}", 4611686018427387904))\n', None, "takes numbers"
+    ),
+    Hostile("python-division-by-zero", "%y = aten.mul.Scalar(%x, operator.floordiv(1, 0))\n", None, "operator.floordiv failed"),
+]
+
+
+@pytest.mark.parametrize("case", HOSTILE, ids=lambda c: c.name)
+def test_cli_refuses_hostile_text_in_one_line_and_runs_nothing(
+    case: Hostile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    source = tmp_path / "h.bwsk"
+    source.write_text(HEADER + case.text + "output %x : f32[2]\n")
+    assert main([str(source), "--emit", "json", "-o", "out.json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1 and len(captured.err) < 1200, captured.err[:2000]
+    assert "Traceback" not in captured.err and "internal error" not in captured.err
+    if case.location is not None:
+        assert captured.err.startswith(f"{source}:{case.location}: "), captured.err
+    assert case.fragment in captured.err, captured.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["h.bwsk"]  # no marker, no output, no temporary file
+
+
+def test_a_fresh_process_refuses_a_payload_without_running_it(tmp_path: Path) -> None:
+    source = tmp_path / "payload.bwsk"
+    source.write_text(HEADER + f"input %n : f32[({TOUCH})]\n" + "output %x : f32[2]\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "bwsk.cli.compile", str(source), "--emit", "json", "-o", "out.json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == f"{source}:3:27: unexpected '(' (expected '%', ')', '*', '+', '-', '//')\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["payload.bwsk"]
+
+
+def test_a_50_megabyte_token_is_shown_by_its_start_and_length(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    source = tmp_path / "long.bwsk"
+    source.write_text(HEADER + "%y = " + "Q" * 50_000_000 + "\n")
+    assert main([str(source), "--emit", "json"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"{source}:3:6: unknown combinator 'QQQQQQQQQQ") and "(50000000 characters)" in err
+    assert err.count("\n") == 1 and len(err) < 300
+
+
+def test_control_characters_in_a_file_name_and_a_token_are_escaped(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    source = tmp_path / "evil\x1b[2J\nname.bwsk"
+    source.write_text(HEADER + "%y = \x1b]0;title\x07\n")
+    assert main([str(source), "--emit", "ir"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "\x1b" not in err and "\x07" not in err
+    assert "evil\\x1b[2J\\nname.bwsk:3:6: unexpected character '\\x1b'" in err
+
+
+@pytest.mark.parametrize(
+    ("body", "what"),
+    [
+        ('program "' + "a" * 10_000_000 + '"\n', "plain"),
+        ('program "' + "\\u00e9" * 1_666_666 + '"\n', "escapes"),
+        ('program "p"' + "\n" * 10_000_000, "newlines"),
+    ],
+    ids=["string", "escaped-string", "blank-lines"],
+)
+def test_a_10_megabyte_literal_costs_memory_proportional_to_its_length(body: str, what: str) -> None:
+    parse('program "warm-up"\n')
+    tracemalloc.start()
+    try:
+        program = parse(body)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert program.name.startswith(("a", "é", "p"))
+    assert peak < 5 * len(body), f"{what}: peak {peak} bytes for {len(body)} characters"
+
+
+def test_the_limits_leave_room_for_deep_but_legal_programs() -> None:
+    """At the bracket-nesting and spine-length limits a program still reads, verifies, prints and runs."""
+    depth = MAX_NESTING
+    deep_term = nested("aten.neg.default(", "%x", ")", depth)
+    long_spine = "I " * MAX_NESTING + "%x"
+    deep_dim = "(s0" + " + 1" * MAX_DEPTH + ")"
+    deep_list = nested("[", "2", "]", MAX_NESTING - 1)
+    text = HEADER + f"input %n : f32[{deep_dim}]\n%y = {deep_term}\n%z = {long_spine}\noutput %y : f32[2], %z : f32[2]\n"
+    program = parse(text)
+    assert parse(print_program(program)) == program
+    listed = parse(HEADER + f"%w = aten.view.default(%x, {deep_list})\n")
+    assert parse(print_program(listed)) == listed
+    x = torch.randn(2)
+    y, z = program(x, torch.zeros(0))
+    torch.testing.assert_close(y, x if depth % 2 == 0 else -x)
+    assert z is x
+    with pytest.raises(ParseError, match="nested deeper than 256"):
+        parse(HEADER + f"%y = {nested('aten.neg.default(', '%x', ')', depth + 1)}\n")
+    with pytest.raises(ParseError, match="more than 256 arguments"):
+        parse(HEADER + f"%z = I {long_spine}\n")
