@@ -40,6 +40,25 @@ below is computed from the lowered program; nothing is looked up by module name.
   models (BERT, OPT-350M, whose config sets `do_layer_norm_before=False`) put a
   LayerNorm between consecutive residuals, so no pair couples without moving the
   norm, and their reversible column equals the analyzed one.
+
+**What S means, and why the shares moved.** An S-phase claims that its outputs
+determine each activation input, the phase's other inputs held fixed (what
+rebuilding a phase's input from its output needs). Calls are judged one operand
+at a time, which composes along chains but not where two operands of one call
+are computed from the same value: at the Core ATen level SiLU is `sigmoid` (S)
+then `mul` (S), yet silu(-0.5) = silu(-2.5088); GPT-2's tanh GELU, x*x, x - x
+and x @ x.T were S call by call too, and so were attention scores q @ k.T where
+q and k are projected from one input (x -> -x gives the same scores) and post-LN
+residuals x + attention(x). Such a call is now K with the shared ancestor
+named, unless a composite rule proves the whole injective: a rotary
+embedding q*cos + rotate_half(q)*sin rotates pairs of elements (S, though the
+slices of rotate_half alone are K), and x + 0.044715*x^3 is strictly increasing.
+So the MLP activation is one K call at both levels (before: K as `aten.silu` at
+the training level, S as `sigmoid` + `mul` at the core level), and FLOPs of
+`linear` and `matmul` count their matmuls, so per-layer shares agree across
+levels. `bwsk-compile MODEL --tiny --check-classification` checks every S-phase
+as one function: full-rank Jacobian of its outputs in each input and no
+collision along single elements.
 """
 
 COMPARISON = """
@@ -57,8 +76,8 @@ several of the old verdicts were wrong:
 - LayerNorm was called preserving: it removes the mean of every row (K);
 - down-projections (`dense_4h_to_h`, 4096 -> 1024) were called preserving: a
   rank <= 1024 map of 4096 inputs erases 3072 dimensions per row (K);
-- slicing (the rotary split of each head) was called preserving: it drops
-  elements (K); GELU is not monotone (K), while tanh and sigmoid, called erasing,
+- slicing (the split of each head into rotary and pass-through parts) was
+  called preserving: it drops elements (K); GELU is not monotone (K), while tanh and sigmoid, called erasing,
   are strictly monotone (S);
 - the many reshapes, permutes and residual adds are S, which is why the share by
   calls is high while the share by FLOPs is lower: the erasing calls include the

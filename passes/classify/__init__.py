@@ -7,6 +7,10 @@ e.g. "weight is invertible"). Calls on weights alone are judged in their first
 tensor operand. A multi-output call is judged on the outputs the program reads,
 so dropping results erases them. Summaries give the S share by call count, by
 FLOPs and by activation bytes, overall and per layer.
+
+The verdicts are then made sound for whole S-phases (`composite`): a call whose
+activation operands are computed from one value through S calls is S only as
+part of a composite proved injective (rotary embedding, x + c*x^3), else K.
 """
 
 from __future__ import annotations
@@ -14,16 +18,14 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, replace
 
+from bwsk.ir.types import TupleType
 from bwsk.passes.analysis import Analysis, Classification
+from bwsk.passes.classify.composite import Composite, judge_composites
 from bwsk.passes.classify.conditions import check_conditions
-from bwsk.passes.classify.rules import Verdict
+from bwsk.passes.classify.rules import GETITEM, Verdict
 from bwsk.passes.classify.rules import classify as judge
 from bwsk.passes.dataflow import Call, Dataflow
 from bwsk.passes.registry import Pass, register
-
-from bwsk.ir.types import TupleType
-
-GETITEM = "operator.getitem"
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class ClassifyResult:
     overall: Share
     per_layer: dict[str, Share]
     unknown_targets: tuple[str, ...]
+    composites: tuple[Composite, ...] = ()  # injective as a whole: `partition` keeps each in one phase
 
 
 def read_outputs(flow: Dataflow) -> dict[int, set[int]]:
@@ -101,8 +104,9 @@ def judgements(flow: Dataflow, call: Call, read: dict[int, set[int]]) -> list[Ju
 
 def classify_call(flow: Dataflow, call: Call, read: dict[int, set[int]]) -> Classification:
     """K if the call erases in any activation operand, unknown if a rule cannot tell, else S."""
-    if call.target == GETITEM:
-        return Classification("S", "selects one result of a multi-output call (that call is judged on the results read)", None, 0)
+    if call.target == GETITEM:  # judged on the item it selects; the producer is judged on every item read
+        verdict = judge(GETITEM, call.args, call.kwargs, 0, varying_item=call.args[1])
+        return Classification(verdict.kind, verdict.reason, verdict.condition, 0)
     found = judgements(flow, call, read)
     if not found:
         verdict = judge(call.target, call.args, call.kwargs, 0)
@@ -163,6 +167,7 @@ class Classify(Pass):
         classes = {call.index: classify_call(flow, call, read) for call in flow.calls}
         if analysis.weights is not None:
             classes.update(_checked_conditions(analysis, classes))
+        classes, composites = judge_composites(flow, classes)
         layers: dict[str, list[Call]] = defaultdict(list)
         for call in flow.calls:
             layers[analysis.layer(call)].append(call)
@@ -172,6 +177,7 @@ class Classify(Pass):
             _share(flow.calls, classes, flow),
             {layer: _share(calls, classes, flow) for layer, calls in layers.items()},
             unknown,
+            tuple(composites),
         )
 
     def notes(self, analysis: Analysis) -> dict[str, list[str]]:

@@ -15,20 +15,23 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import TextIO
 
-from bwsk.passes.classify import GETITEM, Judgement, judgements, read_outputs
-from bwsk.passes.classify.oracle import check
-from bwsk.passes.dataflow import Call, Dataflow, iter_tensor_infos, trace
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
 from bwsk.ir.program import Program
+from bwsk.passes.analysis import Analysis
+from bwsk.passes.classify import GETITEM, Judgement, judgements, read_outputs
+from bwsk.passes.classify.oracle import check
+from bwsk.passes.classify.phase_check import check_phases
+from bwsk.passes.dataflow import Call, Dataflow, iter_tensor_infos, trace
+from bwsk.passes.manager import PassManager
 
 MAX_CHECKED_ELEMENTS = 4096
 
 
 def _row(call: Call, judgement: Judgement) -> tuple[str, str, str, str, str]:
-    """One table row: operator, class, reason, evidence, outcome ("ok", "FAILED", "unknown" or "skipped")."""
+    """One table row: operator, class, reason, evidence, outcome ("ok", "FAILED", "undecided", "unknown" or "skipped")."""
     verdict = judgement.verdict
     if verdict.kind == "unknown":
         return (call.target, "unknown", verdict.reason, "no rule: reported, not guessed", "unknown")
@@ -36,7 +39,8 @@ def _row(call: Call, judgement: Judgement) -> tuple[str, str, str, str, str]:
     if largest > MAX_CHECKED_ELEMENTS:
         return (call.target, verdict.kind, verdict.reason, f"an operand has {largest:,} elements", "skipped")
     result = check(call.target, call.args, call.kwargs, judgement.varying, verdict, varying_item=judgement.item, outputs=judgement.outputs)
-    return (call.target, verdict.kind, verdict.reason, result.evidence, "ok" if result.ok else "FAILED")
+    outcome = "undecided" if not result.decided else "ok" if result.ok else "FAILED"
+    return (call.target, verdict.kind, verdict.reason, result.evidence, outcome)
 
 
 def _distinct(flow: Dataflow, calls: Iterable[Call]) -> Iterator[tuple[Call, Judgement]]:
@@ -70,7 +74,26 @@ def check_program(program: Program, stream: TextIO) -> int:
     console = Console(file=stream, width=160, soft_wrap=False)
     console.print(table)
     console.print(
-        f"{outcomes['ok'] + outcomes['FAILED']} verdict(s) checked, {outcomes['FAILED']} failed, {outcomes['unknown']} unknown, "
+        f"{outcomes['ok'] + outcomes['FAILED']} verdict(s) checked, {outcomes['FAILED']} failed, {outcomes['undecided']} undecided, "
+        f"{outcomes['unknown']} unknown, "
         f"{outcomes['skipped']} skipped as too large (>{MAX_CHECKED_ELEMENTS} elements; compile with --tiny to check them)"
+    )
+    return outcomes["FAILED"] + _print_phases(program, console)
+
+
+def _print_phases(program: Program, console: Console) -> int:
+    """The phases section: every S-phase checked as one function of each activation input; the number of failures."""
+    checks = check_phases(PassManager(["partition"]).run(Analysis.of(program)))
+    table = Table(title=f"{program.name}: numerical check of each S-phase as a whole")
+    for column in ("phase", "layer", "calls", "input", "evidence", "check"):
+        table.add_column(column, overflow="fold")
+    for c in checks:
+        if c.outcome != "skipped":
+            table.add_row(str(c.phase), c.layer, str(c.calls), c.input, c.evidence, c.outcome)
+    outcomes = Counter(c.outcome for c in checks)
+    console.print(table)
+    console.print(
+        f"{outcomes['ok'] + outcomes['FAILED']} S-phase input(s) checked, {outcomes['FAILED']} failed, "
+        f"{outcomes['skipped']} skipped (integer inputs, or too large: compile with --tiny to check them)"
     )
     return outcomes["FAILED"]

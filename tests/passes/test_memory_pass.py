@@ -38,9 +38,10 @@ S_ONLY = """program "s_only" level="hand"
 input %x : f32[4, 8]
 
 param @w : f32[8, 8]
+param @b : f32[4, 8]
 
 %h : f32[4, 8] = aten.tanh.default(aten.mm.default(%x, @w))
-%y : f32[4, 8] = aten.exp.default(aten.add.Tensor(%h, %x))
+%y : f32[4, 8] = aten.exp.default(aten.add.Tensor(%h, @b))
 
 output %y : f32[4, 8]
 """
