@@ -151,34 +151,39 @@ def compare_modes(
     return records
 
 
-def records_table(records: list[Record]) -> Table:
-    """The records as a rich table: memory in MiB, prediction against measurement, time and gradients against conventional."""
-    out = Table(title="one training step per mode", show_lines=False)
-    for column in (
-        "model",
-        "layers",
-        "batch x seq",
-        "mode",
-        "peak MiB",
-        "activations MiB",
-        "predicted MiB",
-        "pred/meas",
-        "time x conv",
-        "max grad diff",
-    ):
+def records_table(records: list[Record], *, compact: bool = False) -> Table:
+    """The records as a rich table: memory in MiB, prediction against measurement, time and gradients against conventional.
+
+    `compact` keeps the columns that fit an 80-column terminal (mode, memory, time, gradients) and names
+    the model and shape in the title.
+    """
+    first = records[0]
+    title = (
+        f"one training step per mode: {first.model}, {first.layers} layers, batch {first.batch} x {first.seq}"
+        if compact
+        else "one training step per mode"
+    )
+    out = Table(title=title, show_lines=False)
+    columns = {
+        "model": lambda r: r.model,
+        "layers": lambda r: str(r.layers),
+        "batch x seq": lambda r: f"{r.batch} x {r.seq}",
+        "mode": lambda r: r.mode,
+        "peak MiB": lambda r: f"{r.peak_bytes / MIB:.2f}",
+        "activations MiB": lambda r: f"{r.activation_bytes / MIB:.3f}",
+        "predicted MiB": lambda r: "n/a" if r.predicted_activation_bytes is None else f"{r.predicted_activation_bytes / MIB:.3f}",
+        "pred/meas": lambda r: (
+            "n/a"
+            if r.predicted_activation_bytes is None or not r.activation_bytes
+            else f"{r.predicted_activation_bytes / r.activation_bytes:.3f}"
+        ),
+        "time x conv": lambda r: f"{r.step_time_ratio:.2f}" if r.step_time_ratio is not None else "n/a",
+        "max grad diff": lambda r: f"{r.max_grad_difference:.1e}" if r.max_grad_difference is not None else "n/a",
+    }
+    if compact:
+        columns = {name: columns[name] for name in ("mode", "activations MiB", "peak MiB", "time x conv", "max grad diff")}
+    for column in columns:
         out.add_column(column, justify="left" if column in ("model", "mode") else "right")
-    for r in records:
-        predicted = r.predicted_activation_bytes
-        out.add_row(
-            r.model,
-            str(r.layers),
-            f"{r.batch} x {r.seq}",
-            r.mode,
-            f"{r.peak_bytes / MIB:.2f}",
-            f"{r.activation_bytes / MIB:.3f}",
-            "n/a" if predicted is None else f"{predicted / MIB:.3f}",
-            "n/a" if predicted is None or not r.activation_bytes else f"{predicted / r.activation_bytes:.3f}",
-            f"{r.step_time_ratio:.2f}" if r.step_time_ratio is not None else "n/a",
-            f"{r.max_grad_difference:.1e}" if r.max_grad_difference is not None else "n/a",
-        )
+    for record in records:
+        out.add_row(*(cell(record) for cell in columns.values()))
     return out
