@@ -65,13 +65,33 @@ PYTHON_OPERATORS: dict[str, Callable] = {
 }
 
 
+NO_DEFAULT = ...  # the default of an argument that has none
+
+
 @dataclass(frozen=True)
 class Signature:
-    """What the IR needs of an operator's schema: positional and keyword argument names."""
+    """What bwsk reads of an operator's schema (the one reader of schemas): argument names, defaults, tags.
+
+    `defaults` holds (name, default or `NO_DEFAULT`) for every argument in schema order.
+    """
 
     positional: tuple[str, ...]
     keyword_only: tuple[str, ...]
     variadic: bool
+    defaults: tuple[tuple[str, object], ...] = ()
+    pointwise: bool = False
+
+    def bind(self, args: tuple, kwargs: dict) -> dict[str, object]:
+        """Arguments by schema name, defaults filled in (a variadic operator binds nothing)."""
+        bound: dict[str, object] = {}
+        for name, default in self.defaults:
+            if name in self.positional and self.positional.index(name) < len(args):
+                bound[name] = args[self.positional.index(name)]
+            elif name in kwargs:
+                bound[name] = kwargs[name]
+            elif default is not NO_DEFAULT:
+                bound[name] = default
+        return bound
 
     def accepts(self, n_positional: int, keywords: tuple[str, ...]) -> str | None:
         """None if the call shape fits, else a one-line reason."""
@@ -118,7 +138,8 @@ def signature(name: str) -> Signature:
     schema = found._schema
     positional = tuple(a.name for a in schema.arguments if not a.kwarg_only)
     keyword_only = tuple(a.name for a in schema.arguments if a.kwarg_only)
-    return Signature(positional, keyword_only, False)
+    defaults = tuple((a.name, a.default_value if a.has_default_value() else NO_DEFAULT) for a in schema.arguments)
+    return Signature(positional, keyword_only, False, defaults, torch.Tag.pointwise in found.tags)
 
 
 def operator_name(target: object) -> str:

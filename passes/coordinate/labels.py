@@ -36,8 +36,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-import torch
-
+from bwsk.ir.ops import signature
 from bwsk.ir.types import TensorType, TupleType, Type
 
 AXES = ("batch", "sequence", "hidden")
@@ -220,9 +219,7 @@ def ints(value: Any, n: int) -> list[int]:
 @functools.cache
 def schema(target: str) -> tuple[tuple[tuple[str, Any], ...], bool]:
     """(name, default or `...`) of each argument of an `aten.name.overload` target, and whether torch tags it pointwise."""
-    _, name, overload = (target.split(".") + ["", ""])[:3] if target.startswith("aten.") else ("", "", "")
-    op = getattr(getattr(torch.ops.aten, name, None), overload, None) if name else None
-    if op is None:
+    found = signature(target) if target.startswith("aten.") else None
+    if found is None or found.variadic:
         return (("self", ...), ("index", ...)), False
-    arguments = tuple((a.name, a.default_value if a.has_default_value() else ...) for a in op._schema.arguments)
-    return arguments, torch.Tag.pointwise in op.tags
+    return found.defaults, found.pointwise

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from bwsk.ir.ops import signature
+
 from . import constants, elementwise, indexing, linear, movement, reductions  # noqa: F401 - they register rules
 from .base import (
     GETITEM,
@@ -59,20 +61,12 @@ def bind_arguments(target: str, args: tuple, kwargs: dict) -> dict[str, Any]:
     """Arguments by schema name, defaults filled in."""
     if target == GETITEM:
         return dict(zip(("self", "index"), args, strict=False))
-    bound = {}
-    for i, a in enumerate(resolve_op(target)._schema.arguments):
-        if i < len(args) and not a.kwarg_only:
-            bound[a.name] = args[i]
-        elif a.name in kwargs:
-            bound[a.name] = kwargs[a.name]
-        elif a.has_default_value():
-            bound[a.name] = a.default_value
-    return bound
+    return signature(target).bind(args, kwargs)
 
 
 def operand_name(target: str, position: int) -> str | None:
     """The schema name of positional argument `position` (None when out of range)."""
-    names = ["self", "index"] if target == GETITEM else [a.name for a in resolve_op(target)._schema.arguments if not a.kwarg_only]
+    names = ["self", "index"] if target == GETITEM else list(signature(target).positional)
     return names[position] if 0 <= position < len(names) else None
 
 

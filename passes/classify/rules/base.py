@@ -18,13 +18,14 @@ Multi-output ops are judged on `outputs` (indices into the op's result), by defa
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import torch
+
+from bwsk.ir.ops import resolve
 
 GETITEM = "operator.getitem"  # the name a program (and so the dataflow) gives Python's tuple projection
 DOMAINS = ("positive", "nonzero", "open_unit", "above_one", "above_minus_one")
@@ -57,11 +58,11 @@ class Verdict:
 
 
 def resolve_op(target: str) -> Callable[..., Any]:
-    """The callable a target string names: `torch.ops.<ns>.<name>.<overload>`, or operator.getitem."""
-    if target == GETITEM:
-        return operator.getitem
-    namespace, name, overload = target.split(".")
-    return getattr(getattr(getattr(torch.ops, namespace), name), overload)
+    """The callable a target string names (see `bwsk.ir.ops.resolve`); KeyError when it names none."""
+    found = resolve(target)
+    if found is None:
+        raise KeyError(f"{target} names no operator bwsk evaluates")
+    return found
 
 
 @dataclass(frozen=True)
