@@ -9,29 +9,41 @@ import io
 from typing import Any
 
 MIB = 1024**2
+LINE_STYLES = ("-", "--", ":", "-.")
 
 
 def loss_curves_png(curves: dict[str, dict[str, list[dict[str, Any]]]]) -> bytes:
-    """Training loss against step, one panel per experiment, one colour per variant, one line per seed.
+    """Training loss against step, one panel per experiment: per variant the mean over seeds (line) and their range (band).
 
-    `curves[experiment][variant]` lists runs as {"seed", "steps", "losses", "valid_steps", "valid_losses"}.
+    `curves[experiment][variant]` lists runs as {"seed", "steps", "losses", "valid_steps", "valid_losses"}; steps
+    every seed reached are drawn. Line styles differ so that variants computing the same function stay visible.
     """
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(6.5 * len(curves), 4.2), layout="constrained")
     axes = figure.subplots(1, len(curves), squeeze=False)[0]
     for axis, (experiment, variants) in zip(axes, curves.items()):
-        for colour, (variant, runs) in enumerate(variants.items()):
-            for index, run in enumerate(runs):
-                label = variant if index == 0 else None
-                axis.plot(run["steps"], run["losses"], color=f"C{colour}", alpha=0.8 if index == 0 else 0.4, linewidth=1, label=label)
-                axis.plot(run["valid_steps"], run["valid_losses"], "o", color=f"C{colour}", markersize=4, alpha=0.9)
-        axis.set_title(f"{experiment}: training loss (lines), validation loss (dots)")
+        for index, (variant, runs) in enumerate(variants.items()):
+            colour, style = f"C{index % 10}", LINE_STYLES[index % len(LINE_STYLES)]
+            steps, mean, low, high = _across_seeds([(run["steps"], run["losses"]) for run in runs])
+            axis.plot(steps, mean, color=colour, linestyle=style, linewidth=1.4, label=f"{variant} ({len(runs)} seeds)")
+            if len(runs) > 1:
+                axis.fill_between(steps, low, high, color=colour, alpha=0.15, linewidth=0)
+            valid_steps, valid_mean, _, _ = _across_seeds([(run["valid_steps"], run["valid_losses"]) for run in runs])
+            axis.plot(valid_steps, valid_mean, "o", color=colour, markersize=5, markerfacecolor="none")
+        axis.set_title(f"{experiment}: training loss (mean over seeds, band: range), validation loss (circles)", fontsize="medium")
         axis.set_xlabel("optimizer step")
         axis.set_ylabel("loss (nats per token)")
         axis.grid(alpha=0.3)
         axis.legend(fontsize="small")
     return _png(figure)
+
+
+def _across_seeds(series: list[tuple[list[int], list[float]]]) -> tuple[list[int], list[float], list[float], list[float]]:
+    """(steps every series has, mean, min, max at each of them)."""
+    shared = sorted(set.intersection(*(set(steps) for steps, _ in series)))
+    values = [[dict(zip(steps, losses))[step] for steps, losses in series] for step in shared]
+    return shared, [sum(v) / len(v) for v in values], [min(v) for v in values], [max(v) for v in values]
 
 
 def peak_memory_png(memory: dict[str, float]) -> bytes:

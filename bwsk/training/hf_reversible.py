@@ -17,6 +17,7 @@ Invariant: `from_pretrained(folder)` computes the same logits as the model that 
 
 from __future__ import annotations
 
+import copy
 from typing import Any, ClassVar
 
 from torch import nn
@@ -24,7 +25,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PreT
 from transformers.configuration_utils import SubConfigSpec
 from transformers.initialization import no_init_weights
 
-from bwsk.training.convert import COMBINATION, make_reversible, reversible_runtime
+from bwsk.training.convert import COMBINATION, RUNTIME_ATTRIBUTE, make_reversible, reversible_runtime
 from bwsk.training.coupling import Step
 from bwsk.training.discover import LayerHalves
 from bwsk.training.errors import ConversionError
@@ -138,11 +139,12 @@ def as_pretrained(model: nn.Module) -> PreTrainedModel:
     The wrapper shares `model`'s modules (no copy, no re-initialisation). Modes other than
     reversible change no parameter, buffer or config, so their model saves as its own architecture.
     """
-    if not hasattr(model, "bwsk_reversible"):
+    if not hasattr(model, RUNTIME_ATTRIBUTE):
         return model
     if not isinstance(model, PreTrainedModel):
         raise ConversionError(f"{type(model).__name__} is not a Hugging Face model: a reversible copy of it cannot be saved as one")
-    config = BwskReversibleConfig(text_config=model.config, coupling=layout_to_json(model))
+    # a copy: a composite config sets its attention implementation on its sub-configs, which must not reach the live model
+    config = BwskReversibleConfig(text_config=copy.deepcopy(model.config), coupling=layout_to_json(model))
     with no_init_weights():
         wrapper = BwskReversibleForCausalLM(config, converted=model)
     wrapper.generation_config = model.generation_config

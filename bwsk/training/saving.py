@@ -15,21 +15,26 @@ import os
 import shutil
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from bwsk.frontend.hugging_face import isolated_transformers
-from bwsk.training.checkpoint import save_weights
+from bwsk.training.checkpoint import save_weights, write_tensors
 from bwsk.training.hf_reversible import as_pretrained
 
 
-def save_model(model: nn.Module, folder: Path, *, tokenizer=None) -> str:
-    """Write `model` (and the `tokenizers.Tokenizer`, if given) into `folder`; returns what was saved, in words."""
+def save_model(model: nn.Module, folder: Path, *, tokenizer=None, weights: dict[str, torch.Tensor] | None = None) -> str:
+    """Write `model` (and the `tokenizers.Tokenizer`, if given) into `folder`; returns what was saved, in words.
+
+    `weights`: the model's whole state dict, to write instead of the model's own tensors (an FSDP2 model
+    holds only its shard; rank 0 passes the gathered state and alone calls this).
+    """
     staging = folder / f".tmp-model-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
         with isolated_transformers():
-            described = _write(model, staging, tokenizer)
+            described = _write(model, staging, tokenizer, weights)
         for item in staging.iterdir():
             os.replace(item, folder / item.name)
     finally:
@@ -37,14 +42,19 @@ def save_model(model: nn.Module, folder: Path, *, tokenizer=None) -> str:
     return described
 
 
-def _write(model: nn.Module, folder: Path, tokenizer) -> str:
+def _write(model: nn.Module, folder: Path, tokenizer, weights: dict[str, torch.Tensor] | None) -> str:
     if tokenizer is not None:
         from transformers import PreTrainedTokenizerFast
 
         PreTrainedTokenizerFast(tokenizer_object=tokenizer).save_pretrained(str(folder))
     if hasattr(model, "save_pretrained"):
         pretrained = as_pretrained(model)
-        pretrained.save_pretrained(str(folder))
+        if weights is not None and pretrained is not model:  # the wrapper holds the model under its base prefix
+            weights = {f"{pretrained.base_model_prefix}.{name}": tensor for name, tensor in weights.items()}
+        pretrained.save_pretrained(str(folder), state_dict=weights)
         return f"{type(pretrained).__name__} via save_pretrained (safetensors)"
-    save_weights(model, folder / "model.safetensors")
+    if weights is not None:
+        write_tensors(weights, folder / "model.safetensors")
+    else:
+        save_weights(model, folder / "model.safetensors")
     return f"{type(model).__name__} weights (safetensors; no config: not a Hugging Face model)"
