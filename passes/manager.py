@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from bwsk.errors import BwskError
+from bwsk.errors import BwskError, first_line
 from bwsk.ir.verifier import verify
 from bwsk.passes.analysis import Analysis
 from bwsk.passes.registry import Pass, lookup
@@ -61,8 +61,7 @@ class PassManager:
             except BwskError as error:
                 raise PassError(f"pass {name!r} failed: {error.message}") from error
             except Exception as error:
-                first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-                raise PassError(f"pass {name!r} failed: {type(error).__name__}: {first}") from error
+                raise PassError(f"pass {name!r} failed: {first_line(error)}") from error
             if after_pass is not None:
                 after_pass(name, instance, analysis)
         return analysis

@@ -10,9 +10,11 @@ that cross the boundary and their bytes.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import networkx as nx
+
 from bwsk.passes.analysis import Analysis, layer_of
 from bwsk.passes.dataflow import Dataflow
 from bwsk.passes.registry import Pass, register
@@ -81,12 +83,17 @@ class _Groups:
         return False
 
 
-def partition(flow: Dataflow, is_s: dict[int, bool]) -> PartitionResult:
+def partition(flow: Dataflow, is_s: dict[int, bool], together: Iterable[Sequence[int]] = ()) -> PartitionResult:
+    """Phases of `flow`; each set of S calls in `together` (a composite judged injective as a whole) lands in one phase."""
     calls = flow.graph()
     groups = _Groups(calls)
     s_group = {}  # group id -> True when it is an S group
     for node in calls.nodes:
         s_group[node] = is_s[node]
+    for members in together:  # acyclic to merge: a composite's inner values are read only inside it
+        for member in members[1:]:
+            if groups.group[member] != groups.group[members[0]]:
+                groups.merge(groups.group[members[0]], groups.group[member])
     changed = True
     while changed:  # merge S groups across every edge that creates no cycle, until none is left
         changed = False
@@ -139,7 +146,8 @@ class Partition(Pass):
 
     def run(self, analysis: Analysis) -> PartitionResult:
         classes = analysis.classes
-        return partition(analysis.flow, {c.index: classes[c.index].kind == "S" for c in analysis.calls})
+        composites = analysis.result("classify").composites
+        return partition(analysis.flow, {c.index: classes[c.index].kind == "S" for c in analysis.calls}, [c.members for c in composites])
 
     def notes(self, analysis: Analysis) -> dict[str, list[str]]:
         result: PartitionResult = analysis.result("partition")
