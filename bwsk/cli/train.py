@@ -10,6 +10,8 @@ examples:
   bwsk-train EleutherAI/pythia-160m --data wikitext:wikitext-2-raw-v1 --mode checkpoint --out runs/ft   # fine-tune (online)
   bwsk-train runs/rev --data notes.txt --mode conventional --out runs/rev2      # start from an earlier run's weights
   bwsk-train --resume runs/rev                                                  # continue a killed or interrupted run
+  torchrun --nproc-per-node 8 $(which bwsk-train) pythia-410m --data D --split proxy --tokenizer T \
+      --mode reversible --distributed fsdp --out runs/fsdp                       # 8 GPUs (batch: per process)
   bwsk-train experiment --model runs/base --data D --split proxy --out results  # the six-variant experiment
 
 MODEL: a zoo name (random init: trained from scratch), a Hugging Face folder or Hub id (its weights:
@@ -20,6 +22,9 @@ name[:config] (needs `datasets` and the network). --split proxy: the offline Wik
 
 Results: OUT/training_results.json (perplexity: token-weighted, sliding windows, method stated),
 OUT/metrics.jsonl, the final model as a Hugging Face folder in OUT, checkpoints in OUT/checkpoints.
+Distributed (--distributed ddp|fsdp, under torchrun or python -m torch.distributed.run): every mode;
+--batch-size is per process (global batch = batch size x processes); nccl on GPUs (one per process, by
+local rank), gloo with --device cpu; rank 0 alone writes; --resume on the same number of processes.
 Exit codes: 0 done, 1 training diverged (NaN/inf: no results written), 2 bad input, 130 interrupted
 (checkpoint saved; --resume continues).
 """
@@ -27,6 +32,8 @@ Exit codes: 0 done, 1 training diverged (NaN/inf: no results written), 2 bad inp
 from __future__ import annotations
 
 import argparse
+import atexit
+import os
 import sys
 import tempfile
 import warnings
@@ -39,6 +46,7 @@ from bwsk.cli.arguments import EXIT_USER_ERROR, ArgumentParser, positive_int
 from bwsk.errors import BwskError
 from bwsk.frontend import zoo
 from bwsk.training.config import PRECISIONS, TrainConfig
+from bwsk.training.distributed import STRATEGIES, is_main_process, shutdown_distributed
 from bwsk.training.modes import MODES
 from bwsk.training.results import RunResult
 from bwsk.training.runs import RunSpec, resume_training, run_seeds, run_training
@@ -53,6 +61,7 @@ DEMO_MODES = ("conventional", "reversible")
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     warnings.filterwarnings("ignore")
+    atexit.register(shutdown_distributed)  # at exit, not per call: a process group cannot be joined twice
     try:
         if not argv:
             return _demo(Console(stderr=False))
@@ -60,17 +69,23 @@ def main(argv: list[str] | None = None) -> int:
             return _experiment(argv[1:])
         return _train(argv)
     except TrainingInterrupted as error:
-        print(f"bwsk-train: {error.render()}", file=sys.stderr)
+        _report(error.render())
         return EXIT_INTERRUPTED
     except TrainingDiverged as error:
-        print(f"bwsk-train: {error.render()}", file=sys.stderr)
+        _report(error.render())
         return EXIT_DIVERGED
     except BwskError as error:
-        print(f"bwsk-train: {error.render()}", file=sys.stderr)
+        _report(error.render())
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print("bwsk-train: interrupted", file=sys.stderr)
+        _report("interrupted")
         return EXIT_INTERRUPTED
+
+
+def _report(message: str) -> None:
+    """An error line on stderr, from rank 0 only when torchrun started several processes (each would print it)."""
+    if os.environ.get("RANK", "0") == "0":
+        print(f"bwsk-train: {message}", file=sys.stderr)
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,10 +95,11 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seeds", type=positive_int, default=1, help="runs with seeds SEED, SEED+1, ... into OUT/seed-S (default 1)")
     group.add_argument("--epochs", type=positive_int, default=10, help="passes over the train split (default 10)")
     group.add_argument("--max-steps", type=positive_int, help="stop after this many optimizer steps (default: the epochs)")
-    group.add_argument("--batch-size", type=positive_int, default=2, help="sequences per step (default 2)")
+    group.add_argument("--batch-size", type=positive_int, default=2, help="sequences per step, per process when distributed (default 2)")
     group.add_argument("--seq-len", type=positive_int, help="tokens per sequence (default min(512, the model's positions))")
     group.add_argument("--lr", type=float, help="peak learning rate (default 5e-5 to fine-tune, 3e-4 from scratch)")
     group.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay on matrices (default 0.01)")
+    group.add_argument("--adam-eps", type=float, default=1e-8, help="AdamW epsilon (default 1e-8)")
     group.add_argument("--warmup-steps", type=int, help="linear warmup steps before the cosine (default 5%% of the steps)")
     group.add_argument("--min-lr-ratio", type=float, default=0.0, help="the cosine ends at lr x this (default 0)")
     group.add_argument("--grad-clip", type=float, default=1.0, help="gradient-norm clipping, 0 for none (default 1.0)")
@@ -122,6 +138,7 @@ def config_from(args: argparse.Namespace, mode: str) -> TrainConfig:
         seq_len=args.seq_len,
         lr=args.lr,
         weight_decay=args.weight_decay,
+        adam_eps=args.adam_eps,
         warmup_steps=args.warmup_steps,
         min_lr_ratio=args.min_lr_ratio,
         grad_clip=args.grad_clip,
@@ -135,6 +152,7 @@ def config_from(args: argparse.Namespace, mode: str) -> TrainConfig:
         budget=args.budget,
         drift_every=args.drift_every,
         device=args.device,
+        distributed=getattr(args, "distributed", None),
     )
 
 
@@ -152,6 +170,9 @@ def _parser() -> ArgumentParser:
     )
     parser.add_argument("--out", metavar="DIR", help="the run folder (refused if it holds a run, unless --force)")
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its latest checkpoint (no other arguments)")
+    parser.add_argument(
+        "--distributed", choices=STRATEGIES, help="under torchrun: data-parallel with DDP or FSDP2 (gloo with --device cpu, else nccl)"
+    )
     add_input_arguments(parser)
     add_training_arguments(parser)
     return parser
@@ -161,8 +182,8 @@ def _train(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     console = Console(stderr=False)
     if args.resume is not None:
-        if args.model is not None or args.out is not None or args.data is not None:
-            raise BwskError("--resume DIR takes the run's own settings from DIR/run.json; pass no MODEL, --out or --data")
+        if args.model is not None or args.out is not None or args.data is not None or args.distributed is not None:
+            raise BwskError("--resume DIR takes the run's own settings from DIR/run.json; pass no MODEL, --out, --data or --distributed")
         result = resume_training(Path(args.resume))
         _print_table(console, [result], Path(args.resume))
         return 0
@@ -176,7 +197,8 @@ def _train(argv: list[str]) -> int:
     results, summary = run_seeds(spec, config, out, seeds=args.seeds, force=args.force)
     _print_table(console, results, out)
     test = summary["test_perplexity"]
-    console.print(f"test perplexity over {test['n']} seeds: {test['mean']:.3f} +- {test['std']:.3f} (sample std)", highlight=False)
+    if is_main_process():
+        console.print(f"test perplexity over {test['n']} seeds: {test['mean']:.3f} +- {test['std']:.3f} (sample std)", highlight=False)
     return 0
 
 
@@ -230,6 +252,8 @@ def _demo(console: Console) -> int:
 
 
 def _print_table(console: Console, results: list[RunResult], out: Path) -> None:
+    if not is_main_process():
+        return
     table = Table(title=f"bwsk-train results ({out})")
     for column in ("mode", "seed", "steps", "stopped", "train loss", "valid ppl", "test ppl", "peak memory", "tokens/s", "wall"):
         table.add_column(column, justify="left" if column in ("mode", "stopped") else "right")

@@ -1,10 +1,10 @@
 """Checkpoints without pickles: tensors in safetensors files, everything else in JSON, each written atomically.
 
 A checkpoint is a folder `ROOT/step-NNNNNNNN/` (`step-NNNNNNNN.K/` for a later one of the same step) holding
-  model.safetensors      the weights (shared tensors stored once)
+  model.safetensors      the weights (tied tensors stored once)
   config.json            the model's Hugging Face config, when it has one (the folder then loads as a model)
   optimizer.safetensors  every tensor of the optimizer's per-parameter state, keyed `PARAM_INDEX.NAME`
-  rng.safetensors        the torch RNG states (cpu, and each CUDA device)
+  rng.safetensors        the torch RNG states (cpu and CUDA; of every rank in a distributed run)
   state.json             the optimizer's param groups and non-tensor state, the grad scaler, and the caller's state
 It is written into a temporary folder and renamed into place; only then does
 `ROOT/latest.json` (replaced atomically) point at it, so a run killed at any moment
@@ -16,30 +16,37 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_file, save_file, save_model
 from torch import nn
 
 from bwsk.atomic import write_atomic
-from bwsk.errors import BwskError, SourceError
+from bwsk.errors import SourceError
 
 LATEST = "latest.json"
 STEP_PREFIX = "step-"
 
 
-def save_checkpoint(
-    root: Path,
-    step: int,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    state: dict[str, Any],
-    *,
-    scaler: torch.amp.GradScaler | None = None,
-) -> Path:
-    """Write the checkpoint of optimizer step `step` under `root` and point `latest.json` at it; returns its folder."""
+@dataclass
+class Checkpoint:
+    """What a checkpoint holds: `WholeState`'s forms of the weights, optimizer and RNG, the grad scaler, the caller's state."""
+
+    weights: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    rng: dict[str, torch.Tensor]
+    trainer: dict[str, Any]
+    scaler: dict[str, Any] | None = None
+
+
+def save_checkpoint(root: Path, step: int, checkpoint: Checkpoint, *, model_config: Any = None) -> Path:
+    """Write the checkpoint of optimizer step `step` under `root` and point `latest.json` at it; returns its folder.
+
+    `model_config`: the model's Hugging Face config (written as config.json, so the folder loads as a model).
+    """
     root.mkdir(parents=True, exist_ok=True)
     final, again = root / f"{STEP_PREFIX}{step:08d}", 0
     while final.exists():  # a second checkpoint of one step (its state moved on): a new name, so the old one stays valid
@@ -48,7 +55,7 @@ def save_checkpoint(
     temporary = root / f".tmp-{final.name}-{os.getpid()}"
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir()
-    _write_folder(temporary, model, optimizer, state, scaler)
+    _write_folder(temporary, checkpoint, model_config)
     os.replace(temporary, final)
     write_atomic(str(root / LATEST), json.dumps({"folder": final.name, "step": step}), force=True)
     for old in root.glob(f"{STEP_PREFIX}*"):
@@ -71,54 +78,48 @@ def latest_checkpoint(root: Path) -> Path | None:
     return folder
 
 
-def load_checkpoint(
-    folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, *, scaler: torch.amp.GradScaler | None = None
-) -> dict[str, Any]:
-    """Restore weights, optimizer, grad scaler and RNG states from `folder`; returns the caller's state."""
+def load_checkpoint(folder: Path) -> Checkpoint:
+    """Read the checkpoint in `folder`."""
     try:
         state = json.loads((folder / "state.json").read_text())
-        load_weights(model, folder / "model.safetensors")
+        weights = load_file(folder / "model.safetensors")
         tensors = load_file(folder / "optimizer.safetensors")
         rng = load_file(folder / "rng.safetensors")
     except (OSError, ValueError) as error:
         raise SourceError(f"{folder}: unreadable checkpoint ({error})") from None
-    optimizer.load_state_dict(_optimizer_state(state["optimizer"], tensors))
-    if scaler is not None and state.get("scaler"):
-        scaler.load_state_dict(state["scaler"])
-    torch.set_rng_state(rng["cpu"])
-    if torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([rng[f"cuda.{i}"] for i in range(torch.cuda.device_count()) if f"cuda.{i}" in rng])
-    return state["trainer"]
+    return Checkpoint(weights, _optimizer_state(state["optimizer"], tensors), rng, state["trainer"], state.get("scaler"))
 
 
 def save_weights(model: nn.Module, path: Path) -> None:
-    """The model's weights as one safetensors file, replaced atomically."""
+    """The model's weights as one safetensors file (tied tensors once), replaced atomically."""
     temporary = path.with_name(f".tmp-{path.name}-{os.getpid()}")
     save_model(model, str(temporary))
     os.replace(temporary, path)
 
 
-def load_weights(model: nn.Module, path: Path) -> None:
-    """Load a safetensors file written by `save_weights` into `model` (every key must match)."""
-    missing, unexpected = load_model(model, str(path), strict=False, device=str(next(model.parameters()).device))
-    if missing or unexpected:
-        raise BwskError(f"{path}: weights do not match the model (missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
+def write_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """`tensors` (no two sharing memory) as one safetensors file, replaced atomically."""
+    temporary = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+    save_file({name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}, str(temporary))
+    os.replace(temporary, path)
 
 
-def _write_folder(
-    folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any], scaler: torch.amp.GradScaler | None
-) -> None:
-    save_model(model, str(folder / "model.safetensors"))
-    config = getattr(model, "config", None)
-    if hasattr(config, "to_json_file"):
-        config.to_json_file(str(folder / "config.json"))
-    tensors, optimizer_json = _split_optimizer_state(optimizer.state_dict())
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors, on the cpu."""
+    try:
+        return load_file(path)
+    except (OSError, ValueError) as error:
+        raise SourceError(f"{path}: unreadable weights ({error})") from None
+
+
+def _write_folder(folder: Path, checkpoint: Checkpoint, model_config: Any) -> None:
+    write_tensors(checkpoint.weights, folder / "model.safetensors")
+    if hasattr(model_config, "to_json_file"):
+        model_config.to_json_file(str(folder / "config.json"))
+    tensors, optimizer_json = _split_optimizer_state(checkpoint.optimizer)
     save_file(tensors, str(folder / "optimizer.safetensors"))
-    rng = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
-    save_file(rng, str(folder / "rng.safetensors"))
-    document = {"optimizer": optimizer_json, "scaler": scaler.state_dict() if scaler is not None else None, "trainer": state}
+    save_file({name: state.contiguous() for name, state in checkpoint.rng.items()}, str(folder / "rng.safetensors"))
+    document = {"optimizer": optimizer_json, "scaler": checkpoint.scaler, "trainer": checkpoint.trainer}
     (folder / "state.json").write_text(json.dumps(document, allow_nan=False))
 
 

@@ -1,7 +1,8 @@
 """`TrainConfig`: every knob of a training run, with the earlier work's setup as the defaults.
 
 AdamW, cosine schedule after a linear warmup, gradient clipping at 1.0, bf16 autocast,
-batch 2 x 512 (the sequence capped at the model's positions), evaluation each epoch,
+batch 2 x 512 (the sequence capped at the model's positions; under `distributed`, 2 per
+process: the global batch is 2 x the number of processes), evaluation each epoch,
 early stopping after 3 evaluations without a better validation loss. Knobs left None
 are resolved against the model and the data by `resolved` (the learning rate from
 whether the run fine-tunes, the sequence from the model's positions, the warmup from the
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 
 from bwsk.errors import BwskError
+from bwsk.training.distributed import STRATEGIES
 from bwsk.training.modes import MODES
 from bwsk.training.selective import DEFAULT_BUDGET
 
@@ -41,6 +43,7 @@ class TrainConfig:
     lr: float | None = None  # None: 5e-5 to fine-tune, 3e-4 from scratch
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-8  # AdamW's epsilon (its denominator's floor)
     warmup_steps: int | None = None  # None: 5% of the planned steps
     min_lr_ratio: float = 0.0  # the cosine decays to lr * min_lr_ratio
     grad_clip: float = 1.0
@@ -53,11 +56,14 @@ class TrainConfig:
     checkpoint_every: int = 500
     budget: float = DEFAULT_BUDGET  # the analyzed mode's share of recomputable bytes kept
     drift_every: int = 100  # reversible runs: steps between rebuild-error measurements
-    device: str = "auto"
+    device: str = "auto"  # under `distributed`: "cpu" for gloo on the cpu, else the GPU of each process's local rank (nccl)
+    distributed: str | None = None  # "ddp" or "fsdp" under torchrun; batch_size is then per process
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise BwskError(f"unknown training mode {self.mode!r} (expected one of {', '.join(MODES)})")
+        if self.distributed is not None and self.distributed not in STRATEGIES:
+            raise BwskError(f"unknown distributed strategy {self.distributed!r} (expected one of {', '.join(STRATEGIES)})")
         if self.precision not in PRECISIONS:
             raise BwskError(f"unknown precision {self.precision!r} (expected one of {', '.join(PRECISIONS)})")
         positive = ("epochs", "max_steps", "batch_size", "seq_len", "eval_every", "eval_window", "eval_stride", "eval_batch_size")
@@ -65,7 +71,13 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise BwskError(f"{name.replace('_', '-')} must be at least 1, not {value}")
-        finite = {"lr": self.lr, "weight_decay": self.weight_decay, "grad_clip": self.grad_clip, "budget": self.budget}
+        finite = {
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "grad_clip": self.grad_clip,
+            "budget": self.budget,
+            "adam_eps": self.adam_eps,
+        }
         for name, value in finite.items():
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise BwskError(f"{name.replace('_', '-')} must be a finite number >= 0, not {value}")

@@ -28,9 +28,9 @@ Strategies, applied after `apply_mode` (wrapping first would hide the blocks fro
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -50,6 +50,7 @@ from bwsk.errors import BwskError
 from bwsk.training.layers import block_list
 
 STRATEGIES = ("ddp", "fsdp")
+T = TypeVar("T")
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
@@ -221,3 +222,32 @@ def local_tensors(tensors: Iterable[torch.Tensor]) -> list[torch.Tensor]:
     from torch.distributed.tensor import DTensor
 
     return [t.to_local() if isinstance(t, DTensor) else t for t in tensors]
+
+
+def broadcast_from_main(value: T, info: DistInfo) -> T:
+    """Rank 0's `value` on every rank (pickled within the process group: its own processes' data only)."""
+    carrier = [value if info.is_main else None]
+    dist.broadcast_object_list(carrier, src=0)
+    return carrier[0]
+
+
+def run_on_main(function: Callable[[], T], info: DistInfo | None) -> T | None:
+    """`function()` on rank 0 alone (file work): its result there, None on the other ranks; a `BwskError` it
+    raises is raised on every rank, so no rank is left waiting in a collective for a rank 0 that refused.
+
+    Without `info` (one process): `function()`.
+    """
+    if info is None:
+        return function()
+    result, failure = None, None
+    if info.is_main:
+        try:
+            result = function()
+        except BwskError as error:
+            failure = error
+    message = broadcast_from_main(None if failure is None else failure.render(), info)
+    if failure is not None:
+        raise failure
+    if message is not None:
+        raise BwskError(message)
+    return result

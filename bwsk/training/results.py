@@ -47,6 +47,8 @@ class RunResult:
     conversion: dict[str, Any] | None = None
     saved_model: str = ""
     evaluations: list[dict[str, Any]] = field(default_factory=list)
+    world_size: int = 1  # processes of a distributed run (`config["distributed"]`: ddp or fsdp)
+    peak_memory_per_rank: list[int] | None = None  # each process's peak, in rank order; peak_memory_bytes is their maximum
 
     @property
     def valid_perplexity(self) -> float:

@@ -23,6 +23,7 @@ from bwsk.atomic import write_atomic
 from bwsk.errors import SourceError
 from bwsk.training.config import TrainConfig
 from bwsk.training.data import TokenSplits, load_text_splits, load_tokenizer, tokenize_splits
+from bwsk.training.distributed import is_main_process
 from bwsk.training.results import RunResult, summarize
 from bwsk.training.run_folder import read_run_file
 from bwsk.training.start import load_start_model
@@ -132,7 +133,8 @@ def run_seeds(
         seeded = dataclasses.replace(config, seed=config.seed + offset)
         results.append(run_training(spec, seeded, out / f"seed-{seeded.seed}", data=data, force=force, progress=progress))
     summary = seed_summary(results)
-    write_atomic(str(summary_path), json.dumps(summary, indent=2, allow_nan=False) + "\n", force=True)
+    if is_main_process():  # distributed runs: rank 0 writes
+        write_atomic(str(summary_path), json.dumps(summary, indent=2, allow_nan=False) + "\n", force=True)
     return results, summary
 
 

@@ -19,6 +19,13 @@ Invariants:
   - peak memory is the CUDA allocator's maximum over training steps, or on the cpu
     MemTracker's count over the first training step this process runs (it is slow
     on every step); evaluation is not included.
+
+Distributed (`config.distributed`, under torchrun; `bwsk.training.distributed`): each process
+trains on its own `batch_size` blocks (`BlockSampler` shards the data), DDP or FSDP2 averages
+the gradients, so a step equals one process's step on the global batch. Rank 0 alone writes
+files (run folder, metrics, checkpoints of the whole state, the model, results); every rank
+evaluates the whole split (an FSDP2 forward is a collective) and rank 0's figures decide; the
+logged loss is the mean over ranks; a run resumes only on as many processes as it ran on.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -38,18 +45,29 @@ from torch import nn
 from torch.distributed._tools.mem_tracker import MemTracker
 
 from bwsk.errors import BwskError
-from bwsk.training.checkpoint import latest_checkpoint, load_checkpoint, load_weights, save_checkpoint, save_weights
+from bwsk.training.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, read_tensors, save_checkpoint, write_tensors
 from bwsk.training.config import TrainConfig, learning_rate
 from bwsk.training.data import TokenSplits
+from bwsk.training.distributed import (
+    DistInfo,
+    all_reduce_mean,
+    broadcast_from_main,
+    run_on_main,
+    unwrap_model,
+    wrap_model,
+)
+from bwsk.training.loop_state import LoopState
 from bwsk.training.measure import autocast, lm_loss, logits_of
 from bwsk.training.metrics import MetricsLog
 from bwsk.training.modes import apply_mode
 from bwsk.training.perplexity import Perplexity, perplexity
 from bwsk.training.progress import TrainingProgress
 from bwsk.training.results import RunResult
+from bwsk.training.run_device import describe_device, join_process_group, resolve_device, synchronized_time
 from bwsk.training.run_folder import CHECKPOINTS, METRICS_FILE, prepare_new, read_run_file, write_run_file
 from bwsk.training.sampler import BlockSampler
 from bwsk.training.saving import save_model
+from bwsk.training.whole_state import WholeState
 
 BEST_WEIGHTS = "best.safetensors"
 
@@ -64,41 +82,6 @@ class TrainingInterrupted(BwskError):
     def __init__(self, message: str, step: int):
         super().__init__(message)
         self.step = step
-
-
-@dataclass
-class LoopState:
-    """Where the loop is and what it has seen: everything a checkpoint stores besides tensors (JSON only)."""
-
-    step: int = 0
-    epoch: int = 0
-    batch: int = 0  # index of the next batch of `epoch`
-    tokens: int = 0
-    train_seconds: float = 0.0
-    wall_seconds: float = 0.0  # up to the last checkpoint
-    best_valid_nll: float | None = None
-    best_step: int = 0
-    stale_evaluations: int = 0
-    last_loss: float | None = None
-    peak_memory_bytes: int | None = None
-    peak_memory_source: str = ""
-    metrics_bytes: int = 0
-    pending_validation: bool = False  # interrupted during the validation of `step`: it runs first on resume
-    drift: dict[str, Any] | None = None
-    evaluations: list[dict[str, Any]] = field(default_factory=list)
-
-
-def resolve_device(name: str) -> torch.device:
-    """ "auto": CUDA when available, else the cpu."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise BwskError(f"unknown device {name!r} (expected auto, cpu, cuda or cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BwskError("--device cuda: no CUDA device on this machine")
-    return device
 
 
 def max_positions(model: nn.Module) -> int | None:
@@ -133,24 +116,36 @@ def train(
     `progress`: a progress bar on stderr (None: when stderr is a TTY).
     """
     out = Path(out)
-    if resume:
+    info = join_process_group(config)
+    world_size = 1 if info is None else info.world_size
+
+    def prepare_folder() -> None:
+        if not resume:
+            prepare_new(out, force=force)
+            return
         saved = read_run_file(out)
-        if saved["config"] != config.to_json():
+        if TrainConfig.from_json(saved["config"]) != config:
             raise BwskError(f"{out}: the configuration differs from the run being resumed (resume with the run's own run.json)")
-    else:
-        prepare_new(out, force=force)
-    run = Run(model, splits, config, out, pretrained=pretrained, tokenizer=tokenizer, observer=observer)
-    if not resume:
+        if saved.get("world_size", 1) != world_size:
+            raise BwskError(
+                f"{out}: the run trained on {saved.get('world_size', 1)} process(es) and resumes only on as many (this job has {world_size})"
+            )
+
+    run_on_main(prepare_folder, info)
+    run = Run(model, splits, config, out, pretrained=pretrained, tokenizer=tokenizer, observer=observer, info=info)
+    if not resume and run.whole.is_main:
         document = {"config": config.to_json(), "resolved": run.config.to_json(), "pretrained": pretrained, "source": source}
-        write_run_file(out, {**document, "data": splits.description, "inputs": inputs or {}})
+        write_run_file(out, {**document, "world_size": world_size, "data": splits.description, "inputs": inputs or {}})
     return run.execute(resume=resume, progress=progress, source=source)
 
 
 class Run:
     """One run's model, optimizer, data and loop state (see `train`)."""
 
-    def __init__(self, model, splits: TokenSplits, config: TrainConfig, out: Path, *, pretrained, tokenizer, observer):
-        self.device = resolve_device(config.device)
+    def __init__(self, model, splits: TokenSplits, config: TrainConfig, out: Path, *, pretrained, tokenizer, observer, info=None):
+        self.info: DistInfo | None = info
+        self.device = resolve_device(config.device) if info is None else info.device
+        rank, world_size = (0, 1) if info is None else (info.rank, info.world_size)
         if config.precision == "fp16" and self.device.type != "cuda":
             raise BwskError("--precision fp16 needs a CUDA device (use bf16 or fp32 on the cpu)")
         vocab = model.get_input_embeddings().num_embeddings
@@ -158,18 +153,22 @@ class Run:
         if largest >= vocab:
             raise BwskError(f"token id {largest} is outside the model's {vocab}-token vocabulary (a tokenizer for another model?)")
         seq = config.seq_len or min(512, max_positions(model) or 512)
-        steps_per_epoch = (splits.train.numel() // seq) // config.batch_size
+        steps_per_epoch = (splits.train.numel() // seq) // (config.batch_size * world_size)
         self.config = config.resolved(pretrained=pretrained, max_positions=max_positions(model), steps_per_epoch=steps_per_epoch)
         self.splits, self.out, self.tokenizer, self.observer, self.pretrained = splits, out, tokenizer, observer, pretrained
-        self.sampler = BlockSampler(splits.train, self.config.seq_len, self.config.batch_size, self.config.seed)
+        self.sampler = BlockSampler(splits.train, self.config.seq_len, self.config.batch_size, self.config.seed, rank, world_size)
+        self.world_size = world_size
         self.planned = self.config.planned_steps(self.sampler.batches_per_epoch)
         self.dtype = self.config.autocast_dtype
         example = next(self.sampler.batches(0)).to(self.device)
         if getattr(getattr(model, "config", None), "use_cache", None):
             model.config.use_cache = False  # a KV cache is of no use in training, and checkpoint recomputes would extend it
         self.model = apply_mode(model.to(self.device).train(), self.config.mode, example_input=(example,), budget=self.config.budget)
+        if info is not None:
+            self.model = wrap_model(self.model, self.config.distributed, info)
         self.runtime = self._reversible_runtime()
         self.optimizer = _adamw(self.model, self.config)
+        self.whole = WholeState(self.model, self.optimizer, info)
         self.scaler = torch.amp.GradScaler("cuda") if self.config.precision == "fp16" else None
         self.state = LoopState()
         self.interrupted = False
@@ -181,7 +180,7 @@ class Run:
         from bwsk.training.convert import reversible_runtime
         from bwsk.training.drift import DriftMonitor
 
-        runtime = reversible_runtime(self.model)
+        runtime = reversible_runtime(unwrap_model(self.model))
         runtime.stack.monitor = DriftMonitor(every=self.config.drift_every)
         return runtime
 
@@ -191,22 +190,45 @@ class Run:
         started = time.perf_counter()
         checkpoints = self.out / CHECKPOINTS
         if resume:
-            folder = latest_checkpoint(checkpoints)
-            if folder is None:
-                raise BwskError(f"{self.out}: no checkpoint to resume from (the run stopped before its first one)")
-            self.state = LoopState(**load_checkpoint(folder, self.model, self.optimizer, scaler=self.scaler))
+            self._restore(checkpoints)
         else:
-            torch.manual_seed(self.config.seed)
+            torch.manual_seed(self.config.seed + (0 if self.info is None else self.info.rank))
         if self.runtime is not None:
             self.runtime.stack.monitor.step = self.state.step
-        self.metrics = MetricsLog(self.out / METRICS_FILE, resume_at=self.state.metrics_bytes if resume else None)
+        main = self.whole.is_main
+        self.metrics = MetricsLog(self.out / METRICS_FILE, resume_at=self.state.metrics_bytes if resume else None) if main else None
         self._wall_base, self._started = self.state.wall_seconds, started
         try:
-            with TrainingProgress(self.planned, start=self.state.step, enabled=progress) as self.bar, _SigintFlag(self):
+            with TrainingProgress(self.planned, start=self.state.step, enabled=progress if main else False) as self.bar, _SigintFlag(self):
                 stopped = self._validate() if self.state.pending_validation else None
                 return self._finish(stopped or self._loop(), source)
         finally:
-            self.metrics.close()
+            if self.metrics is not None:
+                self.metrics.close()
+
+    def _restore(self, checkpoints: Path) -> None:
+        """Load the latest checkpoint (read by rank 0; every rank gets its state)."""
+
+        def read() -> Checkpoint:
+            folder = latest_checkpoint(checkpoints)
+            if folder is None:
+                raise BwskError(f"{self.out}: no checkpoint to resume from (the run stopped before its first one)")
+            return load_checkpoint(folder)
+
+        checkpoint = run_on_main(read, self.info)
+        self.state = LoopState(**self._from_main(checkpoint.trainer if checkpoint else None))
+        if self.state.peak_memory_per_rank is not None:
+            self.state.peak_memory_bytes = self.state.peak_memory_per_rank[0 if self.info is None else self.info.rank]
+        self.whole.load_weights(checkpoint.weights if checkpoint else {})
+        self.whole.load_optimizer_state(checkpoint.optimizer if checkpoint else {})
+        scaler = self._from_main(checkpoint.scaler if checkpoint else None)
+        if self.scaler is not None and scaler:
+            self.scaler.load_state_dict(scaler)
+        self.whole.load_rng_states(checkpoint.rng if checkpoint else {})
+
+    def _from_main(self, value):
+        """Rank 0's `value` on every rank (itself in one process)."""
+        return value if self.info is None else broadcast_from_main(value, self.info)
 
     def _loop(self) -> str:
         config, state = self.config, self.state
@@ -244,33 +266,34 @@ class Run:
         tracker = MemTracker() if measure_cpu else None
         if tracker is not None:
             tracker.track_external(self.model, self.optimizer)
-        start = _synchronized_time(device)
+        start = synchronized_time(device)
         with tracker if tracker is not None else contextlib.nullcontext():
             loss, norm = self._forward_backward_step(ids, state.step + 1, lr)
-        seconds = _synchronized_time(device) - start
+        seconds = synchronized_time(device) - start
         if tracker is not None:
             state.peak_memory_bytes = _tracker_peak(tracker)
             state.peak_memory_source = f"MemTracker, training step {state.step + 1} (the first this process ran)"
         elif device.type == "cuda":
             state.peak_memory_bytes = max(state.peak_memory_bytes or 0, torch.cuda.max_memory_allocated(device))
             state.peak_memory_source = "CUDA allocator, maximum over training steps"
+        tokens = ids.numel() * self.world_size
         state.step += 1
-        state.tokens += ids.numel()
+        state.tokens += tokens
         state.train_seconds += seconds
         state.last_loss = loss
         record = {"step": state.step, "epoch": state.epoch, "loss": loss, "lr": lr, "grad_norm": norm}
-        record |= {"tokens_per_s": ids.numel() / seconds, "step_seconds": seconds, "peak_memory_bytes": state.peak_memory_bytes}
+        record |= {"tokens_per_s": tokens / seconds, "step_seconds": seconds, "peak_memory_bytes": state.peak_memory_bytes}
         drift = self.runtime.last_drift if self.runtime is not None else None
         if drift is not None and (state.drift is None or state.drift["step"] != drift.step):
             state.drift = {"step": drift.step, "max_relative_error": drift.max_error}
             record["drift_max_relative_error"] = drift.max_error
         self._record(record)
-        self.bar.update(state.step, loss=loss, tokens_per_s=ids.numel() / seconds, memory=state.peak_memory_bytes)
+        self.bar.update(state.step, loss=loss, tokens_per_s=tokens / seconds, memory=state.peak_memory_bytes)
 
     def _forward_backward_step(self, ids: torch.Tensor, step: int, lr: float) -> tuple[float, float]:
         with autocast(self.device, self.dtype):
             loss = lm_loss(logits_of(self.model(ids)), ids)
-        value = loss.item()
+        value = loss.item() if self.info is None else all_reduce_mean(loss.item(), self.info)  # every rank sees a NaN
         if not math.isfinite(value):
             raise TrainingDiverged(f"the loss is {value} at step {step} (lr {lr:.3g}); the run stopped, no results were written")
         if self.scaler is not None:
@@ -295,6 +318,8 @@ class Run:
         stopped = self._validate() if config.eval_every is not None and state.step % config.eval_every == 0 else None
         if state.step % config.checkpoint_every == 0:
             self._checkpoint()
+        if self.info is not None:  # every rank stops at the same step
+            self.interrupted = all_reduce_mean(float(self.interrupted), self.info) > 0
         if self.interrupted:
             self._checkpoint()
             raise TrainingInterrupted(
@@ -310,7 +335,7 @@ class Run:
         precision = "fp32" if self.dtype is None else f"{config.precision} autocast"
         self.evaluating = True
         try:
-            return perplexity(
+            result = perplexity(
                 self.model,
                 getattr(self.splits, split),
                 window=config.eval_window,
@@ -321,6 +346,7 @@ class Run:
             )
         finally:
             self.evaluating = False
+        return self._from_main(result)  # every rank computed it; rank 0's decides
 
     def _validate(self) -> str | None:
         """Evaluate on the validation split; keeps the best weights; the stop reason once patience runs out."""
@@ -348,8 +374,10 @@ class Run:
             raise TrainingDiverged(f"the validation loss is {result.nll} at step {state.step}; the run stopped, no results were written")
         if state.best_valid_nll is None or result.nll < state.best_valid_nll:
             state.best_valid_nll, state.best_step, state.stale_evaluations = result.nll, state.step, 0
-            (self.out / CHECKPOINTS).mkdir(exist_ok=True)
-            save_weights(self.model, self.out / CHECKPOINTS / BEST_WEIGHTS)
+            weights = self.whole.weights()
+            if self.whole.is_main:
+                (self.out / CHECKPOINTS).mkdir(exist_ok=True)
+                write_tensors(weights, self.out / CHECKPOINTS / BEST_WEIGHTS)
             return None
         state.stale_evaluations += 1
         if state.stale_evaluations >= self.config.patience:
@@ -357,13 +385,21 @@ class Run:
         return None
 
     def _checkpoint(self) -> None:
-        state = self.state
-        state.metrics_bytes = self.metrics.sync()
+        """Write the whole state (a collective: every rank calls; rank 0 writes)."""
+        state, whole = self.state, self.whole
+        if state.peak_memory_bytes is not None:
+            state.peak_memory_per_rank = whole.per_rank(state.peak_memory_bytes)
         state.wall_seconds = self._wall_base + time.perf_counter() - self._started
-        save_checkpoint(self.out / CHECKPOINTS, state.step, self.model, self.optimizer, asdict(state), scaler=self.scaler)
+        weights, optimizer, rng = whole.weights(), whole.optimizer_state(), whole.rng_states()
+        if whole.is_main:
+            state.metrics_bytes = self.metrics.sync()
+            scaler = self.scaler.state_dict() if self.scaler is not None else None
+            checkpoint = Checkpoint(weights, optimizer, rng, asdict(state), scaler)
+            save_checkpoint(self.out / CHECKPOINTS, state.step, checkpoint, model_config=getattr(unwrap_model(self.model), "config", None))
 
     def _record(self, record: dict[str, Any]) -> None:
-        self.metrics.append(record)
+        if self.metrics is not None:
+            self.metrics.append(record)
         if self.observer is not None:
             self.observer(record)
 
@@ -371,12 +407,15 @@ class Run:
         state, config = self.state, self.config
         self._validate()
         self._checkpoint()
+        whole = self.whole
         if state.best_step != state.step:
-            load_weights(self.model, self.out / CHECKPOINTS / BEST_WEIGHTS)
+            whole.load_weights(run_on_main(lambda: read_tensors(self.out / CHECKPOINTS / BEST_WEIGHTS), self.info) or {})
         best = next(e for e in state.evaluations if e["step"] == state.best_step)
         test = self.evaluate("test")
         self._record({"step": state.best_step, "split": "test", "nll": test.nll, "perplexity": test.perplexity})
-        saved = save_model(self.model, self.out, tokenizer=self.tokenizer)
+        weights = whole.weights() if self.info is not None else None  # an FSDP2 rank holds only its shard
+        peaks = whole.per_rank(state.peak_memory_bytes) if state.peak_memory_bytes is not None else None
+        saved = save_model(unwrap_model(self.model), self.out, tokenizer=self.tokenizer, weights=weights) if whole.is_main else ""
         runtime = self.runtime
         conversion = None if runtime is None else {"function_gap": runtime.report.function_gap, "combination": runtime.report.combination}
         result = RunResult(
@@ -396,24 +435,28 @@ class Run:
             best_valid_step=state.best_step,
             final_train_loss=state.last_loss,
             final_valid_loss=best["nll"],
-            peak_memory_bytes=state.peak_memory_bytes,
+            peak_memory_bytes=max(peaks) if peaks else None,
             peak_memory_source=state.peak_memory_source,
             tokens_per_s=state.tokens / state.train_seconds if state.train_seconds else 0.0,
             train_seconds=state.train_seconds,
             wall_seconds=self._wall_base + time.perf_counter() - self._started,
-            device=_describe(self.device),
+            device=describe_device(self.device, self.info, self.config.distributed),
             drift=state.drift,
             conversion=conversion,
             saved_model=saved,
             evaluations=state.evaluations,
+            world_size=self.world_size,
+            peak_memory_per_rank=peaks,
         )
-        result.write(self.out)
+        if whole.is_main:
+            result.write(self.out)
         return result
 
 
 class _SigintFlag:
     """While active (main thread only), the first SIGINT sets `run.interrupted` (during an evaluation, or the second
-    time, it raises KeyboardInterrupt at once)."""
+    time, it raises KeyboardInterrupt at once). Distributed, every SIGINT only sets the flag: Ctrl-C reaches each
+    worker twice (from the terminal and forwarded by torchrun), and a rank leaving alone would strand the others."""
 
     def __init__(self, run: Run):
         self.run, self.previous = run, None
@@ -424,6 +467,8 @@ class _SigintFlag:
 
     def _handle(self, signum, frame) -> None:
         self.run.interrupted = True
+        if self.run.info is not None:
+            return
         signal.signal(signal.SIGINT, self.previous)
         if self.run.evaluating:
             raise KeyboardInterrupt
@@ -439,22 +484,10 @@ def _adamw(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     decayed = [p for p in trainable if p.ndim >= 2]
     plain = [p for p in trainable if p.ndim < 2]
     groups = [{"params": decayed, "weight_decay": config.weight_decay}, {"params": plain, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
-
-
-def _synchronized_time(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.adam_eps)
 
 
 def _tracker_peak(tracker: MemTracker) -> int:
     """MemTracker's peak total over every device it saw."""
     peaks = tracker.get_tracker_snapshot("peak")
     return int(sum(int(categories.get("Total", 0)) for categories in peaks.values()))
-
-
-def _describe(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({torch.get_num_threads()} threads)"
