@@ -143,6 +143,7 @@ def plot(groups: dict[tuple[str, str], list[Record]], path: str, force: bool) ->
             panel.set_ylabel("MiB")
             panel.set_title(f"{model}: {title}")
             panel.grid(alpha=0.3)
+            panel.ticklabel_format(axis="y", useOffset=False)
             panel.legend()
     figure.tight_layout()
     buffer = io.BytesIO()
@@ -163,6 +164,12 @@ def markdown(groups: dict[tuple[str, str], list[Record]], command: str, plot_pat
         "Activations: bytes the forward's autograd graph keeps for backward; predicted: the analysis's figure for the "
         "same mode (fp32). Time: ratio to conventional timed in the same run. Max grad diff: against ordinary autograd "
         "on the same function (for reversible, the converted model run with `plain_autograd`).",
+        "",
+        "Reading it: activation bytes grow with blocks and tokens in conventional and analyzed training, with one stored "
+        "input per block under checkpointing, and stay flat in depth under reversible training (two fp32 streams and the "
+        "side inputs). The peak of a step adds parameters, gradients and AdamW state (16 bytes per parameter), which at "
+        "full width and these short sequences is most of it: the optimizer step, not the activations, sets the peak "
+        "there, so every mode peaks alike. Step times on a shared CPU are noisy; GPU figures need a GPU.",
     ]
     for (model, axis), records in groups.items():
         lines += ["", f"## {model}: against {'depth' if axis == 'layers' else 'tokens'}", ""]
