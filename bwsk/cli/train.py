@@ -1,39 +1,60 @@
-"""`bwsk-train`: train a causal language model in one of four memory modes, with honest numbers.
+"""bwsk-train: train a causal language model in one of four memory modes
+(conventional, checkpoint, analyzed, reversible), with honest numbers.
 
-Without arguments: a demo that trains a tiny model on a text built into bwsk, in seconds.
+Run it without arguments for a demo: a tiny model learns a text built into
+bwsk, in seconds.
 
 examples:
-  bwsk-train                                               # the demo (writes to a temporary folder)
-  bwsk-train pythia-70m --data ../shared/data/wikitext-2 --split proxy \\
-      --tokenizer ../shared/data/tokenizer/gpt-neox-20b.json --mode reversible --out runs/rev
-  bwsk-train pythia-410m --tiny --data notes.txt --split 90/5/5 --tokenizer tok.json --mode analyzed --out runs/a --seeds 3
-  bwsk-train EleutherAI/pythia-160m --data wikitext:wikitext-2-raw-v1 --mode checkpoint --out runs/ft   # fine-tune (online)
-  bwsk-train runs/rev --data notes.txt --mode conventional --out runs/rev2      # start from an earlier run's weights
-  bwsk-train --resume runs/rev                                                  # continue a killed or interrupted run
-  torchrun --nproc-per-node 8 $(which bwsk-train) pythia-410m --data D --split proxy --tokenizer T \
-      --mode reversible --distributed fsdp --out runs/fsdp                       # 8 GPUs (batch: per process)
-  bwsk-train experiment --model runs/base --data D --split proxy --out results  # the six-variant experiment
+  # the demo (a tiny model, in seconds, in a temporary folder it names)
+  bwsk-train
+  # from scratch (a zoo name is a random init) on the offline WikiText-2 proxy
+  bwsk-train pythia-70m --data wikitext-2 --split proxy \\
+      --tokenizer gpt-neox-20b.json --mode reversible --out runs/rev
+  # a text file split 90/5/5 by lines; 3 seeds (mean, spread: runs/a/seeds.json)
+  bwsk-train pythia-410m --tiny --data notes.txt --split 90/5/5 \\
+      --tokenizer tok.json --mode analyzed --seeds 3 --out runs/a
+  # fine-tune a Hub model on a Hub dataset (online)
+  bwsk-train EleutherAI/pythia-160m --data wikitext:wikitext-2-raw-v1 \\
+      --tokenizer gpt-neox-20b.json --mode checkpoint --out runs/ft
+  # train a finished run further (a reversible run: in --mode reversible only)
+  bwsk-train runs/rev --data notes.txt --tokenizer tok.json \\
+      --mode reversible --out runs/rev2
+  # continue a killed or interrupted run
+  bwsk-train --resume runs/rev
+  # 8 GPUs with FSDP2 (--batch-size is per process), and its resume
+  torchrun --nproc-per-node 8 --no-python bwsk-train pythia-410m \\
+      --data wikitext-2 --split proxy --tokenizer gpt-neox-20b.json \\
+      --mode reversible --distributed fsdp --out runs/fsdp
+  torchrun --nproc-per-node 8 --no-python bwsk-train --resume runs/fsdp
+  # the six-variant experiment (see bwsk-train experiment --help)
+  bwsk-train experiment --model runs/base --data wikitext-2 --split proxy \\
+      --seeds 3 --out results
 
-MODEL: a zoo name (random init: trained from scratch), a Hugging Face folder or Hub id (its weights:
-fine-tuned), or an earlier run's folder. DATA: a folder of WikiText files (wiki.train.raw, ... or
-*.tokens), a text file (split by lines with --split, default 90/5/5), or a Hugging Face dataset
-name[:config] (needs `datasets` and the network). --split proxy: the offline WikiText-2 proxy
-(train on valid.tokens, validate and test on the two halves of test.tokens; results say so).
+MODEL: a zoo name (random init: trained from scratch), a Hugging Face folder or
+Hub id (its weights: fine-tuned), or an earlier run's folder (its final weights;
+its checkpoints/ folder: the latest checkpoint).
+DATA: a folder of WikiText files (wiki.train.raw, ... or *.tokens), a text file
+(split by lines with --split, default 90/5/5), or a Hugging Face dataset
+name[:config] (needs `datasets` and the network). --split proxy: the offline
+WikiText-2 proxy (train on valid.tokens, validate and test on the two halves of
+test.tokens; the results say so).
 
-Results: OUT/training_results.json (perplexity: token-weighted, sliding windows, method stated),
-OUT/metrics.jsonl, the final model as a Hugging Face folder in OUT, checkpoints in OUT/checkpoints.
-Distributed (--distributed ddp|fsdp, under torchrun or python -m torch.distributed.run): every mode;
---batch-size is per process (global batch = batch size x processes); nccl on GPUs (one per process, by
-local rank), gloo with --device cpu; rank 0 alone writes; --resume on the same number of processes.
-Exit codes: 0 done, 1 training diverged (NaN/inf: no results written), 2 bad input, 130 interrupted
-(checkpoint saved; --resume continues).
+Results in OUT: training_results.json (perplexity token-weighted over sliding
+windows, the method stated), metrics.jsonl, the final model as a Hugging Face
+folder (a reversible run's loads with AutoModelForCausalLM after
+`import bwsk.training`), checkpoints/ (each checkpoint a loadable model folder).
+Distributed (--distributed ddp|fsdp, under torchrun): every mode; --batch-size
+is per process (global batch = batch size x processes); nccl on GPUs (one per
+process, by local rank), gloo with --device cpu; rank 0 alone writes; --resume
+under the same launcher, on as many processes.
+Exit codes: 0 done, 1 training diverged (NaN/inf: no results written), 2 bad
+input, 130 interrupted (checkpoint saved; the message says how to resume).
 """
 
 from __future__ import annotations
 
 import argparse
 import atexit
-import os
 import sys
 import tempfile
 import warnings
@@ -44,18 +65,46 @@ from rich.table import Table
 
 from bwsk.cli.arguments import EXIT_USER_ERROR, ArgumentParser, positive_int
 from bwsk.errors import BwskError
-from bwsk.frontend import zoo
+from bwsk.render.units import human_bytes
 from bwsk.training.config import PRECISIONS, TrainConfig
 from bwsk.training.distributed import STRATEGIES, is_main_process, shutdown_distributed
 from bwsk.training.modes import MODES
 from bwsk.training.results import RunResult
 from bwsk.training.runs import RunSpec, resume_training, run_seeds, run_training
+from bwsk.training.start import language_model_names
 from bwsk.training.trainer import TrainingDiverged, TrainingInterrupted
 
 EXIT_DIVERGED = 1
 EXIT_INTERRUPTED = 130
 EXPERIMENTS = ("finetune", "scratch")
 DEMO_MODES = ("conventional", "reversible")
+EXPERIMENT_HELP = """\
+The grid of training variants: experiments (finetune, scratch) x modes x seeds;
+every run is a bwsk-train run with the same settings.
+
+examples:
+  # a pretrained start, offline: train a base model first
+  bwsk-train pythia-70m --data wikitext-2 --split proxy \\
+      --tokenizer gpt-neox-20b.json --out runs/base
+  # 2 experiments x 3 modes x 3 seeds
+  bwsk-train experiment --model runs/base --data wikitext-2 --split proxy \\
+      --seeds 3 --max-steps 200 --out results
+  # from scratch only (a zoo name suffices), two modes
+  bwsk-train experiment --model pythia-70m --tiny --experiments scratch \\
+      --modes conventional,reversible --data notes.txt --tokenizer tok.json \\
+      --out quick
+
+finetune starts every run from MODEL's weights (a reversible run's: in the
+reversible mode only); scratch draws MODEL's architecture at random from each
+seed (one start per seed, shared by the modes).
+Writes OUT/README.md (the model card: tables with the noise floor, the spread
+between seeds, beside every difference between modes; the configuration; the
+perplexity method; plots), OUT/results.json, and one folder per variant
+(finetune-conventional/, finetune-bwsk-reversible/, ...) that loads with
+AutoModelForCausalLM (after `import bwsk.training`); other seeds in
+VARIANT/seed-N/. Prints a line per finished run (and a bar over the runs on a
+terminal).
+"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,8 +133,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _report(message: str) -> None:
     """An error line on stderr, from rank 0 only when torchrun started several processes (each would print it)."""
-    if os.environ.get("RANK", "0") == "0":
+    if is_main_process():
         print(f"bwsk-train: {message}", file=sys.stderr)
+
+
+def _progress_line(line: str) -> None:
+    """A line on stderr (above any progress bar) from rank 0: one finished run of an experiment."""
+    if is_main_process():
+        print(line, file=sys.stderr, flush=True)
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -164,7 +219,8 @@ def spec_from(args: argparse.Namespace, model: str) -> RunSpec:
 
 def _parser() -> ArgumentParser:
     parser = ArgumentParser(prog="bwsk-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", nargs="?", metavar="MODEL", help=f"zoo name ({', '.join(zoo.names())}), HF folder or Hub id, run folder")
+    models = ", ".join(language_model_names())
+    parser.add_argument("model", nargs="?", metavar="MODEL", help=f"zoo name ({models}), HF folder or Hub id, or a run's folder")
     parser.add_argument(
         "--mode", choices=MODES, default="conventional", help="how activations are kept for backward (default conventional)"
     )
@@ -202,8 +258,8 @@ def _train(argv: list[str]) -> int:
     return 0
 
 
-def _experiment(argv: list[str]) -> int:
-    parser = ArgumentParser(prog="bwsk-train experiment", description="The grid of training variants: experiments x modes x seeds.")
+def _experiment_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="bwsk-train experiment", description=EXPERIMENT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="the pretrained start (folder or Hub id; offline: an earlier run's folder)")
     parser.add_argument(
         "--out", required=True, metavar="DIR", help="the experiment folder: results.json, README.md, one folder per variant"
@@ -214,16 +270,23 @@ def _experiment(argv: list[str]) -> int:
     parser.add_argument("--experiments", default="finetune,scratch", help="comma-separated: finetune, scratch (default both)")
     add_input_arguments(parser)
     add_training_arguments(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _experiment(argv: list[str]) -> int:
+    args = _experiment_parser().parse_args(argv)
     modes, experiments = _choices(args.modes, MODES, "--modes"), _choices(args.experiments, EXPERIMENTS, "--experiments")
     try:
         from bwsk.training.experiment import run_experiment
     except ImportError:
         raise BwskError("the experiment runner (bwsk.training.experiment) is not part of this installation yet") from None
+    out = Path(args.out)
     run_experiment(
-        spec_from(args, args.model), config_from(args, modes[0]), Path(args.out),
-        modes=modes, experiments=experiments, seeds=args.seeds, force=args.force,
+        spec_from(args, args.model), config_from(args, modes[0]), out,
+        modes=modes, experiments=experiments, seeds=args.seeds, force=args.force, report=_progress_line,
     )  # fmt: skip
+    if is_main_process():
+        print(f"the experiment is in {out}: README.md (the model card), results.json, one folder per variant")
     return 0
 
 
@@ -241,7 +304,9 @@ def _demo(console: Console) -> int:
     folder = Path(tempfile.mkdtemp(prefix="bwsk-train-demo-"))
     text, tokenizer = write_demo_inputs(folder)
     spec = RunSpec("pythia-70m", str(text), "90/5/5", tokenizer=str(tokenizer), tiny=True, layers=2)
-    console.print(f"bwsk-train demo: tiny Pythia-70M (2 layers, hidden 64) on {text.name}, {', '.join(DEMO_MODES)} modes", highlight=False)
+    console.print(
+        f"bwsk-train demo: a tiny Pythia-70M (2 layers, hidden 64) learns {text.name} in modes {' and '.join(DEMO_MODES)}", highlight=False
+    )
     results = []
     for mode in DEMO_MODES:
         config = TrainConfig(mode=mode, epochs=30, batch_size=4, seq_len=32, lr=2e-3, precision="fp32", device="cpu", patience=3)
@@ -252,22 +317,27 @@ def _demo(console: Console) -> int:
 
 
 def _print_table(console: Console, results: list[RunResult], out: Path) -> None:
+    """The runs as a table that fits 80 columns, then how they stopped, the perplexity method, the data, the memory source."""
     if not is_main_process():
         return
-    table = Table(title=f"bwsk-train results ({out})")
-    for column in ("mode", "seed", "steps", "stopped", "train loss", "valid ppl", "test ppl", "peak memory", "tokens/s", "wall"):
-        table.add_column(column, justify="left" if column in ("mode", "stopped") else "right")
+    table = Table(title=f"bwsk-train results ({out})", box=None, pad_edge=False)
+    for column in ("mode", "seed", "steps", "train\nloss", "valid\nppl", "test\nppl", "peak\nmemory", "tok/s", "wall"):
+        table.add_column(column, justify="left" if column == "mode" else "right", no_wrap=True)
     for r in results:
-        memory = "-" if r.peak_memory_bytes is None else f"{r.peak_memory_bytes / 2**20:,.1f} MiB"
+        memory = "-" if r.peak_memory_bytes is None else human_bytes(r.peak_memory_bytes)
         table.add_row(
-            r.mode, str(r.seed), str(r.steps), r.stopped, f"{r.final_train_loss:.3f}", f"{r.valid_perplexity:.2f}",
+            r.mode, str(r.seed), str(r.steps), f"{r.final_train_loss:.3f}", f"{r.valid_perplexity:.2f}",
             f"{r.test_perplexity:.2f}", memory, f"{r.tokens_per_s:,.0f}", f"{r.wall_seconds:.1f} s",
         )  # fmt: skip
     console.print(table)
-    if results:
-        console.print(f"perplexity: {results[0].perplexity_method}", highlight=False)
-        console.print(f"data: {results[0].data}", highlight=False)
-        console.print(f"peak memory: {results[0].peak_memory_source}", highlight=False)
+    if not results:
+        return
+    reasons = {r.stopped for r in results}
+    stopped = reasons.pop() if len(reasons) == 1 else "; ".join(f"{r.mode} seed {r.seed}: {r.stopped}" for r in results)
+    console.print(f"stopped: {stopped}", highlight=False)
+    console.print(f"perplexity: {results[0].perplexity_method}", highlight=False)
+    console.print(f"data: {results[0].data}", highlight=False)
+    console.print(f"peak memory: {results[0].peak_memory_source}", highlight=False)
 
 
 if __name__ == "__main__":

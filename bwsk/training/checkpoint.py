@@ -2,7 +2,8 @@
 
 A checkpoint is a folder `ROOT/step-NNNNNNNN/` (`step-NNNNNNNN.K/` for a later one of the same step) holding
   model.safetensors      the weights (tied tensors stored once)
-  config.json            the model's Hugging Face config, when it has one (the folder then loads as a model)
+  config.json            the config the caller gives (the trainer: `saved_config`, bwsk_reversible for a reversible
+                         model), so the folder loads with AutoModelForCausalLM as the function being trained
   optimizer.safetensors  every tensor of the optimizer's per-parameter state, keyed `PARAM_INDEX.NAME`
   rng.safetensors        the torch RNG states (cpu and CUDA; of every rank in a distributed run)
   state.json             the optimizer's param groups and non-tensor state, the grad scaler, and the caller's state
@@ -45,7 +46,7 @@ class Checkpoint:
 def save_checkpoint(root: Path, step: int, checkpoint: Checkpoint, *, model_config: Any = None) -> Path:
     """Write the checkpoint of optimizer step `step` under `root` and point `latest.json` at it; returns its folder.
 
-    `model_config`: the model's Hugging Face config (written as config.json, so the folder loads as a model).
+    `model_config`: the Hugging Face config of the model's saved folder (written as config.json, so the folder loads as that model).
     """
     root.mkdir(parents=True, exist_ok=True)
     final, again = root / f"{STEP_PREFIX}{step:08d}", 0

@@ -98,8 +98,8 @@ def shutdown_distributed() -> None:
 
 
 def is_main_process() -> bool:
-    """True on rank 0, and in a process that is not part of a process group."""
-    return not dist.is_initialized() or dist.get_rank() == 0
+    """True on rank 0 (by torchrun's RANK before the process group is joined), and in a process outside any job."""
+    return dist.get_rank() == 0 if dist.is_initialized() else os.environ.get("RANK", "0") == "0"
 
 
 def wrap_model(model: nn.Module, strategy: str, info: DistInfo) -> nn.Module:

@@ -14,7 +14,8 @@ writes
 
 Starts: "scratch" draws MODEL's architecture at random from each run's seed (the same
 initial weights for every mode of one seed); "finetune" starts every run from MODEL's
-pretrained weights, and is refused when MODEL has none (a zoo name: random init). A run
+pretrained weights, and is refused when MODEL has none (a zoo name: random init), or
+when MODEL is a reversible run and a finetune mode is another (the function would change). A run
 whose loss turns NaN or infinite stops the experiment: `ExperimentFailed` names the
 variant and seed, and neither results.json nor README.md is written.
 """
@@ -33,9 +34,13 @@ import torch
 from torch import nn
 
 from bwsk.errors import BwskError
+from bwsk.render.units import human_bytes
 from bwsk.training.config import TrainConfig
+from bwsk.training.distributed import is_main_process
 from bwsk.training.experiment_report import RESULTS_JSON, experiment_results, write_experiment_outputs
-from bwsk.training.modes import MODES
+from bwsk.training.hf_reversible import MODEL_TYPE
+from bwsk.training.modes import MODES, is_reversible
+from bwsk.training.progress import RunsProgress
 from bwsk.training.results import RunResult
 from bwsk.training.run_folder import RUN_FILE
 from bwsk.training.runs import PreparedData, RunSpec, prepare_data
@@ -98,7 +103,8 @@ def run_experiment(
 
     `spec`: the start (MODEL), the data and the tokenizer; `config`: the settings every run shares
     (its mode is replaced per variant; seeds are config.seed, config.seed + 1, ...); `report`:
-    called with one line after each run.
+    called with one line after each run (variant, seed, test perplexity, peak memory, time);
+    `progress`: progress bars on stderr, over the runs and of each run (None: when stderr is a TTY).
     """
     out = Path(out)
     variants = variant_grid(tuple(experiments), tuple(modes))
@@ -106,41 +112,44 @@ def run_experiment(
         raise BwskError(f"--seeds must be at least 1, not {seeds}")
     _check_out(out, variants, force=force)
     data = prepare_data(spec)
-    starts = _Starts(spec, data, need_finetune=any(v.experiment == "finetune" for v in variants), seed=config.seed)
+    starts = _Starts(spec, data, finetune_modes=[v.mode for v in variants if v.experiment == "finetune"], seed=config.seed)
     runs: dict[str, list[tuple[str, RunResult]]] = {}
-    for variant in variants:
-        for index in range(seeds):
-            seed = config.seed + index
-            folder = run_folder(out, variant, index, seed)
-            start = starts.model_for(variant.experiment, seed)
-            try:
-                result = train(
-                    start.model,
-                    data.splits,
-                    dataclasses.replace(config, mode=variant.mode, seed=seed),
-                    folder,
-                    pretrained=start.pretrained,
-                    source=start.source,
-                    tokenizer=data.tokenizer,
-                    inputs={"experiment": variant.experiment, "variant": variant.folder, **dataclasses.asdict(spec)},
-                    force=force,
-                    progress=progress,
-                )
-            except TrainingDiverged as error:
-                finished = sum(len(found) for found in runs.values())
-                raise ExperimentFailed(
-                    f"{variant.folder} seed {seed}: {error}; the experiment stopped: no results for this variant, "
-                    f"no {RESULTS_JSON} or README.md ({finished} finished runs are in their folders)"
-                ) from None
-            except TrainingInterrupted as error:
-                raise TrainingInterrupted(
-                    f"interrupted in {variant.folder} seed {seed} at step {error.step}; the experiment wrote no {RESULTS_JSON} "
-                    "(run it again with --force to start over)",
-                    error.step,
-                ) from None
-            runs.setdefault(variant.folder, []).append((folder.relative_to(out).as_posix(), result))
-            if report is not None:
-                report(_run_line(variant, seed, result))
+    with RunsProgress(len(variants) * seeds, enabled=progress if is_main_process() else False) as bar:
+        for variant in variants:
+            for index in range(seeds):
+                seed = config.seed + index
+                folder = run_folder(out, variant, index, seed)
+                start = starts.model_for(variant.experiment, seed)
+                bar.start(f"{variant.folder} seed {seed}")
+                try:
+                    result = train(
+                        start.model,
+                        data.splits,
+                        dataclasses.replace(config, mode=variant.mode, seed=seed),
+                        folder,
+                        pretrained=start.pretrained,
+                        source=start.source,
+                        tokenizer=data.tokenizer,
+                        inputs={"experiment": variant.experiment, "variant": variant.folder, **dataclasses.asdict(spec)},
+                        force=force,
+                        progress=progress,
+                    )
+                except TrainingDiverged as error:
+                    finished = sum(len(found) for found in runs.values())
+                    raise ExperimentFailed(
+                        f"{variant.folder} seed {seed}: {error}; the experiment stopped: no results for this variant, "
+                        f"no {RESULTS_JSON} or README.md ({finished} finished runs are in their folders)"
+                    ) from None
+                except TrainingInterrupted as error:
+                    raise TrainingInterrupted(
+                        f"interrupted in {variant.folder} seed {seed} at step {error.step}; the experiment wrote no {RESULTS_JSON} "
+                        "(run it again with --force to start over)",
+                        error.step,
+                    ) from None
+                runs.setdefault(variant.folder, []).append((folder.relative_to(out).as_posix(), result))
+                bar.advance()
+                if report is not None:
+                    report(_run_line(variant, seed, result, done=bar.done, total=bar.total))
     summary = experiment_results(model=spec.model, variants=variants, runs=runs, out=out, seeds=seeds, first_seed=config.seed)
     write_experiment_outputs(out, summary, force=force)
     return summary
@@ -149,7 +158,7 @@ def run_experiment(
 class _Starts:
     """The start model of each run: random from the seed (scratch) or a fresh copy of MODEL's pretrained weights (finetune)."""
 
-    def __init__(self, spec: RunSpec, data: PreparedData, *, need_finetune: bool, seed: int):
+    def __init__(self, spec: RunSpec, data: PreparedData, *, finetune_modes: list[str], seed: int):
         self.base = load_start_model(
             spec.model,
             vocab_size=data.splits.vocab_size,
@@ -158,10 +167,17 @@ class _Starts:
             seed=seed,
             trust_remote_code=spec.trust_remote_code,
         )
-        if need_finetune and not self.base.pretrained:
+        if finetune_modes and not self.base.pretrained:
             raise BwskError(
                 f"the finetune experiment needs pretrained weights, and {spec.model} has none ({self.base.source}): pass a pretrained "
                 "MODEL (a Hugging Face folder or hub id; offline, a folder this tool trained), or run --experiments scratch"
+            )
+        refused = [mode for mode in finetune_modes if mode != "reversible"]
+        if refused and is_reversible(self.base.model):
+            raise BwskError(
+                f"{spec.model} is a reversible run ({MODEL_TYPE}): the finetune experiment continues it in the reversible mode only, "
+                f"not {', '.join(refused)} (its function differs from the plain architecture's); pass --modes reversible, "
+                "or --experiments scratch (its architecture, random init, in any mode)"
             )
 
     def model_for(self, experiment: str, seed: int) -> StartModel:
@@ -192,8 +208,10 @@ def _check_out(out: Path, variants: list[Variant], *, force: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _run_line(variant: Variant, seed: int, result: RunResult) -> str:
+def _run_line(variant: Variant, seed: int, result: RunResult, *, done: int, total: int) -> str:
+    """One finished run: which, test perplexity, peak memory, wall time, steps."""
+    memory = "n/a" if result.peak_memory_bytes is None else human_bytes(result.peak_memory_bytes)
     return (
-        f"{variant.folder} seed {seed}: valid ppl {result.valid_perplexity:.3f}, test ppl {result.test_perplexity:.3f}, "
-        f"{result.steps} steps, {result.tokens_per_s:.0f} tokens/s, {result.wall_seconds:.1f} s"
+        f"run {done}/{total} {variant.folder} seed {seed}: test ppl {result.test_perplexity:.2f}, peak {memory}, "
+        f"{result.wall_seconds:.1f} s, {result.steps} steps"
     )

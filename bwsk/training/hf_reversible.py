@@ -4,13 +4,15 @@
     as_pretrained(converted).save_pretrained(folder)       # config.json + model.safetensors
     model = AutoModelForCausalLM.from_pretrained(folder)   # no trust_remote_code, no code in the folder
     model.generate(ids)
+    converted = load_reversible(folder)                    # the converted model itself: to train further (reversible mode)
 
 A folder's `config.json` holds the base model's config (`text_config`, with its own
 `model_type`) and the coupling layout the model was trained with (`coupling`: the layer
 container, each layer's F and G steps, the stream combination). Loading builds the base
 architecture from `text_config` and converts it with `make_reversible` on exactly that
 layout (no re-discovery: a later bwsk whose couple pass answers differently still rebuilds
-the same function). The weights are the base model's parameters under the prefix `model.`.
+the same function). The weights are the base model's parameters under the prefix `model.`
+(a trainer checkpoint stores them without it, as the converted model names them; both load).
 
 Invariant: `from_pretrained(folder)` computes the same logits as the model that was saved.
 """
@@ -18,6 +20,7 @@ Invariant: `from_pretrained(folder)` computes the same logits as the model that 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any, ClassVar
 
 from torch import nn
@@ -25,6 +28,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PreT
 from transformers.configuration_utils import SubConfigSpec
 from transformers.initialization import no_init_weights
 
+from bwsk.errors import SourceError, first_line
 from bwsk.training.convert import COMBINATION, RUNTIME_ATTRIBUTE, make_reversible, reversible_runtime
 from bwsk.training.coupling import Step
 from bwsk.training.discover import LayerHalves
@@ -133,6 +137,20 @@ class BwskReversibleForCausalLM(PreTrainedModel, GenerationMixin):
         return self.model(**{name: value for name, value in given.items() if value is not None}, **kwargs)
 
 
+def reversible_config(model: nn.Module) -> BwskReversibleConfig:
+    """The `bwsk_reversible` config of a Hugging Face model converted by `make_reversible`: its own config and coupling layout."""
+    # a copy: a composite config sets its attention implementation on its sub-configs, which must not reach the live model
+    return BwskReversibleConfig(text_config=copy.deepcopy(model.config), coupling=layout_to_json(model))
+
+
+def saved_config(model: nn.Module) -> PreTrainedConfig | None:
+    """The config.json of a folder `model` is saved in: the `bwsk_reversible` config of a reversible Hugging Face model,
+    any other model's own config (None when it has none)."""
+    if hasattr(model, RUNTIME_ATTRIBUTE) and isinstance(model, PreTrainedModel):
+        return reversible_config(model)
+    return getattr(model, "config", None)
+
+
 def as_pretrained(model: nn.Module) -> PreTrainedModel:
     """What to `save_pretrained` for `model`: the Auto-loadable wrapper of a reversible model, any other model itself.
 
@@ -143,12 +161,24 @@ def as_pretrained(model: nn.Module) -> PreTrainedModel:
         return model
     if not isinstance(model, PreTrainedModel):
         raise ConversionError(f"{type(model).__name__} is not a Hugging Face model: a reversible copy of it cannot be saved as one")
-    # a copy: a composite config sets its attention implementation on its sub-configs, which must not reach the live model
-    config = BwskReversibleConfig(text_config=copy.deepcopy(model.config), coupling=layout_to_json(model))
     with no_init_weights():
-        wrapper = BwskReversibleForCausalLM(config, converted=model)
+        wrapper = BwskReversibleForCausalLM(reversible_config(model), converted=model)
     wrapper.generation_config = model.generation_config
     return wrapper
+
+
+def load_reversible(folder: Path) -> nn.Module:
+    """The converted model saved in a `bwsk_reversible` folder (`make_reversible`'s form, not the wrapper), in eval mode.
+
+    Weights are read from safetensors only (nothing is unpickled); eager attention and no KV cache, as bwsk's other loaders.
+    """
+    try:
+        wrapper = AutoModelForCausalLM.from_pretrained(str(folder), attn_implementation="eager", use_safetensors=True)
+    except Exception as error:  # transformers raises many types for a bad folder; the user gets one line
+        raise SourceError(f"{folder}: cannot load the reversible model: {first_line(error)}") from None
+    model = wrapper.model
+    model.config.use_cache = False
+    return model.eval()
 
 
 def register() -> None:

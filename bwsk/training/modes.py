@@ -11,7 +11,10 @@
                 whose inputs are rebuilt by inversion (a different function of the same weights).
 
 The first three compute the same function as the model; modes are applied to a model
-once (a model already in a mode is refused). The analysis is run on the model before
+once (a model already in a mode is refused). A model that is already reversible (converted,
+e.g. loaded from a `bwsk_reversible` folder) trains in the reversible mode as it is, in its own
+coupling layout, and in no other mode: it computes another function than its plain
+architecture. The analysis is run on the model before
 its blocks are wrapped; `predicted_activation_bytes` gives the bytes each mode is
 predicted to keep from forward to backward.
 """
@@ -76,13 +79,14 @@ def apply_mode(
         raise BwskError(f"unknown training mode {mode!r} (expected one of {', '.join(MODES)})")
     if model in _APPLIED:
         raise BwskError(f"the model is already in mode {_APPLIED[model].mode!r}; apply a mode to a fresh copy")
+    require_mode_fits(model, mode)
     if mode == "conventional":
         _APPLIED[model] = AppliedMode(mode)
         return model
     if mode == "reversible":
         from bwsk.training.convert import make_reversible
 
-        converted = make_reversible(model, inplace=True)
+        converted = model if is_reversible(model) else make_reversible(model, inplace=True)
         _APPLIED[converted] = AppliedMode(mode)
         return converted
     _, blocks = block_list(model)
@@ -100,6 +104,22 @@ def apply_mode(
         block.forward = functools.partial(checkpoint, block.forward, **options)
     _APPLIED[model] = AppliedMode(mode, plan)
     return model
+
+
+def require_mode_fits(model: nn.Module, mode: str) -> None:
+    """Refuse to train a reversible model in a mode other than reversible (one line: the function would change)."""
+    if mode != "reversible" and is_reversible(model):
+        raise BwskError(
+            f"the model is reversible (bwsk_reversible: coupled layers, another function than a plain {type(model).__name__}); "
+            f"it trains further in the reversible mode only, not {mode!r} (pass --mode reversible, or start from a plain model)"
+        )
+
+
+def is_reversible(model: nn.Module) -> bool:
+    """Whether `model` is reversible (converted by `make_reversible`, or loaded from a `bwsk_reversible` folder)."""
+    from bwsk.training.convert import RUNTIME_ATTRIBUTE
+
+    return hasattr(model, RUNTIME_ATTRIBUTE)
 
 
 def predicted_activation_bytes(analysis: Analysis, mode: str, plan: SelectivePlan | None = None) -> int:

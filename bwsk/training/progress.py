@@ -1,4 +1,8 @@
-"""A rich progress bar for a training run on stderr (step, loss, tokens/s, memory, ETA); silent when stderr is not a TTY."""
+"""Rich progress bars on stderr, silent when stderr is not a TTY: one run's steps, and an experiment's runs.
+
+Both draw on one console, so the bar of the run in progress nests under the bar over the runs
+(rich renders nested live displays together); lines printed meanwhile appear above the bars.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,9 @@ import sys
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from bwsk.render.units import human_bytes
 
-def _mib(size: int | None) -> str:
-    return "-" if size is None else f"{size / 2**20:,.0f} MiB"
+STDERR = Console(stderr=True)  # resolves sys.stderr at each write
 
 
 class TrainingProgress:
@@ -25,7 +29,7 @@ class TrainingProgress:
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
-            console=Console(file=sys.stderr),
+            console=STDERR,
             disable=not self.enabled,
             transient=False,
         )
@@ -39,9 +43,46 @@ class TrainingProgress:
         self._progress.stop()
 
     def update(self, step: int, *, loss: float, tokens_per_s: float, memory: int | None) -> None:
-        self._progress.update(self._task, completed=step, loss=f"{loss:.4f}", speed=f"{tokens_per_s:,.0f}", memory=_mib(memory))
+        shown = "-" if memory is None else human_bytes(memory)
+        self._progress.update(self._task, completed=step, loss=f"{loss:.4f}", speed=f"{tokens_per_s:,.0f}", memory=shown)
 
     def note(self, text: str) -> None:
         """A line printed above the bar (evaluations, checkpoints)."""
         if self.enabled:
             self._progress.console.print(text, highlight=False)
+
+
+class RunsProgress:
+    """`with RunsProgress(total, enabled=...) as bar: bar.start(name); ...; bar.advance()`: the runs of an experiment."""
+
+    def __init__(self, total: int, *, enabled: bool | None = None):
+        self.total, self.done = total, 0
+        self._progress = Progress(
+            TextColumn("experiment"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("runs  {task.fields[current]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=STDERR,
+            disable=not (sys.stderr.isatty() if enabled is None else enabled),
+            transient=False,
+        )
+        self._task = self._progress.add_task("experiment", total=total, current="")
+
+    def __enter__(self) -> RunsProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def start(self, name: str) -> None:
+        """The run `name` begins."""
+        self._progress.update(self._task, current=f"now: {name}")
+
+    def advance(self) -> None:
+        """The current run finished."""
+        self.done += 1
+        self._progress.update(self._task, completed=self.done, current="")

@@ -2,6 +2,8 @@
 (its weights: fine-tune; a directory with only config.json: from scratch), or the folder of an earlier run
 (or one of its checkpoints, or its `checkpoints/` folder: the latest one), which is a Hugging Face directory.
 
+A reversible run's folder (model type `bwsk_reversible`) starts as its converted model, in the coupling
+layout it was trained with: it trains further in the reversible mode only (`bwsk.training.modes`).
 Every start is a causal language model in train mode on the cpu, drawn from `seed` when random.
 """
 
@@ -15,9 +17,10 @@ from torch import nn
 
 from bwsk.errors import SourceError
 from bwsk.frontend import zoo
-from bwsk.frontend.hugging_face import load_hf_directory, load_hub
+from bwsk.frontend.hugging_face import isolated_transformers, load_hf_directory, load_hub, read_config
 from bwsk.frontend.sources import HUB_ID
 from bwsk.training.checkpoint import latest_checkpoint
+from bwsk.training.hf_reversible import MODEL_TYPE, load_reversible
 
 VOCAB_MULTIPLE = 64
 
@@ -44,9 +47,13 @@ def load_start_model(
     path = Path(spec)
     if path.is_dir():
         folder = latest_checkpoint(path) or path
-        model = load_hf_directory(folder, device="cpu", seed=seed, trust_remote_code=trust_remote_code)
-        pretrained = any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
-        start = StartModel(model, pretrained, f"Hugging Face directory {folder}")
+        if read_config(folder).get("model_type") == MODEL_TYPE:
+            with isolated_transformers():
+                start = StartModel(load_reversible(folder), True, f"reversible run {folder} ({MODEL_TYPE})")
+        else:
+            model = load_hf_directory(folder, device="cpu", seed=seed, trust_remote_code=trust_remote_code)
+            pretrained = any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
+            start = StartModel(model, pretrained, f"Hugging Face directory {folder}")
     elif path.exists():
         raise SourceError(f"{spec}: a file; MODEL is a zoo name, a Hugging Face directory or Hub id, or an earlier run's folder")
     elif spec in zoo.names():
@@ -54,10 +61,15 @@ def load_start_model(
     elif HUB_ID.fullmatch(spec):
         start = StartModel(load_hub(spec, trust_remote_code=trust_remote_code), True, f"Hugging Face Hub {spec}")
     else:
-        raise SourceError(f"{spec}: no such folder, zoo model ({', '.join(zoo.names())}) or Hub id (org/name)")
+        raise SourceError(f"{spec}: no such folder, zoo model ({', '.join(language_model_names())}) or Hub id (org/name)")
     _require_causal_lm(start.model, spec)
     start.model.train()
     return start
+
+
+def language_model_names() -> list[str]:
+    """The zoo names bwsk-train can start from: the causal language models."""
+    return [name for name in zoo.names() if zoo.entry(name).model_class in _causal_lm_classes()]
 
 
 def _zoo_model(name: str, vocab_size: int | None, tiny: bool, layers: int | None, seed: int) -> nn.Module:
@@ -74,8 +86,12 @@ def _zoo_model(name: str, vocab_size: int | None, tiny: bool, layers: int | None
         return model_class._from_config(config, attn_implementation="eager")
 
 
-def _require_causal_lm(model: nn.Module, spec: str) -> None:
+def _causal_lm_classes() -> set[str]:
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    if type(model).__name__ not in set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()):
+    return set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+
+
+def _require_causal_lm(model: nn.Module, spec: str) -> None:
+    if type(model).__name__ not in _causal_lm_classes():
         raise SourceError(f"{spec}: a {type(model).__name__}, not a causal language model (bwsk-train trains next-token prediction)")

@@ -15,7 +15,10 @@ Invariants:
     everything else, so a run resumed from any checkpoint ends with the weights and
     metrics (timing fields aside) of the uninterrupted run;
   - SIGINT (Ctrl-C) finishes the current step, writes a checkpoint and raises
-    `TrainingInterrupted`; a second SIGINT interrupts at once;
+    `TrainingInterrupted`, whose message is the command that resumes (under torchrun, the
+    same launcher: `bwsk.training.launcher`); a second SIGINT interrupts at once;
+  - a checkpoint folder loads with `AutoModelForCausalLM` as the function being trained
+    (a reversible run's as the `bwsk_reversible` model type);
   - peak memory is the CUDA allocator's maximum over training steps, or on the cpu
     MemTracker's count over the first training step this process runs (it is slow
     on every step); evaluation is not included.
@@ -56,10 +59,12 @@ from bwsk.training.distributed import (
     unwrap_model,
     wrap_model,
 )
+from bwsk.training.hf_reversible import saved_config
+from bwsk.training.launcher import resume_command
 from bwsk.training.loop_state import LoopState
 from bwsk.training.measure import autocast, lm_loss, logits_of
 from bwsk.training.metrics import MetricsLog
-from bwsk.training.modes import apply_mode
+from bwsk.training.modes import apply_mode, require_mode_fits
 from bwsk.training.perplexity import Perplexity, perplexity
 from bwsk.training.progress import TrainingProgress
 from bwsk.training.results import RunResult
@@ -116,6 +121,7 @@ def train(
     `progress`: a progress bar on stderr (None: when stderr is a TTY).
     """
     out = Path(out)
+    require_mode_fits(model, config.mode)  # before the folder is touched
     info = join_process_group(config)
     world_size = 1 if info is None else info.world_size
 
@@ -323,9 +329,12 @@ class Run:
         if self.interrupted:
             self._checkpoint()
             raise TrainingInterrupted(
-                f"interrupted at step {state.step}; checkpoint saved (continue with: bwsk-train --resume {self.out})", state.step
+                f"interrupted at step {state.step}; checkpoint saved (continue with: {self._resume_command()})", state.step
             )
         return stopped
+
+    def _resume_command(self) -> str:
+        return resume_command(self.out, distributed=self.info is not None)
 
     # --- evaluation, checkpoints, results --------------------------------------------------------------------
 
@@ -361,7 +370,7 @@ class Run:
             state.pending_validation = True
             self._checkpoint()
             raise TrainingInterrupted(
-                f"interrupted during the validation at step {state.step}; checkpoint saved (continue with: bwsk-train --resume {self.out})",
+                f"interrupted during the validation at step {state.step}; checkpoint saved (continue with: {self._resume_command()})",
                 state.step,
             ) from None
         if self.device.type == "cuda":
@@ -395,7 +404,7 @@ class Run:
             state.metrics_bytes = self.metrics.sync()
             scaler = self.scaler.state_dict() if self.scaler is not None else None
             checkpoint = Checkpoint(weights, optimizer, rng, asdict(state), scaler)
-            save_checkpoint(self.out / CHECKPOINTS, state.step, checkpoint, model_config=getattr(unwrap_model(self.model), "config", None))
+            save_checkpoint(self.out / CHECKPOINTS, state.step, checkpoint, model_config=saved_config(unwrap_model(self.model)))
 
     def _record(self, record: dict[str, Any]) -> None:
         if self.metrics is not None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
+import shlex
 import sys
 
 import pytest
@@ -39,7 +42,10 @@ def corpus(tmp_path):
 def test_without_arguments_the_demo_trains_and_prints_the_table(capsys):
     code, out, err = run([], capsys)
     assert code == 0, err
-    assert "bwsk-train results" in out and "conventional" in out and "reversible" in out and "token-weighted" in out
+    assert "bwsk-train results" in out and "token-weighted" in out and "stopped: " in out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.split()[:1] in (["conventional"], ["reversible"])}
+    assert set(rows) == {"conventional", "reversible"} and all(len(row) == 11 for row in rows.values())  # 9 columns, 2 units
+    assert "…" not in out and max(len(line) for line in out.splitlines()) <= 80  # nothing cut, at 80 columns
 
 
 def test_zoo_model_from_scratch_then_an_earlier_run_as_the_start(corpus, tmp_path, capsys):
@@ -124,6 +130,44 @@ def test_the_experiment_subcommand_says_clearly_when_its_runner_is_missing(monke
     assert "experiment runner" in err
 
 
-def test_help_teaches_with_examples(capsys):
-    code, out, _ = run(["--help"], capsys)
-    assert code == 0 and "examples:" in out and "--resume" in out and "--split proxy" in out
+def _examples(help_text: str) -> list[list[str]]:
+    """The example commands of a help text (continued lines joined), each as its arguments after `bwsk-train`."""
+    block = help_text.split("examples:\n", 1)[1].split("\n\n", 1)[0].replace("\\\n", " ")
+    commands = [shlex.split(line) for line in block.splitlines() if not line.strip().startswith("#")]
+    return [command[command.index("bwsk-train") + 1 :] for command in commands]
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["experiment", "--help"]])
+def test_help_teaches_with_examples_that_parse(argv, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = run(argv, capsys)
+    assert code == 0 and max(len(line) for line in out.splitlines()) <= 80
+    examples = _examples(out)
+    assert len(examples) >= 3
+    for example in examples:  # every example names real flags and choices
+        if example[:1] == ["experiment"]:
+            cli._experiment_parser().parse_args(example[1:])
+        else:
+            cli._parser().parse_args(example)
+    if argv == ["--help"]:
+        assert [] in examples and ["--resume", "runs/rev"] in examples and "torchrun --nproc-per-node 8 --no-python bwsk-train" in out
+        assert any("--distributed" in example for example in examples) and "--split proxy" in out
+
+
+def test_the_experiment_prints_a_line_per_run_and_a_bar_over_the_runs_on_a_terminal(corpus, tmp_path, monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    text, tokenizer = corpus
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    argv = ["experiment", "--model", "pythia-70m", "--tiny", "--layers", "1", "--experiments", "scratch", "--modes", "conventional"]
+    argv += ["--seeds", "2", "--data", text, "--tokenizer", tokenizer, "--out", tmp_path / "grid", *FAST, "--max-steps", "2"]
+    assert cli.main([str(a) for a in argv]) == 0
+    shown = " ".join(terminal.getvalue().split())  # as a terminal shows it, lines wrapped at its width
+    for seed in (0, 1):
+        assert re.search(
+            rf"run {seed + 1}/2 scratch-conventional seed {seed}: test ppl [\d.]+, peak [\d.]+ [KMG]iB, [\d.]+ s, 2 steps", shown
+        )
+    assert re.search(r"experiment .*2/2 runs", shown)  # the bar over the runs, finished
