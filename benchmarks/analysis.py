@@ -2,10 +2,18 @@
 
     python benchmarks/analysis.py [--models ...] [--seq 128] [--out docs/analysis.md] [--svg docs/pythia-410m.svg]
 
-Per model: the S share by primitive calls, FLOPs and activation bytes; S-phases
-and K-barriers per layer; communication points per layer for each sharding
-axis; predicted activation memory per training mode; analysis time. Also
-renders the collapsed phase graph of Pythia-410M to SVG.
+Per model: the S share by primitive calls, FLOPs and activation bytes (and by
+FLOPs at the training level, which must agree); S-phases and K-barriers per
+layer; communication points per layer for each sharding axis; predicted
+activation memory per training mode; analysis time; and which calls the
+phase-level soundness check (`classify.composite`) moved between S and K, with
+the shares before and after. Also renders the collapsed phase graph of
+Pythia-410M to SVG.
+
+The text replaces the section "zoo-analysis" of the document. A document
+without that section (or no document) is rewritten as this section followed
+by the other scripts' sections it holds (coverage, collectives, outside
+architectures), so no script erases another's table.
 """
 
 from __future__ import annotations
@@ -13,12 +21,20 @@ from __future__ import annotations
 import argparse
 import time
 import warnings
-from collections import Counter
+from collections import Counter, defaultdict
+from pathlib import Path
 
 from bwsk.atomic import write_atomic
 from bwsk.frontend import zoo
 from bwsk.frontend.compile import compile_source
+from bwsk.passes import PassManager
+from bwsk.passes.analysis import Analysis
+from bwsk.passes.classify import Share, classify_call, read_outputs, share_of
 from bwsk.passes.pipeline import analyze, default_passes
+from bwsk.render.markdown import replace_section, section, sections
+
+SECTION = "zoo-analysis"
+WRITER = "benchmarks/analysis.py"
 
 HEADER = """# What bwsk finds in the zoo
 
@@ -56,9 +72,12 @@ slices of rotate_half alone are K), and x + 0.044715*x^3 is strictly increasing.
 So the MLP activation is one K call at both levels (before: K as `aten.silu` at
 the training level, S as `sigmoid` + `mul` at the core level), and FLOPs of
 `linear` and `matmul` count their matmuls, so per-layer shares agree across
-levels. `bwsk-compile MODEL --tiny --check-classification` checks every S-phase
-as one function: full-rank Jacobian of its outputs in each input and no
-collision along single elements.
+levels (the training-level column below). The table "Phase-level soundness"
+counts, per model, the calls that moved and the shares before and after.
+`bwsk-compile MODEL --tiny --check-classification` checks every S-phase as one
+function: full-rank Jacobian of its outputs in each input and no collision
+along single elements (results for the zoo and 22 outside architectures in
+the section written by `benchmarks/outside.py`).
 """
 
 COMPARISON = """
@@ -89,6 +108,33 @@ def typical(counts: list[int]) -> int:
     return sorted(counts)[len(counts) // 2] if counts else 0
 
 
+def moved_calls(analysis: Analysis) -> tuple[Share, Counter]:
+    """The S share under per-call verdicts alone, and the calls the phase-level check moved: (target, from, to, why) -> count.
+
+    Per-call verdicts are `classify_call`'s, before `composite` makes them sound for whole phases; `why`
+    drops the value a shared-ancestor reason names and names a composite by its kind, so one cause counts once.
+    """
+    flow = analysis.flow
+    read = read_outputs(flow)
+    per_call = {call.index: classify_call(flow, call, read) for call in flow.calls}
+    composite = {m: c.name for c in analysis.result("classify").composites for m in c.members}
+    moved: Counter = Counter()
+    for call in flow.calls:
+        before, after = per_call[call.index], analysis.classes[call.index]
+        if before.kind != after.kind:
+            why = after.reason.split(": ", 1)[1] if after.reason.startswith("operands share ancestor") else after.reason
+            if call.index in composite:
+                why = f"part of an injective composite: {composite[call.index]}"
+            moved[(call.target, before.kind, after.kind, why)] += 1
+    return share_of(flow.calls, per_call, flow), moved
+
+
+def training_flops_share(name: str, seq: int) -> float:
+    """S share by FLOPs of the same model lowered to the training-level IR."""
+    program = compile_source(name, device="meta", seq=seq, progress=False, level="training").program
+    return PassManager(["classify"]).run(Analysis.of(program)).result("classify").overall.by_flops
+
+
 def analyse(name: str, seq: int) -> dict:
     start = time.perf_counter()
     compiled = compile_source(name, device="meta", seq=seq, progress=False)
@@ -112,7 +158,9 @@ def analyse(name: str, seq: int) -> dict:
         "seconds": elapsed,
         "export_seconds": exported,
         "analysis": analysis,
+        "training_flops": training_flops_share(name, seq),
     }
+    row["per_call"], row["moved"] = moved_calls(analysis)
     if "coordinate" in analysis.results:
         summary = analysis.results["coordinate"].summary
         for axis in ("batch", "sequence", "hidden"):
@@ -128,13 +176,19 @@ def mib(n: int) -> str:
 
 
 def render(rows: list[dict], seq: int) -> str:
-    lines = [HEADER.format(seq=seq), "| model | calls | S by calls | S by FLOPs | S by bytes | layers | S-phases / layer | K-barriers / layer | comm. per layer (batch / seq / hidden) | coupling candidates | analysis s |", "|" + "---|" * 11]
+    lines = [
+        HEADER.format(seq=seq),
+        "| model | calls | S by calls | S by FLOPs | S by bytes | S by FLOPs, training level | layers | S-phases / layer "
+        "| K-barriers / layer | comm. per layer (batch / seq / hidden) | coupling candidates | analysis s |",
+        "|" + "---|" * 12,
+    ]
     for r in rows:
         comm = " / ".join(str(r.get(f"comm_{a}", "-")) for a in ("batch", "sequence", "hidden"))
         lines.append(
-            f"| {r['model']} | {r['calls']:,} | {r['ops']:.1%} | {r['flops']:.1%} | {r['bytes']:.1%} | {r['layers']} | "
-            f"{r['s_phases']} | {r['k_barriers']} | {comm} | {r['couplings']} | {r['seconds']:.2f} |"
+            f"| {r['model']} | {r['calls']:,} | {r['ops']:.1%} | {r['flops']:.1%} | {r['bytes']:.1%} | {r['training_flops']:.1%} | "
+            f"{r['layers']} | {r['s_phases']} | {r['k_barriers']} | {comm} | {r['couplings']} | {r['seconds']:.2f} |"
         )
+    lines += moves(rows)
     if any("memory" in r for r in rows):
         modes = list(next(r for r in rows if "memory" in r)["memory"])
         lines += [
@@ -166,6 +220,45 @@ def render(rows: list[dict], seq: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def moves(rows: list[dict]) -> list[str]:
+    """The before/after table of phase-level soundness and every kind of move across the zoo."""
+    lines = [
+        "",
+        "## Phase-level soundness: the shares before and after",
+        "",
+        "Before: every call's own verdict (`classify_call`, one operand at a time, the others held fixed). After: the",
+        "verdicts `classify` reports, made sound for whole S-phases by `classify.composite` (the table above).",
+        "",
+        "| model | S by calls, before -> after | S by FLOPs | S by bytes | calls S -> K | calls K -> S |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        before: Share = r["per_call"]
+        to_k = sum(n for (_, old, new, _), n in r["moved"].items() if (old, new) == ("S", "K"))
+        to_s = sum(n for (_, old, new, _), n in r["moved"].items() if (old, new) == ("K", "S"))
+        lines.append(
+            f"| {r['model']} | {before.by_ops:.1%} -> {r['ops']:.1%} | {before.by_flops:.1%} -> {r['flops']:.1%} | "
+            f"{before.by_bytes:.1%} -> {r['bytes']:.1%} | {to_k} | {to_s} |"
+        )
+    calls: Counter = Counter()
+    models: dict[tuple, list[str]] = defaultdict(list)
+    for r in rows:
+        for key, n in r["moved"].items():
+            calls[key] += n
+            models[key].append(r["model"])
+    lines += ["", "Every move, over the whole zoo:", "", "| operator | move | why | calls | models |", "|---|---|---|---|---|"]
+    for (target, old, new, why), n in calls.most_common():
+        lines.append(f"| `{target}` | {old} -> {new} | {why.replace('|', '/')} | {n} | {', '.join(models[(target, old, new, why)])} |")
+    return lines
+
+
+def document(previous: str | None, body: str) -> str:
+    """`previous` with its zoo-analysis section replaced; without one, this section then the other scripts' sections."""
+    if previous is not None and f"<!-- {SECTION}: " in previous:
+        return replace_section(previous, SECTION, body, WRITER)
+    return "\n\n".join([section(SECTION, body, WRITER), *sections(previous or "")]) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=zoo.names())
@@ -178,8 +271,12 @@ def main() -> None:
     for name in args.models:
         row = analyse(name, args.seq)
         rows.append(row)
-        print(f"{name}: {row['calls']} calls, S {row['ops']:.1%} / {row['flops']:.1%} / {row['bytes']:.1%}, analysis {row['seconds']:.2f} s", flush=True)
-    write_atomic(args.out, render(rows, args.seq), force=True)
+        print(
+            f"{name}: {row['calls']} calls, S {row['ops']:.1%} / {row['flops']:.1%} / {row['bytes']:.1%}, analysis {row['seconds']:.2f} s",
+            flush=True,
+        )
+    previous = Path(args.out).read_text() if Path(args.out).exists() else None
+    write_atomic(args.out, document(previous, render(rows, args.seq)), force=True)
     print(f"wrote {args.out}")
     pythia = next((r for r in rows if r["model"] == "pythia-410m"), None)
     if pythia and args.svg:

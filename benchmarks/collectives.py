@@ -12,8 +12,8 @@ ranks in this one process:
 - sequence: the layer's input (and rotary tables) as a DTensor sharded along the sequence,
   weights replicated (`distribute_module`), every op placed by DTensor's sharding propagation.
 
-The table replaces the text between BEGIN and END in the document (appended when the markers
-are missing); what the pass assumes where the counts differ is written below it.
+The table replaces the section "collectives" of the document (appended when it has none); what
+the pass assumes where the counts differ is written below it.
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ from bwsk.frontend import zoo
 from bwsk.frontend.compile import compile_source
 from bwsk.passes import PassManager
 from bwsk.passes.analysis import Analysis, layer_of
+from bwsk.render.markdown import replace_section
 
-BEGIN = "<!-- collectives: written by benchmarks/collectives.py -->"
-END = "<!-- end collectives -->"
+SECTION = "collectives"
 AXES = ("hidden", "sequence")
 DIRECTIONS = ("forward", "backward")
 KINDS = {
@@ -257,15 +257,6 @@ What the pass assumes, and why the counts differ where they do:
 """
 
 
-def with_table(document: str, section: str) -> str:
-    """`document` with the text between BEGIN and END replaced by `section` (appended when the markers are missing)."""
-    block = f"{BEGIN}\n{section}\n{END}"
-    if BEGIN in document and END in document:
-        head, rest = document.split(BEGIN, 1)
-        return head + block + rest.split(END, 1)[1]
-    return document.rstrip("\n") + "\n\n" + block + "\n"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--doc", default="docs/analysis.md", type=Path)
@@ -274,7 +265,7 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     section = table(measure(args.world, args.seq), args.world, args.seq)
-    write_atomic(str(args.doc), with_table(args.doc.read_text(), section), force=True)
+    write_atomic(str(args.doc), replace_section(args.doc.read_text(), SECTION, section, "benchmarks/collectives.py"), force=True)
     print(section)
 
 

@@ -4,8 +4,8 @@
 
 Per Core ATen operator: whether it has a rule, and on torch's OpInfo sample inputs how many
 operand verdicts were S (confirmed by the oracle), K (confirmed by a witness), unknown (with
-the rule's reason), or not confirmed. The table replaces the text between COVERAGE_BEGIN and
-COVERAGE_END in the document (appended when the markers are missing). Needs `expecttest`.
+the rule's reason), or not confirmed. The table replaces the section "core-aten-coverage"
+of the document (appended when it has none). Needs `expecttest`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from pathlib import Path
 from bwsk.atomic import write_atomic
 from bwsk.passes.classify.coverage import Sample, core_targets, judge_samples, sample_calls
 from bwsk.passes.classify.rules import covered_targets
+from bwsk.render.markdown import replace_section
 
-COVERAGE_BEGIN = "<!-- core-aten-coverage: written by benchmarks/coverage.py -->"
-COVERAGE_END = "<!-- end core-aten-coverage -->"
+SECTION = "core-aten-coverage"
 
 
 def coverage_table(samples: list[Sample]) -> str:
@@ -68,15 +68,6 @@ def coverage_table(samples: list[Sample]) -> str:
     return "\n".join(lines)
 
 
-def with_table(document: str, table: str) -> str:
-    """`document` with the text between the markers replaced by `table` (appended when the markers are missing)."""
-    block = f"{COVERAGE_BEGIN}\n{table}\n{COVERAGE_END}"
-    if COVERAGE_BEGIN in document and COVERAGE_END in document:
-        head, rest = document.split(COVERAGE_BEGIN, 1)
-        return head + block + rest.split(COVERAGE_END, 1)[1]
-    return document.rstrip("\n") + "\n\n" + block + "\n"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--doc", default="docs/analysis.md", type=Path)
@@ -84,7 +75,7 @@ def main() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         table = coverage_table(judge_samples(sample_calls()))
-    write_atomic(str(args.doc), with_table(args.doc.read_text(), table), force=True)
+    write_atomic(str(args.doc), replace_section(args.doc.read_text(), SECTION, table, "benchmarks/coverage.py"), force=True)
     print(table)
 
 

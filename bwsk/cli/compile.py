@@ -176,7 +176,7 @@ def compile_model(args: argparse.Namespace) -> tuple[Program, dict | None]:
         layers=args.layers,
         batch=args.batch,
         seq=args.seq,
-        device="cpu" if args.verify else "meta",
+        device="cpu" if args.verify or args.check_classification else "meta",  # the check runs the model's own constants
         dynamic_batch=args.dynamic_batch,
         progress=sys.stderr.isatty(),
     )
@@ -213,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
     if args.check_classification:
         from bwsk.passes.classify.check import check_program
 
-        failures = check_program(program, sys.stdout)
+        failures = check_program(program, sys.stdout, weights)
         return EXIT_MISMATCH if failures else 0
     wants_analysis = args.emit != "ir" or args.passes or args.print_after
     if not wants_analysis:

@@ -122,7 +122,8 @@ def classify_call(flow: Dataflow, call: Call, read: dict[int, set[int]]) -> Clas
     return Classification("S", reason, condition, found[0].operand)
 
 
-def _share(calls: list[Call], classes: dict[int, Classification], flow: Dataflow) -> Share:
+def share_of(calls: list[Call], classes: dict[int, Classification], flow: Dataflow) -> Share:
+    """The S share of `calls` under the verdicts `classes`."""
     total = [0, 0, 0, 0, 0, 0]
     for call in calls:
         is_s = classes[call.index].kind == "S"
@@ -174,8 +175,8 @@ class Classify(Pass):
         unknown = tuple(sorted({c.target for c in flow.calls if classes[c.index].kind == "unknown"}))
         return ClassifyResult(
             classes,
-            _share(flow.calls, classes, flow),
-            {layer: _share(calls, classes, flow) for layer, calls in layers.items()},
+            share_of(flow.calls, classes, flow),
+            {layer: share_of(calls, classes, flow) for layer, calls in layers.items()},
             unknown,
             tuple(composites),
         )

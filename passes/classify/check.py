@@ -12,9 +12,10 @@ from __future__ import annotations
 import math
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TextIO
 
+import torch
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -57,13 +58,21 @@ def _distinct(flow: Dataflow, calls: Iterable[Call]) -> Iterator[tuple[Call, Jud
                 yield call, judgement
 
 
-def check_program(program: Program, stream: TextIO) -> int:
-    """Check every distinct rule application in `program`; print a table; return the number of failures."""
-    flow = trace(program)
+def check_verdicts(flow: Dataflow) -> list[tuple[str, str, str, str, str]]:
+    """One row per distinct rule application (see `_row`), with a progress bar on a terminal."""
     progress = Progress(console=Console(stderr=True), disable=not sys.stderr.isatty(), transient=True)
     with progress:
         calls = progress.track(flow.calls, description="checking verdicts")
-        rows = [_row(call, judgement) for call, judgement in _distinct(flow, calls)]
+        return [_row(call, judgement) for call, judgement in _distinct(flow, calls)]
+
+
+def check_program(program: Program, stream: TextIO, weights: Mapping[str, torch.Tensor] | None = None) -> int:
+    """Check every distinct rule application in `program`; print a table; return the number of failures.
+
+    `weights` (state tensors by @name) are what the S-phases are run with: a model's own buffers and
+    constants (scales, masks, position tables) must not be replaced by random values.
+    """
+    rows = check_verdicts(trace(program))
     outcomes = Counter(row[-1] for row in rows)
     table = Table(title=f"{program.name}: numerical check of each S/K verdict")
     for column in ("operator", "class", "reason", "evidence", "check"):
@@ -78,12 +87,12 @@ def check_program(program: Program, stream: TextIO) -> int:
         f"{outcomes['unknown']} unknown, "
         f"{outcomes['skipped']} skipped as too large (>{MAX_CHECKED_ELEMENTS} elements; compile with --tiny to check them)"
     )
-    return outcomes["FAILED"] + _print_phases(program, console)
+    return outcomes["FAILED"] + _print_phases(program, console, weights)
 
 
-def _print_phases(program: Program, console: Console) -> int:
+def _print_phases(program: Program, console: Console, weights: Mapping[str, torch.Tensor] | None) -> int:
     """The phases section: every S-phase checked as one function of each activation input; the number of failures."""
-    checks = check_phases(PassManager(["partition"]).run(Analysis.of(program)))
+    checks = check_phases(PassManager(["partition"]).run(Analysis.of(program, weights=weights)))
     table = Table(title=f"{program.name}: numerical check of each S-phase as a whole")
     for column in ("phase", "layer", "calls", "input", "evidence", "check"):
         table.add_column(column, overflow="fold")
@@ -93,7 +102,7 @@ def _print_phases(program: Program, console: Console) -> int:
     outcomes = Counter(c.outcome for c in checks)
     console.print(table)
     console.print(
-        f"{outcomes['ok'] + outcomes['FAILED']} S-phase input(s) checked, {outcomes['FAILED']} failed, "
+        f"{outcomes['ok'] + outcomes['FAILED']} S-phase input(s) checked, {outcomes['FAILED']} failed, {outcomes['undecided']} undecided, "
         f"{outcomes['skipped']} skipped (integer inputs, or too large: compile with --tiny to check them)"
     )
     return outcomes["FAILED"]

@@ -13,7 +13,10 @@ its captured inputs in float64, one float activation input varied at a time:
   outputs (what a full-rank Jacobian misses: x*x, x*sigmoid(x)).
 
 Integer inputs, and inputs or Jacobians above the size limits, are skipped and
-counted (compile with --tiny to check every phase).
+counted (compile with --tiny to check every phase). A rank deficit at the model's
+own weights that vanishes at random weights and inputs is "undecided": the fixed
+operands there are degenerate (an all-zero activation of a tiny model, a softmax
+saturated to one-hot), which says nothing of the phase at other operating points.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ SCANNED_ELEMENTS = 2
 
 @dataclass(frozen=True)
 class PhaseCheck:
-    """The check of one S-phase in one activation input: outcome "ok", "FAILED" or "skipped"."""
+    """The check of one S-phase in one activation input: outcome "ok", "FAILED", "undecided" or "skipped"."""
 
     phase: int
     layer: str
@@ -110,24 +113,35 @@ def _fill(template: Any, env: Mapping[int, Any]) -> Any:
     return template
 
 
-def _example_input(flow: Dataflow, shape: tuple[int, ...], dtype: torch.dtype, generator: torch.Generator) -> torch.Tensor:
-    """A random input; integer inputs are distinct token ids (as far as the smallest embedding table allows).
+def _example_input(
+    flow: Dataflow, value: int | None, shape: tuple[int, ...], dtype: torch.dtype, generator: torch.Generator
+) -> torch.Tensor:
+    """A random input; integer inputs are distinct token ids (as far as the tables they index allow).
 
     Repeated tokens make rows of the activations equal, and then attention's `bmm` erases for that input alone.
+    The bound is the smallest embedding table that input `value` indexes directly (a token-type table of two
+    rows, indexed by a buffer, must not make every token id 0 or 1), else the smallest table of all.
     """
     if dtype.is_floating_point or dtype == torch.bool:
         return example_tensor(shape, dtype, generator)
-    tables = [c.args[0].shape[0] for c in flow.calls if c.target == "aten.embedding.default" and hasattr(c.args[0], "shape")]
-    bound = min(tables, default=2)
+    embeddings = [c for c in flow.calls if c.target == "aten.embedding.default" and hasattr(c.args[0], "shape")]
+    direct = [c.args[0].shape[0] for c in embeddings if value in c.inputs[1:]]
+    bound = min(direct or [c.args[0].shape[0] for c in embeddings], default=2)
     count = math.prod(shape)
     ids = torch.randperm(bound, generator=generator)[:count] if count <= bound else torch.randint(0, bound, (count,), generator=generator)
     return ids.to(dtype).view(shape)
 
 
-def capture(program: Program, flow: Dataflow, weights: Mapping[str, torch.Tensor] | None, sizes: Mapping[str, int]) -> _Capture:
+def capture(
+    program: Program, flow: Dataflow, weights: Mapping[str, torch.Tensor] | None, sizes: Mapping[str, int], seed: int = 0
+) -> _Capture:
     """Run `program` once on the CPU and keep every call's operand templates and every value."""
-    generator = torch.Generator().manual_seed(0)
-    inputs = [_example_input(flow, tuple(meta_tensor(i.type, sizes).shape), i.type.dtype, generator) for i in program.inputs]
+    generator = torch.Generator().manual_seed(seed)
+    by_source = {v.source: v.id for v in flow.values.values() if v.source is not None}
+    inputs = [
+        _example_input(flow, by_source.get(f"%{i.name}"), tuple(meta_tensor(i.type, sizes).shape), i.type.dtype, generator)
+        for i in program.inputs
+    ]
     state = dict(weights) if weights is not None else {}
     for item in program.state:
         if item.name not in state:
@@ -135,7 +149,6 @@ def capture(program: Program, flow: Dataflow, weights: Mapping[str, torch.Tensor
             drawn = example_tensor(shape, item.type.dtype, generator)
             # matrices scaled by 1/sqrt(fan-in), as models are initialised: N(0, 1) weights saturate softmax and tanh
             state[item.name] = drawn / math.sqrt(shape[-1]) if drawn.is_floating_point() and len(shape) >= 2 and shape[-1] else drawn
-    by_source = {v.source: v.id for v in flow.values.values() if v.source is not None}
     sources = {by_source[f"%{i.name}"]: t for i, t in zip(program.inputs, inputs, strict=True) if isinstance(i.type, TensorType)}
     sources.update({by_source[f"@{s.name}"]: state[s.name] for s in program.state})
     recorder = _Capture(flow, sources)
@@ -283,6 +296,7 @@ def check_phases(analysis: Analysis) -> list[PhaseCheck]:
     """Check every S-phase of a partitioned analysis in each of its activation inputs."""
     flow = analysis.flow
     captured = capture(analysis.program, flow, analysis.weights, analysis.sizes)
+    redrawn: list[_Capture] = []  # random weights and inputs, made when a rank deficit needs a second operating point
     found = []
     threads, rng = torch.get_num_threads(), torch.get_rng_state()
     torch.set_num_threads(1)  # tiny operands: thread pools only contend
@@ -294,6 +308,15 @@ def check_phases(analysis: Analysis) -> list[PhaseCheck]:
                 for item in _read_items(flow, phase, varying):
                     with torch.enable_grad():
                         outcome, evidence = check_input(flow, phase, captured, varying, item)
+                        if outcome == "FAILED" and evidence.startswith("jacobian rank") and analysis.weights is not None:
+                            redrawn = redrawn or [capture(analysis.program, flow, None, analysis.sizes, seed=1)]
+                            again, proof = check_input(flow, phase, redrawn[0], varying, item)
+                            if again == "ok":
+                                outcome = "undecided"
+                                evidence = (
+                                    f"{evidence} at the model's weights and inputs (a degenerate operating point: zero or saturated "
+                                    f"activations), {proof} at random ones"
+                                )
                     name = value_name(flow, varying) + (f"[{item}]" if item is not None else "")
                     found.append(PhaseCheck(phase.id, phase.layer, len(phase.calls), name, outcome, evidence))
     finally:
