@@ -1,10 +1,10 @@
 """bwsk: a combinator IR over ATen and compiler passes that find where a network preserves information.
 
-    program = bwsk.parse(text)            # IR text -> verified Program; str(program) prints it
-    program = bwsk.lower(exported)        # torch.export.ExportedProgram -> Program (Core ATen)
-    program = bwsk.load("pythia-70m")     # export archive, Hugging Face model or zoo name -> Program
-    outputs = program(*inputs, params={name: tensor})
-    analysis = bwsk.analyze(program)      # classify, partition, couple, memory, coordinate
+program = bwsk.parse(text)            # IR text -> verified Program; str(program) prints it
+program = bwsk.lower(exported)        # torch.export.ExportedProgram -> Program (Core ATen)
+program = bwsk.load("pythia-70m")     # export archive, Hugging Face model or zoo name -> Program
+outputs = program(*inputs, params={name: tensor})
+analysis = bwsk.analyze(program)      # classify, partition, couple, memory, coordinate
 """
 
 from bwsk.errors import BwskError

@@ -18,12 +18,11 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 
-from bwsk.passes.analysis import Analysis, layer_of
-from bwsk.passes.registry import Pass, register
-
 from bwsk.ir.printer import print_term
 from bwsk.ir.program import Program
 from bwsk.ir.terms import Comb, Prim, Ref, Term, children, spine
+from bwsk.passes.analysis import Analysis, layer_of
+from bwsk.passes.registry import Pass, register
 
 ADD = "aten.add.Tensor"
 CAST = "aten.to.dtype"
@@ -186,9 +185,20 @@ class Couple(Pass):
             g_calls, g_bytes, g_flops = cost({second.branch})
             layer = layer_of(first.module)
             found.append(
-                Coupling("sequential", layer, (first.name, second.name), f"%{first.branch}", f"%{second.branch}",
-                         f_calls, g_calls, f_bytes + g_bytes, f_flops + g_flops, SEQUENTIAL_CHANGE,
-                         sub_blocks(Ref("value", first.branch), program, layer), sub_blocks(Ref("value", second.branch), program, layer))
+                Coupling(
+                    "sequential",
+                    layer,
+                    (first.name, second.name),
+                    f"%{first.branch}",
+                    f"%{second.branch}",
+                    f_calls,
+                    g_calls,
+                    f_bytes + g_bytes,
+                    f_flops + g_flops,
+                    SEQUENTIAL_CHANGE,
+                    sub_blocks(Ref("value", first.branch), program, layer),
+                    sub_blocks(Ref("value", second.branch), program, layer),
+                )
             )
         for residual in chain:
             if residual.name in used:
@@ -201,9 +211,20 @@ class Couple(Pass):
             g_calls, g_bytes, g_flops = cost(_definitions_in(g))
             layer = layer_of(residual.module)
             found.append(
-                Coupling("parallel", layer, (residual.name,), print_term(f), print_term(g),
-                         f_calls, g_calls, f_bytes + g_bytes, f_flops + g_flops, PARALLEL_CHANGE,
-                         sub_blocks(f, program, layer), sub_blocks(g, program, layer))
+                Coupling(
+                    "parallel",
+                    layer,
+                    (residual.name,),
+                    print_term(f),
+                    print_term(g),
+                    f_calls,
+                    g_calls,
+                    f_bytes + g_bytes,
+                    f_flops + g_flops,
+                    PARALLEL_CHANGE,
+                    sub_blocks(f, program, layer),
+                    sub_blocks(g, program, layer),
+                )
             )
         return found
 

@@ -156,5 +156,7 @@ class Partition(Pass):
             scopes = Counter(analysis.calls[c].scope for c in phase.calls)
             scope = scopes.most_common(1)[0][0]
             label = "S-phase" if phase.kind == "S" else "K-barrier"
-            notes[scope].append(f"partition: {label} {phase.id}: {len(phase.calls)} call(s), {len(phase.inputs)} in, {len(phase.outputs)} out")
+            notes[scope].append(
+                f"partition: {label} {phase.id}: {len(phase.calls)} call(s), {len(phase.inputs)} in, {len(phase.outputs)} out"
+            )
         return notes

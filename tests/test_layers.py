@@ -25,7 +25,11 @@ def installed_layout(target: Path) -> Path:
 def lint_imports(tree: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(BIN / "lint-imports"), "--config", str(ROOT / ".importlinter"), "--no-cache"],
-        cwd=tree, env={"PYTHONPATH": str(tree), "PATH": str(BIN)}, capture_output=True, text=True, timeout=120,
+        cwd=tree,
+        env={"PYTHONPATH": str(tree), "PATH": str(BIN)},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -55,7 +59,10 @@ def test_a_wrong_import_breaks_a_contract(tmp_path, module, wrong_import, contra
 def ruff_banned(paths: list[Path]) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(BIN / "ruff"), "check", "--select", "TID251", "--config", str(ROOT / "pyproject.toml"), *map(str, paths)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

@@ -151,7 +151,15 @@ def print_phases(analysis: Analysis, console: Console, *, max_phases: int = 60) 
     per_layer = partition.per_layer()
     for layer, share in classify.per_layer.items():
         counts = per_layer.get(layer, Counter())
-        layers.add_row(layer, str(share.calls), f"{share.by_ops:.0%}", f"{share.by_flops:.0%}", f"{share.by_bytes:.0%}", str(counts["S"]), str(counts["K"]))
+        layers.add_row(
+            layer,
+            str(share.calls),
+            f"{share.by_ops:.0%}",
+            f"{share.by_flops:.0%}",
+            f"{share.by_bytes:.0%}",
+            str(counts["S"]),
+            str(counts["K"]),
+        )
     console.print(layers)
 
     names = op_names(analysis)

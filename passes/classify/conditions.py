@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from bwsk.passes.dataflow import Dataflow, meta_tensor
 
 from bwsk.ir.evaluator import Observer, evaluate
 from bwsk.ir.program import Program
 from bwsk.ir.terms import Prim
 from bwsk.ir.types import TensorType, example_tensor
+from bwsk.passes.dataflow import Dataflow, meta_tensor
 
 MATMULS = {"aten.mm.default": (0, 1), "aten.bmm.default": (0, 1), "aten.matmul.default": (0, 1), "aten.addmm.default": (1, 2)}
 

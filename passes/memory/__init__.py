@@ -542,14 +542,38 @@ class _Planner:
             analyzed = self.analyzed(storage)
             final = self.reversible(storage, analyzed)
             name, type_ = self.describe(storage)
-            decision = Decision(storage, record.owner, self.home(storage), name, type_, record.nbytes, final.decision, analyzed.decision,
-                                final.reason, final.group, self.layer(self.home(storage)), storage in self.saver)
+            decision = Decision(
+                storage,
+                record.owner,
+                self.home(storage),
+                name,
+                type_,
+                record.nbytes,
+                final.decision,
+                analyzed.decision,
+                final.reason,
+                final.group,
+                self.layer(self.home(storage)),
+                storage in self.saver,
+            )
             found.append(((self.home(storage), record.item or 0), decision, analyzed))
         for call, extra in self.replay.extra.items():
             if extra:
                 analyzed, final = self.buffers(call)
-                decision = Decision(None, None, call, f"{len(extra)} buffer(s) of call {call} {self.flow.calls[call].target}", "", sum(extra),
-                                    final.decision, analyzed.decision, final.reason, final.group, self.layer(call), True)
+                decision = Decision(
+                    None,
+                    None,
+                    call,
+                    f"{len(extra)} buffer(s) of call {call} {self.flow.calls[call].target}",
+                    "",
+                    sum(extra),
+                    final.decision,
+                    analyzed.decision,
+                    final.reason,
+                    final.group,
+                    self.layer(call),
+                    True,
+                )
                 found.append(((call, len(self.flow.calls)), decision, analyzed))
         found.sort(key=lambda entry: entry[0])
         return [d for _, d, _ in found], [(d.bytes, a.group) for _, d, a in found]
@@ -590,7 +614,9 @@ def plan(analysis: Analysis) -> MemoryResult:
         "conventional": mode_total((d.bytes, None) for d in saved),
         "checkpoint": planner.checkpoint(),
         "analyzed": mode_total(analyzed_units),
-        "reversible": mode_total([(d.bytes, d.rebuilt_by) for d in decisions if d.decision != DROPPED] + [(planner.second_stream_bytes(), None)]),
+        "reversible": mode_total(
+            [(d.bytes, d.rebuilt_by) for d in decisions if d.decision != DROPPED] + [(planner.second_stream_bytes(), None)]
+        ),
     }
     layers: dict[str, LayerTotal] = {}
     for d in decisions:

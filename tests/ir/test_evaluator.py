@@ -168,7 +168,9 @@ def test_each_definition_is_evaluated_once_per_call(rng: torch.Generator) -> Non
     assert_close(e, expected_e, rtol=0, atol=0)
     assert_close(y, (expected_e - torch.sin(expected_e)) + expected_e * expected_e, rtol=0, atol=0)
     # %e is used four times (by S, by W, and as an output) but computed once; S and W share their argument.
-    assert ops.counts == Counter({"aten.exp.default": 1, "aten.mul.Tensor": 2, "aten.sin.default": 1, "aten.sub.Tensor": 1, "aten.add.Tensor": 1})
+    assert ops.counts == Counter(
+        {"aten.exp.default": 1, "aten.mul.Tensor": 2, "aten.sin.default": 1, "aten.sub.Tensor": 1, "aten.add.Tensor": 1}
+    )
     with CountOps() as again:
         program(x, params={"w": w})
         program(x, params={"w": w})

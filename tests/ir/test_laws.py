@@ -185,7 +185,9 @@ def test_rewriter_reaches_a_fixpoint_and_never_grows_a_term(term: Term) -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.integers(0, 3).flatmap(lambda n: st.tuples(st.just(n), terms(n, [(A, 0), (B_REF, 0)], ELEMENTWISE_TEMPLATES))), st.integers(0, 2**16))
+@given(
+    st.integers(0, 3).flatmap(lambda n: st.tuples(st.just(n), terms(n, [(A, 0), (B_REF, 0)], ELEMENTWISE_TEMPLATES))), st.integers(0, 2**16)
+)
 def test_rewritten_term_evaluates_equal_to_the_original(case: tuple[int, Term], seed: int) -> None:
     arity, term = case
     assert arity_of(term) == arity

@@ -73,7 +73,9 @@ def check_accepted(good: Program) -> None:
 # ---- names: well formed, each declared once ---------------------------------------------------
 
 NAMES_OK = [
-    program(define("layer.0.out", App(RELU, X)), inputs=[Input("0", T23), Input("x", T23)], state=[State("blocks.0.weight", "buffer", T33)]),
+    program(
+        define("layer.0.out", App(RELU, X)), inputs=[Input("0", T23), Input("x", T23)], state=[State("blocks.0.weight", "buffer", T33)]
+    ),
     program(state=[State("a", "param", T33), State("b", "buffer", T33), State("c", "const", ScalarType("int"))]),
 ]
 
@@ -84,7 +86,12 @@ NAMES_BAD = [
     Bad("trailing-dot", program(define("a.", App(RELU, X))), "malformed name 'a.'", None),
     Bad("input-twice", program(inputs=[Input("x", T23), Input("x", T33)]), "input %x is declared twice", "4:7"),
     Bad("state-twice", program(state=[State("w", "param", T33), State("w", "buffer", T33)]), "@w is declared twice", "6:8"),
-    Bad("definition-twice", program(define("y", App(RELU, X)), define("y", App(EXP, X))), "duplicate definition: %y is already defined above", "8:1"),
+    Bad(
+        "definition-twice",
+        program(define("y", App(RELU, X)), define("y", App(EXP, X))),
+        "duplicate definition: %y is already defined above",
+        "8:1",
+    ),
     Bad("definition-named-like-input", program(define("x", App(RELU, X))), "duplicate definition: %x is already an input", "7:1"),
     Bad("unknown-state-kind", program(state=[State("w", "variable", T33)]), "@w has unknown kind 'variable'", None),
 ]
@@ -101,7 +108,9 @@ def test_names_rule_rejects(bad: Bad) -> None:
 
 
 def test_values_and_state_are_separate_namespaces() -> None:
-    check_accepted(program(define("w", apply(ADD, X, WEIGHT)), state=[State("w", "param", T23)], outputs=[out("w"), out("w", kind="state")]))
+    check_accepted(
+        program(define("w", apply(ADD, X, WEIGHT)), state=[State("w", "param", T23)], outputs=[out("w"), out("w", kind="state")])
+    )
 
 
 # ---- scope: %names defined above their use, @names declared ------------------------------------
@@ -114,7 +123,12 @@ SCOPE_OK = program(
 
 SCOPE_BAD = [
     Bad("undefined-name", program(define("y", App(RELU, Z))), "undefined name: %z", "7:27"),
-    Bad("use-before-definition", program(define("y", Prim("aten.relu.default", (Z,))), define("z", App(EXP, X))), "used before its definition: %z", "7:24"),
+    Bad(
+        "use-before-definition",
+        program(define("y", Prim("aten.relu.default", (Z,))), define("z", App(EXP, X))),
+        "used before its definition: %z",
+        "7:24",
+    ),
     Bad("self-reference", program(define("y", apply(ADD, X, Ref("value", "y")))), "used before its definition: %y", "7:31"),
     Bad("undeclared-state", program(define("y", apply(ADD, X, Ref("state", "v")))), "undeclared state: @v", "7:31"),
     Bad("state-used-as-value", program(define("y", apply(ADD, X, Ref("value", "w")))), "undefined name: %w", "7:31"),
@@ -144,8 +158,18 @@ OPERATORS_OK = program(
 OPERATORS_BAD = [
     Bad("unknown-overload", program(define("y", Prim("aten.relu.nonexistent", (X,)))), "unknown operator 'aten.relu.nonexistent'", "7:6"),
     Bad("not-a-torch-op", program(define("y", Prim("os.system", ("ls",)))), "unknown operator 'os.system'", "7:6"),
-    Bad("too-many-positional", program(define("y", Prim("aten.relu.default", (X, X)))), "aten.relu.default takes at most 1 positional argument(s), got 2", "7:6"),
-    Bad("unknown-keyword", program(define("y", Prim("aten.add.Tensor", (X, X), (("beta", 2),)))), "aten.add.Tensor has no argument named 'beta'", "7:6"),
+    Bad(
+        "too-many-positional",
+        program(define("y", Prim("aten.relu.default", (X, X)))),
+        "aten.relu.default takes at most 1 positional argument(s), got 2",
+        "7:6",
+    ),
+    Bad(
+        "unknown-keyword",
+        program(define("y", Prim("aten.add.Tensor", (X, X), (("beta", 2),)))),
+        "aten.add.Tensor has no argument named 'beta'",
+        "7:6",
+    ),
     Bad(
         "bad-embedded-operator",
         program(define("y", Prim("aten.add.Tensor", (X, Prim("aten.t.default", (WEIGHT, 0)))))),
@@ -179,14 +203,44 @@ ARITY_OK = program(
 )
 
 ARITY_BAD = [
-    Bad("primitive-over-applied", program(define("y", apply(RELU, X, X))), "in %y: aten.relu.default takes 1 argument(s) but is applied to 2", "7:6"),
+    Bad(
+        "primitive-over-applied",
+        program(define("y", apply(RELU, X, X))),
+        "in %y: aten.relu.default takes 1 argument(s) but is applied to 2",
+        "7:6",
+    ),
     Bad("value-applied", program(define("y", apply(X, X))), "%x takes 0 argument(s) but is applied to 1", "7:6"),
-    Bad("definition-over-applied", program(define("f", RELU), define("y", apply(F, X, X))), "in %y: %f takes 1 argument(s) but is applied to 2", "8:6"),
-    Bad("function-as-argument", program(define("y", apply(ADD, X, RELU))), "aten.add.Tensor is given a function (arity 1) where a value is expected", "7:6"),
-    Bad("function-embedded", program(define("y", Prim("aten.relu.default", (EXP,)))), "an argument embedded in aten.relu.default is a function, not a value", "7:6"),
-    Bad("higher-order-parameter", program(define("f", App(B, RELU))), "a function is expected where a value stands (higher-order use is not allowed)", "7:1"),
+    Bad(
+        "definition-over-applied",
+        program(define("f", RELU), define("y", apply(F, X, X))),
+        "in %y: %f takes 1 argument(s) but is applied to 2",
+        "8:6",
+    ),
+    Bad(
+        "function-as-argument",
+        program(define("y", apply(ADD, X, RELU))),
+        "aten.add.Tensor is given a function (arity 1) where a value is expected",
+        "7:6",
+    ),
+    Bad(
+        "function-embedded",
+        program(define("y", Prim("aten.relu.default", (EXP,)))),
+        "an argument embedded in aten.relu.default is a function, not a value",
+        "7:6",
+    ),
+    Bad(
+        "higher-order-parameter",
+        program(define("f", App(B, RELU))),
+        "a function is expected where a value stands (higher-order use is not allowed)",
+        "7:1",
+    ),
     Bad("W-of-unary", program(define("f", App(W, RELU))), "aten.relu.default takes 1 argument(s) but is applied to 2", "7:8"),
-    Bad("K-drops-ill-formed-argument", program(define("y", apply(K, X, apply(RELU, X, X)))), "aten.relu.default takes 1 argument(s) but is applied to 2", "7:12"),
+    Bad(
+        "K-drops-ill-formed-argument",
+        program(define("y", apply(K, X, apply(RELU, X, X)))),
+        "aten.relu.default takes 1 argument(s) but is applied to 2",
+        "7:12",
+    ),
     Bad("K-drops-higher-order-use", program(define("f", App(B, App(K, X)))), "higher-order use is not allowed", "7:1"),
     Bad("non-normalising", program(define("y", apply(S, I, I, apply(S, I, I)))), "in %y: does not normalise", "7:8"),
 ]
@@ -203,7 +257,16 @@ def test_arity_rule_rejects(bad: Bad) -> None:
 
 @pytest.mark.parametrize(
     ("term", "arity"),
-    [(I, 1), (K, 2), (apply(S, K, K), 1), (App(C, SUB), 2), (App(W, ADD), 1), (apply(B, RELU, EXP), 1), (App(K, SUB), 3), (apply(S, ADD, RELU, X), 0)],
+    [
+        (I, 1),
+        (K, 2),
+        (apply(S, K, K), 1),
+        (App(C, SUB), 2),
+        (App(W, ADD), 1),
+        (apply(B, RELU, EXP), 1),
+        (App(K, SUB), 3),
+        (apply(S, ADD, RELU, X), 0),
+    ],
     ids=str,
 )
 def test_arity_checker_computes_arities(term: Term, arity: int) -> None:
@@ -253,13 +316,30 @@ TYPES_OK = program(
 )
 
 TYPES_BAD = [
-    Bad("fn-type-too-many-params", program(define("f", RELU, FunctionType((T23, T23), T23))), "%f is declared fn(f32[2, 3], f32[2, 3]) -> f32[2, 3] (2 parameter(s)) but its term takes 1", "7:1"),
+    Bad(
+        "fn-type-too-many-params",
+        program(define("f", RELU, FunctionType((T23, T23), T23))),
+        "%f is declared fn(f32[2, 3], f32[2, 3]) -> f32[2, 3] (2 parameter(s)) but its term takes 1",
+        "7:1",
+    ),
     Bad("fn-type-on-a-value", program(define("y", App(RELU, X), FN1)), "(1 parameter(s)) but its term takes 0", "7:1"),
-    Bad("value-type-on-a-function", program(define("f", RELU, T23)), "%f is declared f32[2, 3] (0 parameter(s)) but its term takes 1", "7:1"),
+    Bad(
+        "value-type-on-a-function", program(define("f", RELU, T23)), "%f is declared f32[2, 3] (0 parameter(s)) but its term takes 1", "7:1"
+    ),
     Bad("input-of-function-type", program(inputs=[Input("x", FN1)]), "input %x has a function type; inputs are values", "3:7"),
-    Bad("output-of-function-type", program(define("y", App(RELU, X)), outputs=[out("y", FN1)]), "has a function type; outputs are values", "9:8"),
+    Bad(
+        "output-of-function-type",
+        program(define("y", App(RELU, X)), outputs=[out("y", FN1)]),
+        "has a function type; outputs are values",
+        "9:8",
+    ),
     Bad("output-type-mismatch", program(outputs=[out("x", T33)]), "output declared f32[3, 3] but its source is f32[2, 3]", "7:8"),
-    Bad("output-dtype-mismatch", program(define("y", App(RELU, X), T23), outputs=[out("y", TensorType(torch.float16, (2, 3)))]), "output declared f16[2, 3] but its source is f32[2, 3]", "9:8"),
+    Bad(
+        "output-dtype-mismatch",
+        program(define("y", App(RELU, X), T23), outputs=[out("y", TensorType(torch.float16, (2, 3)))]),
+        "output declared f16[2, 3] but its source is f32[2, 3]",
+        "9:8",
+    ),
     Bad("state-output-mismatch", program(outputs=[out("w", T23, "state")]), "output declared f32[2, 3] but its source is f32[3, 3]", "7:8"),
     Bad("output-of-a-function", program(define("f", RELU), outputs=[out("f")]), "output %f is a function (arity 1), not a value", "9:8"),
 ]
