@@ -211,10 +211,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         program, weights = compile_model(args)
     if args.check_classification:
-        from bwsk.passes.classify.check import check_program
-
-        failures = check_program(program, sys.stdout, weights)
-        return EXIT_MISMATCH if failures else 0
+        return EXIT_MISMATCH if check_classification(program, weights).failures else 0
     wants_analysis = args.emit != "ir" or args.passes or args.print_after
     if not wants_analysis:
         emit(print_program(program), args.output, args.force)
@@ -227,6 +224,20 @@ def run(args: argparse.Namespace) -> int:
     analysis = analyze(program, passes=passes, after_pass=printer_after(passes, args.print_after, sys.stderr), weights=weights)
     emit(render(analysis, args), args.output, args.force)
     return 0
+
+
+def check_classification(program, weights):
+    """`--check-classification`: the numerical check with a progress bar on a terminal, printed as tables to stdout."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from bwsk.passes.classify.check import check_classification as run_check
+    from bwsk.render.classification_check import print_classification_check
+
+    with Progress(console=Console(stderr=True), disable=not sys.stderr.isatty(), transient=True) as progress:
+        report = run_check(program, weights, lambda calls: progress.track(calls, description="checking verdicts"))
+    print_classification_check(report, Console(file=sys.stdout, width=160, soft_wrap=False))
+    return report
 
 
 def printer_after(passes: list[str], names: list[str], stream: TextIO):

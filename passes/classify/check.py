@@ -10,21 +10,16 @@ every one).
 from __future__ import annotations
 
 import math
-import sys
-from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
-from typing import TextIO
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 
 import torch
-from rich.console import Console
-from rich.progress import Progress
-from rich.table import Table
 
 from bwsk.ir.program import Program
 from bwsk.passes.analysis import Analysis
 from bwsk.passes.classify import GETITEM, Judgement, judgements, read_outputs
 from bwsk.passes.classify.oracle import check
-from bwsk.passes.classify.phase_check import check_phases
+from bwsk.passes.classify.phase_check import PhaseCheck, check_phases
 from bwsk.passes.dataflow import Call, Dataflow, iter_tensor_infos, trace
 from bwsk.passes.manager import PassManager
 
@@ -58,51 +53,33 @@ def _distinct(flow: Dataflow, calls: Iterable[Call]) -> Iterator[tuple[Call, Jud
                 yield call, judgement
 
 
-def check_verdicts(flow: Dataflow) -> list[tuple[str, str, str, str, str]]:
-    """One row per distinct rule application (see `_row`), with a progress bar on a terminal."""
-    progress = Progress(console=Console(stderr=True), disable=not sys.stderr.isatty(), transient=True)
-    with progress:
-        calls = progress.track(flow.calls, description="checking verdicts")
-        return [_row(call, judgement) for call, judgement in _distinct(flow, calls)]
+@dataclass(frozen=True)
+class ClassificationCheck:
+    """Every distinct rule application's check (`verdicts`: operator, class, reason, evidence, outcome) and
+    every S-phase's check as one function (`phases`)."""
+
+    program: str
+    verdicts: list[tuple[str, str, str, str, str]]
+    phases: list[PhaseCheck]
+
+    @property
+    def failures(self) -> int:
+        return sum(row[-1] == "FAILED" for row in self.verdicts) + sum(c.outcome == "FAILED" for c in self.phases)
 
 
-def check_program(program: Program, stream: TextIO, weights: Mapping[str, torch.Tensor] | None = None) -> int:
-    """Check every distinct rule application in `program`; print a table; return the number of failures.
+def check_verdicts(flow: Dataflow, track: Callable[[list[Call]], Iterable[Call]] = iter) -> list[tuple[str, str, str, str, str]]:
+    """One row per distinct rule application (see `_row`); `track` wraps the calls (a progress bar, say)."""
+    return [_row(call, judgement) for call, judgement in _distinct(flow, track(flow.calls))]
+
+
+def check_classification(
+    program: Program, weights: Mapping[str, torch.Tensor] | None = None, track: Callable[[list[Call]], Iterable[Call]] = iter
+) -> ClassificationCheck:
+    """Check every distinct rule application in `program`, then every S-phase as a whole.
 
     `weights` (state tensors by @name) are what the S-phases are run with: a model's own buffers and
     constants (scales, masks, position tables) must not be replaced by random values.
     """
-    rows = check_verdicts(trace(program))
-    outcomes = Counter(row[-1] for row in rows)
-    table = Table(title=f"{program.name}: numerical check of each S/K verdict")
-    for column in ("operator", "class", "reason", "evidence", "check"):
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        if row[-1] != "skipped":
-            table.add_row(*row)
-    console = Console(file=stream, width=160, soft_wrap=False)
-    console.print(table)
-    console.print(
-        f"{outcomes['ok'] + outcomes['FAILED']} verdict(s) checked, {outcomes['FAILED']} failed, {outcomes['undecided']} undecided, "
-        f"{outcomes['unknown']} unknown, "
-        f"{outcomes['skipped']} skipped as too large (>{MAX_CHECKED_ELEMENTS} elements; compile with --tiny to check them)"
-    )
-    return outcomes["FAILED"] + _print_phases(program, console, weights)
-
-
-def _print_phases(program: Program, console: Console, weights: Mapping[str, torch.Tensor] | None) -> int:
-    """The phases section: every S-phase checked as one function of each activation input; the number of failures."""
-    checks = check_phases(PassManager(["partition"]).run(Analysis.of(program, weights=weights)))
-    table = Table(title=f"{program.name}: numerical check of each S-phase as a whole")
-    for column in ("phase", "layer", "calls", "input", "evidence", "check"):
-        table.add_column(column, overflow="fold")
-    for c in checks:
-        if c.outcome != "skipped":
-            table.add_row(str(c.phase), c.layer, str(c.calls), c.input, c.evidence, c.outcome)
-    outcomes = Counter(c.outcome for c in checks)
-    console.print(table)
-    console.print(
-        f"{outcomes['ok'] + outcomes['FAILED']} S-phase input(s) checked, {outcomes['FAILED']} failed, {outcomes['undecided']} undecided, "
-        f"{outcomes['skipped']} skipped (integer inputs, or too large: compile with --tiny to check them)"
-    )
-    return outcomes["FAILED"]
+    verdicts = check_verdicts(trace(program), track)
+    phases = check_phases(PassManager(["partition"]).run(Analysis.of(program, weights=weights)))
+    return ClassificationCheck(program.name, verdicts, phases)
