@@ -80,8 +80,17 @@ def load_hf_directory(
 
 
 def load_hub(model_id: str, *, trust_pickle: bool = False, trust_remote_code: bool = False) -> nn.Module:
-    """A transformers model fetched from the Hugging Face Hub (needs the network or a warm cache)."""
+    """A transformers model fetched from the Hugging Face Hub (needs the network or a warm cache).
+
+    Without a cached config and with the Hub unreachable, it fails at once instead of after transformers' retries.
+    """
     import transformers
+
+    if not hub_reachable() and not _cached(model_id):
+        raise SourceError(
+            f"{model_id!r}: no such local path, and the Hugging Face Hub is unreachable (no network) with nothing cached for it",
+            hint="pass a local directory, a .pt2 file or a zoo name",
+        )
 
     with isolated_transformers():
         try:
@@ -102,6 +111,32 @@ def load_hub(model_id: str, *, trust_pickle: bool = False, trust_remote_code: bo
             ) from None
     model.config.use_cache = False
     return model.eval()
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the Hub's endpoint (HF_ENDPOINT) opens within `timeout` seconds."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    endpoint = urlsplit(constants.ENDPOINT)
+    try:
+        socket.create_connection(
+            (endpoint.hostname or "", endpoint.port or (443 if endpoint.scheme == "https" else 80)), timeout=timeout
+        ).close()
+    except OSError:
+        return False
+    return True
+
+
+def _cached(model_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(model_id, "config.json"), str)
+    except Exception:  # an id the cache layout cannot hold (e.g. invalid characters) is not cached
+        return False
 
 
 def read_config(path: Path) -> dict[str, Any]:
