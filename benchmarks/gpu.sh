@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The GPU checks of issues 8-11 in one prepared run, for a session that is lent a device machine
+# (see the device tool: one script, one call). Writes everything under ${OUT:-gpu-results}/.
+#   bash benchmarks/gpu.sh            # after: python3 -m pip install torch==2.13.0 && pip install -e '.[dev]'
+# Each step is independent; a failing step is reported and the next one runs.
+set -u
+out=${OUT:-gpu-results}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/device.csv" 2>&1
+step() { local name=$1; shift; echo "== $name: $*"; timeout "${STEP_TIMEOUT:-900}" "$@" > "$out/$name.log" 2>&1; echo "   exit $?"; }
+
+# Issue 8: Pythia-410M, every mode, bf16 autocast, peak memory and step time (targets: reversible >= 50% below
+# conventional peak at 1 x 4096, step time <= 1.3x).
+step memory-2x512 python benchmarks/memory.py --model pythia-410m --device cuda --dtype bf16 --mode all \
+    --batch 2 --seq 512 --json "$out/memory-2x512.json" --force
+step memory-1x4096 python benchmarks/memory.py --model pythia-410m --device cuda --dtype bf16 --mode all \
+    --batch 1 --seq 4096 --json "$out/memory-1x4096.json" --force
+# Issue 9: seam kernels against eager torch and torch.compile, bandwidth against copy bandwidth; bf16 kernel tests.
+step kernels python benchmarks/kernels.py --dtype bf16 --stream-dtype fp32 --json "$out/kernels.json" --plot "$out/kernels.png" --force
+step kernel-tests python -m pytest -q -p no:cacheprovider -m gpu tests/kernels tests/training
+# Issue 11: DDP and FSDP2 over NCCL on one GPU is not a multi-GPU check; the runtime tests still run on the device.
+step distributed-tests python -m pytest -q -p no:cacheprovider tests/training/test_distributed.py tests/training/test_train_distributed.py
+echo "results in $out"
