@@ -8,6 +8,7 @@ import sys
 import zipfile
 
 import torch
+from paths import EXAMPLES
 
 from bwsk.cli.compile import main
 from bwsk.ir.parser import parse
@@ -119,7 +120,7 @@ def test_unknown_zoo_name_suggests_the_closest(capsys):
 
 
 def test_verify_on_ir_text_is_refused(tmp_path, capsys):
-    code, _, err = run(["grammar/examples/mlp.bwsk", "--verify"], capsys)
+    code, _, err = run([str(EXAMPLES / "mlp.bwsk"), "--verify"], capsys)
     assert code == 2 and "--verify" in one_line_error(err)
 
 

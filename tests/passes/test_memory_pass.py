@@ -15,6 +15,7 @@ import re
 
 import pytest
 import torch
+from paths import EXAMPLES
 
 from bwsk.frontend.compile import Compiled, compile_source
 from bwsk.ir.parser import parse, parse_file
@@ -116,7 +117,7 @@ def test_program_without_k_calls_recomputes_everything_but_its_inputs():
 
 
 def test_k_barrier_output_is_stored():
-    analysis = analyzed(parse_file("grammar/examples/mlp.bwsk"), batch=4)
+    analysis = analyzed(parse_file(str(EXAMPLES / "mlp.bwsk")), batch=4)
     relu = next(d for d in analysis.results["memory"].decisions if d.name == "%h")
     assert relu.decision == "store" and relu.reason.startswith("K-barrier output")
 

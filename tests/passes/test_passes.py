@@ -145,7 +145,8 @@ def test_sequential_residual_pairs_become_coupling_candidates():
 
 
 @pytest.mark.parametrize("emit", ["phases", "json"])
-def test_golden_outputs_of_the_residual_example(emit, capsys):
+def test_golden_outputs_of_the_residual_example(emit, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)  # the golden text names the file as given
     code = main(["grammar/examples/residual.bwsk", "--emit", emit, "--passes", "classify,partition,couple"])
     out, err = capsys.readouterr()
     assert code == 0, err
@@ -153,7 +154,8 @@ def test_golden_outputs_of_the_residual_example(emit, capsys):
     assert out == golden.read_text(), f"regenerate {golden} if the change is intended"
 
 
-def test_golden_print_after_classify_of_the_mlp_example(capsys):
+def test_golden_print_after_classify_of_the_mlp_example(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)  # the golden text names the file as given
     code = main(["grammar/examples/mlp.bwsk", "--passes", "classify", "--print-after", "classify"])
     out, err = capsys.readouterr()
     assert code == 0
