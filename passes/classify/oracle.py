@@ -150,8 +150,8 @@ class _Harness:
             if not info.dtype.is_floating_point:
                 low = 0 if torch.iinfo(info.dtype).min == 0 else -3
                 x = torch.randint(low, 4, info.shape, generator=gen, dtype=info.dtype)
-                return _in_domain(x, domains.get(name)) if name in domains else x
-            x = _in_domain(torch.randn(info.shape, generator=gen, dtype=torch.float64), domains.get(name))
+                return in_domain(x, domains.get(name)) if name in domains else x
+            x = in_domain(torch.randn(info.shape, generator=gen, dtype=torch.float64), domains.get(name))
             return x if upcast else x.to(info.dtype)
 
         def lift(v: Any, name: str | None) -> Any:
@@ -186,7 +186,7 @@ class _Harness:
         return [out[i] for i in (self.outputs or range(len(out)))]
 
 
-def _in_domain(x: torch.Tensor, domain: str | None) -> torch.Tensor:
+def in_domain(x: torch.Tensor, domain: str | None) -> torch.Tensor:
     """Random values moved into a verdict's domain (see rules.base.DOMAINS); integers stay integers."""
     if domain is None or x.dtype == torch.bool:
         return x

@@ -17,6 +17,8 @@ counted (compile with --tiny to check every phase). A rank deficit at the model'
 own weights that vanishes at random weights and inputs is "undecided": the fixed
 operands there are degenerate (an all-zero activation of a tiny model, a softmax
 saturated to one-hot), which says nothing of the phase at other operating points.
+Random state is drawn inside the domain the rules reading it assume (a BatchNorm
+running variance is positive), so that second operating point is a valid one.
 """
 
 from __future__ import annotations
@@ -34,9 +36,10 @@ from bwsk.ir.program import Program
 from bwsk.ir.terms import Prim
 from bwsk.ir.types import TensorType, TupleType, example_tensor
 from bwsk.passes.analysis import Analysis
-from bwsk.passes.classify import read_outputs
+from bwsk.passes.classify import judgements, read_outputs
 from bwsk.passes.classify.composite import value_name
-from bwsk.passes.classify.rules import GETITEM
+from bwsk.passes.classify.oracle import in_domain
+from bwsk.passes.classify.rules import GETITEM, operand_name
 from bwsk.passes.dataflow import Dataflow, meta_tensor
 from bwsk.passes.partition import Phase
 
@@ -132,10 +135,31 @@ def _example_input(
     return ids.to(dtype).view(shape)
 
 
+def _domains(flow: Dataflow, values: set[int]) -> dict[int, str]:
+    """The domain (`rules.base.DOMAINS`) a rule assumes of each of `values` it reads: BatchNorm's running_var is positive."""
+    read = read_outputs(flow)
+    found: dict[int, str] = {}
+    for call in flow.calls:
+        if values.isdisjoint(call.inputs):
+            continue
+        names = {
+            operand_name(call.target, p) if p < len(call.args) else list(call.kwargs)[p - len(call.args)]: v
+            for v, p in zip(call.inputs, call.operand_positions, strict=True)
+        }
+        for judged in judgements(flow, call, read):
+            for name, domain in judged.verdict.domain:
+                if names.get(name) in values:
+                    found.setdefault(names[name], domain)
+    return found
+
+
 def capture(
     program: Program, flow: Dataflow, weights: Mapping[str, torch.Tensor] | None, sizes: Mapping[str, int], seed: int = 0
 ) -> _Capture:
-    """Run `program` once on the CPU and keep every call's operand templates and every value."""
+    """Run `program` once on the CPU and keep every call's operand templates and every value.
+
+    State missing from `weights` is drawn at random, inside the domain the rules reading it assume.
+    """
     generator = torch.Generator().manual_seed(seed)
     by_source = {v.source: v.id for v in flow.values.values() if v.source is not None}
     inputs = [
@@ -143,12 +167,15 @@ def capture(
         for i in program.inputs
     ]
     state = dict(weights) if weights is not None else {}
+    missing = {by_source[f"@{s.name}"] for s in program.state if s.name not in state}
+    domains = _domains(flow, missing) if missing else {}
     for item in program.state:
         if item.name not in state:
             shape = tuple(meta_tensor(item.type, sizes).shape)
             drawn = example_tensor(shape, item.type.dtype, generator)
             # matrices scaled by 1/sqrt(fan-in), as models are initialised: N(0, 1) weights saturate softmax and tanh
-            state[item.name] = drawn / math.sqrt(shape[-1]) if drawn.is_floating_point() and len(shape) >= 2 and shape[-1] else drawn
+            drawn = drawn / math.sqrt(shape[-1]) if drawn.is_floating_point() and len(shape) >= 2 and shape[-1] else drawn
+            state[item.name] = in_domain(drawn, domains.get(by_source[f"@{item.name}"]))
     sources = {by_source[f"%{i.name}"]: t for i, t in zip(program.inputs, inputs, strict=True) if isinstance(i.type, TensorType)}
     sources.update({by_source[f"@{s.name}"]: state[s.name] for s in program.state})
     recorder = _Capture(flow, sources)

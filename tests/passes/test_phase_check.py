@@ -7,11 +7,11 @@ import torch
 from torch import nn
 
 import bwsk
-from bwsk.frontend.compile import compile_source
+from bwsk.frontend.compile import compile_source, state_tensors
 from bwsk.passes import PassManager
 from bwsk.passes.analysis import Analysis
 from bwsk.passes.classify import classify_call, read_outputs
-from bwsk.passes.classify.phase_check import check_phases
+from bwsk.passes.classify.phase_check import capture, check_phases
 from bwsk.passes.partition import partition
 
 
@@ -81,3 +81,50 @@ def test_every_s_phase_of_a_tiny_model_is_injective_as_a_whole(name):
     outcomes = [c.outcome for c in checks]
     assert "FAILED" not in outcomes, [c for c in checks if c.outcome == "FAILED"]
     assert outcomes.count("ok") >= 5
+
+
+class ZeroScaleNormThenMix(nn.Module):
+    """p @ batch_norm(x), then an invertible map: S in p while the norm's output has full rank.
+
+    With the norm's scale zero (MobileViT's initialisation draws BatchNorm scales of about 0.02, and
+    its activations vanish to 0 in a few layers) that output is all zero at the model's weights.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.norm = nn.BatchNorm1d(4)
+        self.mix = nn.Linear(4, 4)
+        with torch.no_grad():
+            self.norm.weight.zero_()
+            self.norm.bias.zero_()
+
+    def forward(self, p, x):
+        return self.mix(p @ self.norm(x))
+
+
+def zero_scale_analysis() -> Analysis:
+    model = ZeroScaleNormThenMix().eval()
+    exported = torch.export.export(model, (torch.randn(4, 4), torch.randn(4, 4)))
+    program = bwsk.lower(exported)
+    return PassManager(["partition"]).run(Analysis.of(program, weights=state_tensors(exported.run_decompositions())))
+
+
+def test_a_phase_erasing_only_at_degenerate_model_weights_is_undecided_not_failed():
+    """At the model's weights p @ 0 erases p; at random state (a positive running variance, else nan) p is recovered."""
+    analysis = zero_scale_analysis()
+    (mm,) = [c for c in analysis.flow.calls if c.target == "aten.mm.default"]
+    assert analysis.classes[mm.index].kind == "S"
+    (in_p,) = [c for c in check_phases(analysis) if c.input == "%p"]
+    assert in_p.outcome == "undecided", in_p
+    assert in_p.evidence.startswith("jacobian rank 0/16 at the model's weights") and "16/16" in in_p.evidence
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_state_is_drawn_in_the_domain_the_rules_assume(seed):
+    analysis = zero_scale_analysis()
+    flow = analysis.flow
+    captured = capture(analysis.program, flow, None, analysis.sizes, seed=seed)
+    (norm,) = [c for c in flow.calls if "batch_norm" in c.target]
+    running_var = captured.values[norm.inputs[4]]
+    assert running_var.shape == (4,) and bool((running_var > 0).all()), running_var
+    assert torch.isfinite(captured.values[flow.outputs[0]]).all()
