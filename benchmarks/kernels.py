@@ -2,8 +2,9 @@
 
     python benchmarks/kernels.py [--dtype bf16|fp16|fp32] [--stream-dtype fp32] [--json FILE] [--plot FILE]
 
-For each seam (forward y = x + f; n = norm(y), rebuild x = y - f; n = norm(x), and the
-backward of the forward seam) with LayerNorm and RMSNorm, at Pythia-410M (d = 1024) and
+For each seam (forward y = x + f; n = norm(y), rebuild x = y - f; n = norm(x), the
+backward of the forward seam, and the norm backward the reversible runtime runs: dy +
+norm'(y)^T dn with the weight and bias gradients, no branch gradient) with LayerNorm and RMSNorm, at Pythia-410M (d = 1024) and
 Pythia-1B (d = 2048) widths and 1k to 16k rows: time per call (triton.testing.do_bench,
 median) and achieved bandwidth (bytes every implementation must move at least, over time)
 against the device's copy bandwidth measured in the same run. Ratios compare
@@ -28,7 +29,7 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 WIDTHS = {"pythia-410m": 1024, "pythia-1b": 2048}
 ROWS = (1024, 2048, 4096, 8192, 16384)
 NORMS = ("layernorm", "rmsnorm")
-SEAMS = ("forward", "rebuild", "backward")
+SEAMS = ("forward", "rebuild", "backward", "norm-backward")
 
 
 def pattern_for(norm: str):
@@ -63,6 +64,36 @@ def seam_functions(pattern, direction: str) -> dict:
     return {"triton": fused, "eager": eager, "compile": torch.compile(eager, dynamic=False)}
 
 
+def norm_backward_calls(pattern, o: dict, *, compiled: bool = True) -> dict:
+    """name -> no-argument call of the runtime's norm backward: the fused kernel, eager autograd, autograd of torch.compile.
+
+    The graph of the eager and compiled normalisation is built here (outside the timing); `compiled=False` leaves torch.compile out.
+    """
+    from bwsk.kernels import reference, runtime
+
+    kernels = runtime.kernels_for(pattern)
+    fused = functools.partial(
+        runtime.launch_backward, kernels, o["x"], o["dy"], o["dn"], o["weight"], o["bias"], o["x"].dtype, o["x"].dtype, 0
+    )
+
+    def through(normalise):
+        leaves = [t.detach().requires_grad_() for t in (o["x"], o["weight"], o["bias"]) if t is not None]
+        value, weight, bias = leaves[0], leaves[1], leaves[2] if len(leaves) > 2 else None
+        normed = normalise(value, weight, bias)
+
+        def call():
+            grads = torch.autograd.grad(normed, leaves, o["dn"], retain_graph=True)
+            return o["dy"] + grads[0], *grads[1:]
+
+        return call
+
+    eager = functools.partial(reference.normalise, pattern)
+    calls = {"triton": fused, "eager": through(eager)}
+    if compiled:
+        calls["compile"] = through(torch.compile(eager, dynamic=False))
+    return calls
+
+
 def timed_call(function, seam: str, o: dict):
     """A no-argument call running `seam` once: the function itself, or (backward) the gradients of its outputs."""
     if seam != "backward":
@@ -77,6 +108,8 @@ def bytes_moved(seam: str, o: dict) -> int:
     """The least traffic a fused seam needs: read x and f, write y and n; backward reads y, dy, dn and writes dx and df."""
     size = o["x"].numel()
     stream, branch = o["x"].element_size(), o["f"].element_size()
+    if seam == "norm-backward":
+        return size * 4 * stream
     if seam == "backward":
         return size * (4 * stream + (branch if o["f"].dtype != o["x"].dtype else 0))
     return size * (3 * stream + branch)
@@ -107,8 +140,10 @@ def measure(args) -> list[dict]:
                 for rows in ROWS:
                     o = operands(pattern, rows, width, stream, branch, "cuda")
                     row = {"norm": norm, "seam": seam, "model": model, "width": width, "rows": rows, "bytes": bytes_moved(seam, o)}
+                    calls = norm_backward_calls(pattern, o) if seam == "norm-backward" else None
                     for name, function in functions.items():
-                        milliseconds = do_bench(timed_call(function, seam, o), return_mode="median")
+                        call = calls[name] if calls is not None else timed_call(function, seam, o)
+                        milliseconds = do_bench(call, return_mode="median")
                         row[f"{name}_ms"] = milliseconds
                         row[f"{name}_of_copy"] = row["bytes"] / (milliseconds * 1e-3) / peak
                     row["speedup_vs_eager"] = row["eager_ms"] / row["triton_ms"]
@@ -166,6 +201,10 @@ def check_on_cpu() -> None:
                 expected_grads = torch.autograd.grad(expected, present, (o["dy"], o["dn"]))
                 error = max((a - b).abs().max().item() for a, b in zip((*fused, *grads), (*expected, *expected_grads)))
                 print(f"{norm:9} {direction:7} d={width} ({model}): max abs error vs torch, outputs and gradients: {error:.2e}")
+            calls = norm_backward_calls(pattern, {name: t.detach() if t is not None else None for name, t in o.items()}, compiled=False)
+            fused = [t for t in calls["triton"]() if t is not None]
+            error = max((a - b).abs().max().item() for a, b in zip(fused, calls["eager"](), strict=True))
+            print(f"{norm:9} norm-backward d={width} ({model}): max abs error vs torch autograd: {error:.2e}")
 
 
 def main(argv: list[str] | None = None) -> int:

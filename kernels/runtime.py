@@ -120,18 +120,19 @@ def launch_backward(
     src_dtype: torch.dtype,
     branch_dtype: torch.dtype,
     branch_sign: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """Gradients of a seam with respect to src, branch, weight and bias, given those of out and normed.
 
-    `value` is the normalised stream (the seam's `out`). grad_src = grad_out + norm'(value)^T grad_normed;
-    grad_branch = branch_sign * grad_src, always its own tensor (one buffer returned for two leaves would alias their .grad).
+    `value` is the stream the norm read (the seam's `out`). grad_src = grad_out + norm'(value)^T grad_normed;
+    grad_branch = branch_sign * grad_src, always its own tensor (one buffer returned for two leaves would alias their .grad),
+    or None when branch_sign is 0 (the kernel then writes no branch gradient: a norm backward alone).
     """
     pattern = kernels.pattern
     width = value.shape[-1]
     value_rows = _rows(value)
     rows = value_rows.shape[0]
     grad_src = torch.empty(value_rows.shape, dtype=src_dtype, device=value.device)
-    grad_branch = torch.empty(value_rows.shape, dtype=branch_dtype, device=value.device)
+    grad_branch = torch.empty(value_rows.shape, dtype=branch_dtype, device=value.device) if branch_sign else None
     programs = max(_backward_programs(rows, value.device), 1)
     partial = {
         name: torch.empty((programs, width), dtype=torch.float32, device=value.device)
@@ -143,7 +144,8 @@ def launch_backward(
         per_program = triton.cdiv(rows, programs)
         affine = [weight.contiguous()] if weight is not None else []
         kernels.backward[(programs,)](
-            value_rows, _rows(grad_out), _rows(grad_normed), *affine, grad_src, grad_branch, *partial.values(), rows, width, per_program,
+            value_rows, _rows(grad_out), _rows(grad_normed), *affine, grad_src, grad_src if grad_branch is None else grad_branch,
+            *partial.values(), rows, width, per_program,
             BRANCH_SIGN=branch_sign, BLOCK=block, num_warps=warps,
         )  # fmt: skip
     else:
@@ -151,7 +153,7 @@ def launch_backward(
             buffer.zero_()
     grad_weight = partial["weight"].sum(0).to(weight.dtype) if weight is not None else None
     grad_bias = partial["bias"].sum(0).to(bias.dtype) if bias is not None else None
-    return grad_src.view(value.shape), grad_branch.view(value.shape), grad_weight, grad_bias
+    return grad_src.view(value.shape), None if grad_branch is None else grad_branch.view(value.shape), grad_weight, grad_bias
 
 
 class SeamFunction(torch.autograd.Function):

@@ -7,8 +7,9 @@ seam kernels; a contiguous range of rows per program in the backward):
 - `<family>_rebuild`:  OUT = SRC - BRANCH; NORMED = norm(OUT)   (x = y - f; n = norm(x))
 - `<family>_backward`: given VALUE (the normalised stream), dOUT and dNORMED:
   GRAD_SRC = dOUT + norm'(VALUE)^T dNORMED, GRAD_BRANCH = BRANCH_SIGN * GRAD_SRC (separate tensors:
-  autograd must not hand one buffer to two leaves' .grad),
-  and this program's partial sums of the weight and bias gradients.
+  autograd must not hand one buffer to two leaves' .grad; BRANCH_SIGN = 0 writes none: the reversible
+  runtime's norm backward, where no branch reads the stream), and this program's partial sums of the
+  weight and bias gradients.
 
 Arithmetic is fp32 whatever the storage dtype; the stream is rounded to its storage
 dtype before it is normalised, so n is the norm of the stored stream exactly.
@@ -86,7 +87,7 @@ def ${family}_backward(
     VALUE, GRAD_OUT, GRAD_NORMED, ${weight_arg}GRAD_SRC, GRAD_BRANCH, ${partial_args}ROWS, D, ROWS_PER_PROGRAM,
     BRANCH_SIGN: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    """GRAD_SRC = GRAD_OUT + ${norm}'(VALUE)^T GRAD_NORMED; GRAD_BRANCH = BRANCH_SIGN * GRAD_SRC.
+    """GRAD_SRC = GRAD_OUT + ${norm}'(VALUE)^T GRAD_NORMED; GRAD_BRANCH = BRANCH_SIGN * GRAD_SRC (not written when 0).
 
     Statistics are recomputed from VALUE. Each program handles ROWS_PER_PROGRAM rows and
     writes its partial weight/bias gradient sums to row `program` of the partial buffers.
@@ -102,7 +103,8 @@ $backward_setup    first = program * ROWS_PER_PROGRAM
         grad_normed = tl.load(GRAD_NORMED + offsets, mask=mask, other=0.0).to(tl.float32)
 $statistics$backward_accumulate$input_gradient        grad_src = tl.load(GRAD_OUT + offsets, mask=mask, other=0.0).to(tl.float32) + grad_value
         tl.store(GRAD_SRC + offsets, grad_src.to(GRAD_SRC.dtype.element_ty), mask=mask)
-        tl.store(GRAD_BRANCH + offsets, (BRANCH_SIGN * grad_src).to(GRAD_BRANCH.dtype.element_ty), mask=mask)
+        if BRANCH_SIGN != 0:
+            tl.store(GRAD_BRANCH + offsets, (BRANCH_SIGN * grad_src).to(GRAD_BRANCH.dtype.element_ty), mask=mask)
 $backward_store'''
 
 BACKWARD_WEIGHT_SETUP = """\

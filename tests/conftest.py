@@ -1,6 +1,7 @@
 import os
 import sys
 
+import pytest
 import torch
 
 # The verifier raises the recursion limit on first use; raising it up front keeps hypothesis
@@ -15,3 +16,12 @@ if not torch.cuda.is_available():
 # The suite runs one pytest worker per core (`make test`: -n 2); a second intra-op thread per
 # worker only contends for the same cores (tiny backward passes ran 30x slower under load).
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def kernel_cache(tmp_path_factory):
+    """Generated Triton kernel files go to a fresh folder, never to the user's cache."""
+    folder = tmp_path_factory.mktemp("bwsk-kernels")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BWSK_KERNEL_CACHE", str(folder))
+        yield folder

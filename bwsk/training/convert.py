@@ -52,6 +52,8 @@ class ConversionReport:
     layers: tuple[LayerHalves, ...]
     combination: str
     function_gap: float | None  # |logits_converted - logits_original| / |logits_original| on a fixed input (None on meta)
+    kernels: str = "torch"  # the seam arithmetic: "torch" or "triton"
+    fused_norms: int = 0  # halves whose leading norm the seam computes (Triton seams; see `bwsk.training.seam_norm`)
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -105,7 +107,8 @@ def make_reversible(
 ) -> nn.Module:
     """The model with its layer stack as reversible coupling blocks (a copy unless `inplace`).
 
-    `kernels`: "torch", "triton" (bwsk's fused seam kernels) or "auto" (Triton on CUDA) for the seam arithmetic; `anchors`: store the
+    `kernels`: "torch", "triton" (bwsk's fused seam kernels: each stream update also computes the norm the next half
+    starts with, when that norm is a LayerNorm or RMSNorm) or "auto" (Triton on CUDA) for the seam arithmetic; `anchors`: store the
     stream pair every k blocks (int) or before the given block indices;
     `drift`: a `DriftMonitor` measuring the rebuild error (and, with its
     tolerance, re-planning anchors and recompute fallbacks). Raises
@@ -119,13 +122,18 @@ def make_reversible(
     container, layers = discover(model) if layout is None else (layout[0], list(layout[1]))
     reference = _logits(model) if measure_gap else None
     target = model if inplace else copy.deepcopy(model)
-    blocks = [CouplingBlock(i, halves.layer, Half(target, halves.f), Half(target, halves.g), seam) for i, halves in enumerate(layers)]
+    fuse = seam.fuses_norms
+    blocks = [
+        CouplingBlock(i, halves.layer, Half(target, halves.f, fuse_norm=fuse), Half(target, halves.g, fuse_norm=fuse), seam)
+        for i, halves in enumerate(layers)
+    ]
     stack = ReversibleStack(blocks, anchors=anchors, monitor=drift)
     modules = target.get_submodule(container)
     for i, layer in enumerate(modules):
         layer.forward = StackEntry(layer, stack) if i == 0 else PassThrough(layer)
     gap = None if reference is None else _relative_change(_logits(target), reference)
-    report = ConversionReport(type(model).__name__, container, tuple(layers), COMBINATION, gap)
+    fused = sum(half.lead is not None for block in blocks for half in (block.f, block.g))
+    report = ConversionReport(type(model).__name__, container, tuple(layers), COMBINATION, gap, seam.name, fused)
     setattr(target, RUNTIME_ATTRIBUTE, ReversibleRuntime(stack, report))
     return target
 

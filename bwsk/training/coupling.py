@@ -6,14 +6,19 @@ side inputs (attention mask, rotary cos/sin, position ids) its layer passed it.
 The block owns no parameters: it refers to the model's modules, so the model's
 state dict, optimizer and devices are unchanged by a conversion.
 
-Invariants: streams are fp32; a half receives its stream cast to the model's
+When a half's first step is a norm a seam can compute (`Half.lead`, only for a
+seam that fuses norms), the seam that produces the half's input also returns its
+norm, and the half starts at its second step: a half is called with its input
+*as the seam gave it* (`n`: the normalised stream, or the stream itself).
+
+Invariants: streams are fp32; a half receives its input cast to the model's
 compute dtype and its output is added in fp32 through the block's seam; the
 rebuild subtracts through the same seam, so it recovers x up to fp32 rounding.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +28,8 @@ from torch import nn
 
 from bwsk.training.errors import ConversionError
 from bwsk.training.rng import StackSeeds
-from bwsk.training.seam import TorchSeam
+from bwsk.training.seam import TorchSeam, TritonSeam
+from bwsk.training.seam_norm import SeamNorm, normalised, seam_norm_of
 
 RUNNING_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
 
@@ -46,9 +52,13 @@ def stateful_submodule(module: nn.Module) -> tuple[str, nn.Module] | None:
 
 
 class Half:
-    """F or G: `steps` applied in order; a step's tuple output contributes its first element."""
+    """F or G: `steps` applied in order; a step's tuple output contributes its first element.
 
-    def __init__(self, root: nn.Module, steps: Sequence[Step]):
+    `lead` is the first step's norm when `fuse_norm` asked for it and a seam can compute it
+    (see `bwsk.training.seam_norm`); the half is then called with that norm's output.
+    """
+
+    def __init__(self, root: nn.Module, steps: Sequence[Step], *, fuse_norm: bool = False):
         self.steps = tuple(steps)
         self.modules = tuple(root.get_submodule(step.path) for step in self.steps)
         for step, module in zip(self.steps, self.modules):
@@ -60,13 +70,21 @@ class Half:
                     f"cannot make {step.path} reversible: {where} ({type(sub).__name__}) updates running statistics in forward, "
                     "and the rebuild in backward would update them a second time"
                 )
+        fusable = fuse_norm and not self.steps[0].keywords
+        self.lead: SeamNorm | None = seam_norm_of(self.modules[0]) if fusable else None
 
-    def __call__(self, stream: torch.Tensor, side: Mapping[str, Any], dtype: torch.dtype) -> torch.Tensor:
-        hidden = stream.to(dtype)
-        for step, module in zip(self.steps, self.modules):
+    def __call__(self, start: torch.Tensor, side: Mapping[str, Any], dtype: torch.dtype) -> torch.Tensor:
+        """The half on `start`: its input stream, or that stream's `lead` norm when `lead` is set."""
+        hidden = start.to(dtype)
+        first = 0 if self.lead is None else 1
+        for step, module in zip(self.steps[first:], self.modules[first:]):
             out = module(hidden, **{name: side[name] for name in step.keywords if name in side})
             hidden = out[0] if isinstance(out, tuple) else out
         return hidden
+
+    def unfuse(self) -> None:
+        """Run the leading norm as the module again (FSDP2 gathers a module's parameters only in its own forward)."""
+        self.lead = None
 
     def parameters(self) -> list[nn.Parameter]:
         """Unique parameters of the steps' modules, in step order."""
@@ -76,17 +94,25 @@ class Half:
 class CouplingBlock:
     """Block `index` of a stack: y1 = x1 + F(x2), y2 = x2 + G(y1) (the Function in `reversible` inverts it)."""
 
-    def __init__(self, index: int, layer: str, f: Half, g: Half, seam: TorchSeam):
+    def __init__(self, index: int, layer: str, f: Half, g: Half, seam: TorchSeam | TritonSeam):
         self.index, self.layer, self.f, self.g, self.seam = index, layer, f, g, seam
 
     def forward(
-        self, x1: torch.Tensor, x2: torch.Tensor, side: Mapping[str, Any], dtype: torch.dtype, seeds: StackSeeds | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self,
+        x1: torch.Tensor,
+        x2: torch.Tensor,
+        n2: torch.Tensor,
+        side: Mapping[str, Any],
+        dtype: torch.dtype,
+        seeds: StackSeeds | None,
+        after: SeamNorm | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(y1, y2, n) from x1, x2 and F's input `n2`; n is `after` (the next half's norm) of y2, or y2 itself."""
         with self.scope(seeds, 0):
-            y1 = self.seam.add(x1, self.f(x2, side, dtype))
+            y1, n1 = self.seam.add(x1, self.f(n2, side, dtype), self.g.lead)
         with self.scope(seeds, 1):
-            y2 = self.seam.add(x2, self.g(y1, side, dtype))
-        return y1, y2
+            y2, n = self.seam.add(x2, self.g(n1, side, dtype), after)
+        return y1, y2, n
 
     def scope(self, seeds: StackSeeds | None, half: int):
         """The RNG scope half `half` (0 = F, 1 = G) of this block runs in (none when seeds is None)."""
@@ -95,3 +121,25 @@ class CouplingBlock:
     def parameters(self) -> list[nn.Parameter]:
         """Unique parameters of F and G, F's first."""
         return list({id(p): p for p in (*self.f.parameters(), *self.g.parameters())}.values())
+
+
+def run_blocks(
+    blocks: Sequence[CouplingBlock],
+    x1: torch.Tensor,
+    x2: torch.Tensor,
+    side: Mapping[str, Any],
+    dtype: torch.dtype,
+    seeds: StackSeeds | None,
+    before_block: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The blocks in order on the stream pair; each y2 seam also normalises for the next block's F.
+
+    `before_block(index, x1, x2)` sees every block's input pair (the drift probe keeps them).
+    """
+    n2 = normalised(x2, blocks[0].f.lead) if blocks else x2
+    for i, block in enumerate(blocks):
+        if before_block is not None:
+            before_block(block.index, x1, x2)
+        after = blocks[i + 1].f.lead if i + 1 < len(blocks) else None
+        x1, x2, n2 = block.forward(x1, x2, n2, side, dtype, seeds, after)
+    return x1, x2

@@ -125,13 +125,17 @@ def wrap_model(model: nn.Module, strategy: str, info: DistInfo) -> nn.Module:
 
 
 def _shard_halves(model: nn.Module, mesh: DeviceMesh) -> None:
-    """FSDP2 units for a reversible model: each half's sub-modules with parameters, as one group; the stack is told."""
+    """FSDP2 units for a reversible model: each half's sub-modules with parameters, as one group; the stack is told.
+
+    Halves run their leading norm as a module again (a fused seam would read the norm's sharded parameters).
+    """
     from bwsk.training.convert import reversible_runtime
 
     stack = reversible_runtime(model).stack
     sharded: set[int] = set()
     for block in stack.blocks:
         for half in (block.f, block.g):
+            half.unfuse()
             modules = [module for module in half.modules if next(module.parameters(), None) is not None]
             if any(id(module) in sharded for module in modules):
                 raise BwskError(f"block {block.index}: a sub-module is shared between halves; FSDP2 cannot shard it per half")

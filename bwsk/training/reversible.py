@@ -5,7 +5,9 @@ two output streams (and the side inputs, which do not grow with depth).
 Backward walks the blocks in reverse; for each it rebuilds G's output from y1
 with a local graph, takes G's gradients, subtracts to get x2 = y2 - G(y1), then
 the same for F: x1 = y1 - F(x2). Nothing per block is stored, so activation
-memory is flat in depth.
+memory is flat in depth. With fused norms (`Half.lead`) each subtraction also
+returns the norm the next rebuilt half starts with, and the seam's norm backward
+adds that norm's input gradient to the stream gradient.
 
 Invariants that users of earlier reversible libraries found broken:
 - every trainable parameter of the segment is an input of the Function, so it
@@ -33,9 +35,10 @@ import torch
 from torch.autograd.function import once_differentiable
 from torch.utils._pytree import TreeSpec, tree_flatten, tree_unflatten
 
-from bwsk.training.coupling import CouplingBlock
+from bwsk.training.coupling import CouplingBlock, run_blocks
 from bwsk.training.drift import DriftProbe
 from bwsk.training.rng import StackSeeds
+from bwsk.training.seam_norm import SeamNorm, normalised
 
 
 @dataclass(frozen=True)
@@ -102,11 +105,8 @@ class ReversibleFunction(torch.autograd.Function):
     def forward(ctx, call: SegmentCall, x1: torch.Tensor, x2: torch.Tensor, *inputs: torch.Tensor):
         side_tensors = inputs[: call.side.count]
         side = call.side.join([t.detach() for t in side_tensors])
-        x1, x2 = x1.detach(), x2.detach()
-        for block in call.blocks:
-            if call.probe is not None:
-                call.probe.keep(block.index, x1, x2)
-            x1, x2 = block.forward(x1, x2, side, call.dtype, call.seeds)
+        keep = call.probe.keep if call.probe is not None else None
+        x1, x2 = run_blocks(call.blocks, x1.detach(), x2.detach(), side, call.dtype, call.seeds, keep)
         ctx.call = call
         ctx.save_for_backward(x1, x2, *side_tensors)
         return x1, x2
@@ -124,9 +124,14 @@ class ReversibleFunction(torch.autograd.Function):
         param_grads: list[torch.Tensor | None] = [None] * len(call.parameters)
         side_grads: list[torch.Tensor | None] = [None] * len(side_grad_leaves)
 
-        def local_grad(half, stream: torch.Tensor, grad_out: torch.Tensor, block: CouplingBlock, which: int):
-            """Run `half` on a leaf copy of `stream` with a local graph; return (output, d stream) and accumulate the rest."""
-            leaf = stream.detach().requires_grad_(True)
+        def accumulate(parameter: torch.Tensor | None, grad: torch.Tensor | None) -> None:
+            if grad is not None and id(parameter) in slot:
+                i = slot[id(parameter)]
+                param_grads[i] = grad if param_grads[i] is None else param_grads[i] + grad
+
+        def local_grad(half, start: torch.Tensor, grad_out: torch.Tensor, block: CouplingBlock, which: int):
+            """Run `half` on a leaf copy of its input `start` with a local graph; return (output, d start) and accumulate the rest."""
+            leaf = start.detach().requires_grad_(True)
             with torch.enable_grad(), call.autocast.enter(), block.scope(call.seeds, which), _quiet_view_warning(call.sharded):
                 out = half(leaf, side, call.dtype)
             if call.sharded:
@@ -134,14 +139,22 @@ class ReversibleFunction(torch.autograd.Function):
             params = [p for p in half.parameters() if id(p) in slot]
             grads = torch.autograd.grad(out, (leaf, *params, *side_grad_leaves), grad_out.to(out.dtype), allow_unused=True)
             for p, g in zip(params, grads[1 : 1 + len(params)]):
-                if g is not None:
-                    i = slot[id(p)]
-                    param_grads[i] = g if param_grads[i] is None else param_grads[i] + g
+                accumulate(p, g)
             for i, g in enumerate(grads[1 + len(params) :]):
                 if g is not None:
                     side_grads[i] = g if side_grads[i] is None else side_grads[i] + g
-            d_stream = grads[0] if grads[0] is not None else torch.zeros_like(stream)
-            return out.detach(), d_stream
+            d_start = grads[0] if grads[0] is not None else torch.zeros_like(start)
+            return out.detach(), d_start
+
+        def into_stream(
+            value: torch.Tensor, grad_stream: torch.Tensor, grad_start: torch.Tensor, block: CouplingBlock, norm: SeamNorm | None
+        ):
+            """The stream gradient plus the half input's, through the seam's norm backward (its weight and bias gradients kept)."""
+            grad, grad_weight, grad_bias = block.seam.norm_backward(value, grad_stream, grad_start, norm)
+            if norm is not None:
+                accumulate(norm.weight, grad_weight)
+                accumulate(norm.bias, grad_bias)
+            return grad
 
         def accumulated_grad(out: torch.Tensor, grad_out: torch.Tensor, leaf: torch.Tensor) -> torch.Tensor:
             """Backward of the local graph into every leaf it reaches (the half's gathered parameters included); d stream."""
@@ -152,15 +165,18 @@ class ReversibleFunction(torch.autograd.Function):
                     side_leaf.grad = None
             return leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
 
-        for block in reversed(call.blocks):
-            g, d_y1_through_g = local_grad(block.g, y1, dy2, block, 1)
-            dy1 = dy1 + d_y1_through_g
-            y2 = block.seam.subtract(y2, g)  # x2
-            del g
-            f, d_x2_through_f = local_grad(block.f, y2, dy1, block, 0)
-            dy2 = dy2 + d_x2_through_f
-            y1 = block.seam.subtract(y1, f)  # x1
-            del f
+        blocks = call.blocks
+        n1 = normalised(y1, blocks[-1].g.lead)  # G's input as the forward seam gave it
+        for k in reversed(range(len(blocks))):
+            block = blocks[k]
+            g, d_n1 = local_grad(block.g, n1, dy2, block, 1)
+            dy1 = into_stream(y1, dy1, d_n1, block, block.g.lead)
+            y2, n2 = block.seam.subtract(y2, g, block.f.lead)  # x2, F's input
+            del g, n1
+            f, d_n2 = local_grad(block.f, n2, dy1, block, 0)
+            dy2 = into_stream(y2, dy2, d_n2, block, block.f.lead)
+            y1, n1 = block.seam.subtract(y1, f, blocks[k - 1].g.lead if k else None)  # x1, the previous G's input
+            del f, n2
             if call.probe is not None:
                 call.probe.compare(block.index, y1, y2)
         side_out = iter(side_grads)

@@ -1,50 +1,97 @@
-"""The seam of a coupling block: where a half's output meets a stream.
+"""The seam of a coupling block: where a half's output meets a stream, and the norm the next half starts with.
 
-Forward adds a half's output into a stream (y = x + f); the rebuild subtracts
-it again (x = y - f) and the result feeds the next half, which starts with its
-normalisation. Every stream update goes through one `Seam` object so that a
-fused kernel (add or subtract in fp32, then normalise, in one pass over memory)
-can replace the torch arithmetic without touching the autograd logic.
+Forward adds a half's output into a stream (y = x + f); the rebuild subtracts it
+again (x = y - f). When the half that reads the result starts with a recognised
+norm (`SeamNorm`), the seam also returns that norm of the result, so a fused kernel
+does the stream update and the normalisation in one pass over memory; in backward,
+`norm_backward` adds the norm's input gradient to the stream gradient (one more
+pass) and returns the norm's weight and bias gradients. Every stream update goes
+through one seam object, so the autograd logic does not change with the arithmetic.
 
-Invariant: streams are fp32 whatever precision the half ran in; `add` and
-`subtract` return fp32 tensors of the stream's shape.
+Invariants: streams are fp32 whatever precision the half ran in; `add` and
+`subtract` return (fp32 stream of the input's shape, n), n being the stream itself
+when there is no norm.
 """
 
 from __future__ import annotations
 
 import torch
 
+from bwsk.kernels import reference
 from bwsk.training.errors import ConversionError
+from bwsk.training.seam_norm import SeamNorm, normalised
 
 KERNELS = ("torch", "auto", "triton")
 
+NormGradients = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]
+
 
 class TorchSeam:
-    """The seam in plain torch arithmetic (type promotion keeps the fp32 stream's precision)."""
+    """The seam in eager torch (type promotion keeps the fp32 stream's precision; norms through the kernels' reference)."""
 
     name = "torch"
+    fuses_norms = False  # `make_reversible(kernels="torch")` leaves every norm to its module: the eager baseline
 
-    def add(self, stream: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
-        return stream + branch
+    def add(self, stream: torch.Tensor, branch: torch.Tensor, norm: SeamNorm | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        y = stream + branch
+        return y, normalised(y, norm)
 
-    def subtract(self, stream: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
-        return stream - branch
+    def subtract(self, stream: torch.Tensor, branch: torch.Tensor, norm: SeamNorm | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        x = stream - branch
+        return x, normalised(x, norm)
+
+    def norm_backward(
+        self, value: torch.Tensor, grad_stream: torch.Tensor, grad_normed: torch.Tensor, norm: SeamNorm | None
+    ) -> NormGradients:
+        """(grad_stream + norm'(value)^T grad_normed, weight gradient, bias gradient); a plain sum without a norm."""
+        if norm is None:
+            return grad_stream + grad_normed, None, None
+        leaf = value.detach().requires_grad_(True)
+        weight, bias = (t.detach().requires_grad_(True) if t is not None else None for t in (norm.weight, norm.bias))
+        with torch.enable_grad():
+            out = reference.normalise(norm.pattern, leaf, weight, bias)
+        grads = iter(torch.autograd.grad(out, [t for t in (leaf, weight, bias) if t is not None], grad_normed.to(out.dtype)))
+        grad_value = next(grads)
+        grad_weight = next(grads) if weight is not None else None
+        grad_bias = next(grads) if bias is not None else None
+        return grad_stream + grad_value, grad_weight, grad_bias
 
 
 class TritonSeam:
-    """The seam as bwsk's generated Triton kernel (`bwsk.kernels.runtime`): one pass over memory, fp32 arithmetic."""
+    """The seam as bwsk's generated Triton kernels (`bwsk.kernels.runtime`): one pass over memory, fp32 arithmetic."""
 
     name = "triton"
+    fuses_norms = True
 
-    def add(self, stream: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+    def add(self, stream: torch.Tensor, branch: torch.Tensor, norm: SeamNorm | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         from bwsk.kernels.runtime import seam_forward
 
-        return seam_forward(stream, branch, norm="none", kernels="triton")[0]
+        return seam_forward(stream, branch, *_norm_arguments(norm), kernels="triton")
 
-    def subtract(self, stream: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+    def subtract(self, stream: torch.Tensor, branch: torch.Tensor, norm: SeamNorm | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         from bwsk.kernels.runtime import seam_rebuild
 
-        return seam_rebuild(stream, branch, norm="none", kernels="triton")[0]
+        return seam_rebuild(stream, branch, *_norm_arguments(norm), kernels="triton")
+
+    def norm_backward(
+        self, value: torch.Tensor, grad_stream: torch.Tensor, grad_normed: torch.Tensor, norm: SeamNorm | None
+    ) -> NormGradients:
+        """As `TorchSeam.norm_backward`, in one fused kernel (no branch gradient written)."""
+        if norm is None:
+            return grad_stream + grad_normed, None, None
+        from bwsk.kernels.runtime import kernels_for, launch_backward
+
+        grad, _, grad_weight, grad_bias = launch_backward(
+            kernels_for(norm.pattern), value, grad_stream, grad_normed, norm.weight, norm.bias, grad_stream.dtype, grad_stream.dtype, 0
+        )
+        return grad, grad_weight, grad_bias
+
+
+def _norm_arguments(norm: SeamNorm | None) -> tuple:
+    """(weight, bias, eps, norm kind) for `seam_forward` / `seam_rebuild`."""
+    if norm is None:
+        return None, None, 0.0, "none"
+    return norm.weight, norm.bias, norm.pattern.eps, norm.pattern.norm
 
 
 def seam_for(kernels: str, device: torch.device | str = "cpu") -> TorchSeam | TritonSeam:

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from bwsk.training.coupling import CouplingBlock
+from bwsk.training.coupling import CouplingBlock, run_blocks
 from bwsk.training.drift import DriftMonitor, DriftProbe, increments, plan_segments, segments_from_anchors
 from bwsk.training.reversible import AutocastState, ReversibleFunction, SegmentCall, SideInputs
 from bwsk.training.rng import StackSeeds
@@ -47,21 +47,15 @@ class ReversibleStack:
     def __call__(self, hidden: torch.Tensor, side: Mapping[str, Any]) -> torch.Tensor:
         h0 = hidden.float()
         if not torch.is_grad_enabled():
-            y1, y2 = self._loop(self.blocks, h0, h0, dict(side), hidden.dtype, None)
+            y1, y2 = run_blocks(self.blocks, h0, h0, dict(side), hidden.dtype, None)
         else:
             side = without_caches(side)
             seeds = StackSeeds.draw(hidden.device)
             if self.plain:
-                y1, y2 = self._loop(self.blocks, h0, h0, side, hidden.dtype, seeds)
+                y1, y2 = run_blocks(self.blocks, h0, h0, side, hidden.dtype, seeds)
             else:
                 y1, y2 = self._segments(h0, side, hidden.dtype, seeds)
         return (y1 + y2 - h0).to(hidden.dtype)
-
-    @staticmethod
-    def _loop(blocks, x1, x2, side, dtype, seeds):
-        for block in blocks:
-            x1, x2 = block.forward(x1, x2, side, dtype, seeds)
-        return x1, x2
 
     def _segments(self, h0: torch.Tensor, side: dict[str, Any], dtype: torch.dtype, seeds: StackSeeds):
         probe = self._probe()
@@ -71,7 +65,7 @@ class ReversibleStack:
         for segment in self.segments:
             blocks = self.blocks[segment.start : segment.stop]
             if segment.mode == "checkpoint":
-                x1, x2 = checkpoint(self._loop, blocks, x1, x2, side, dtype, seeds, use_reentrant=False, preserve_rng_state=False)
+                x1, x2 = checkpoint(run_blocks, blocks, x1, x2, side, dtype, seeds, use_reentrant=False, preserve_rng_state=False)
                 continue
             parameters = list({id(p): p for b in blocks for p in b.parameters() if p.requires_grad}.values())
             call = SegmentCall(blocks, structure, dtype, seeds, autocast, probe, parameters, self.sharded)

@@ -134,3 +134,24 @@ def test_leaf_gradients_do_not_share_storage(norm):
     expected = f.grad.clone()
     x.grad.zero_()
     assert torch.equal(f.grad, expected) and expected.abs().sum() > 0
+
+
+@pytest.mark.parametrize("pattern", PATTERNS[:3], ids=lambda p: p.name)
+def test_backward_without_a_branch_writes_only_the_stream_gradient(pattern):
+    """BRANCH_SIGN = 0 (the reversible runtime's norm backward): grad_src as with a branch, no branch gradient."""
+    generator = torch.Generator().manual_seed(13)
+    value, grad_out, grad_normed = (torch.randn(3, 7, 100, generator=generator) for _ in range(3))
+    weight = torch.rand(100, generator=generator) + 0.5 if pattern.weight else None
+    bias = torch.randn(100, generator=generator) if pattern.bias else None
+    kernels = runtime.kernels_for(pattern)
+    with_branch = runtime.launch_backward(kernels, value, grad_out, grad_normed, weight, bias, torch.float32, torch.float32, 1)
+    alone = runtime.launch_backward(kernels, value, grad_out, grad_normed, weight, bias, torch.float32, torch.float32, 0)
+    assert alone[1] is None
+    for got, want in zip((alone[0], *alone[2:]), (with_branch[0], *with_branch[2:])):
+        assert (got is None) == (want is None)
+        if want is not None:
+            assert torch.equal(got, want)
+    leaf = value.clone().requires_grad_(True)
+    normed = runtime.reference.normalise(pattern, leaf, weight, bias)
+    (expected,) = torch.autograd.grad(normed, [leaf], grad_normed)
+    torch.testing.assert_close(alone[0], grad_out + expected, rtol=1e-5, atol=1e-5)

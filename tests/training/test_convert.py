@@ -190,11 +190,15 @@ def test_unknown_kernels_are_refused():
 
 @pytest.mark.parametrize("family", ["neox-parallel", "llama"])
 def test_a_training_step_with_triton_seams_equals_the_torch_step(family):
-    """Under TRITON_INTERPRET=1 on CPU (tests/conftest.py): loss, every gradient and the AdamW update agree."""
+    """Under TRITON_INTERPRET=1 on CPU (tests/conftest.py): loss, every gradient and the AdamW update agree.
+
+    The Triton seams compute every half's leading norm (4 per 2-layer model); the torch seams leave them to the modules.
+    """
     ids = batch(size=(2, 9))
     results = {}
     for kernels in ("torch", "triton"):
         model = make_reversible(build(family, dropout=0.1), kernels=kernels).train()
+        assert reversible_runtime(model).report.fused_norms == (4 if kernels == "triton" else 0)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
         loss, grads = gradients(model, [ids], plain=False)
         optimizer.step()
@@ -203,7 +207,28 @@ def test_a_training_step_with_triton_seams_equals_the_torch_step(family):
     assert loss_k == pytest.approx(loss_t, rel=FP32_RTOL)
     assert_same_gradients(model, grads_k, grads_t, FP32_RTOL)
     for name, want in weights_t.items():
-        torch.testing.assert_close(weights_k[name], want, rtol=FP32_RTOL, atol=1e-7, msg=name)
+        # AdamW's first step moves a weight by lr * g / (|g| + 1e-8): compared where g's sign is not rounding noise
+        # (a key bias has a zero gradient in exact arithmetic), within 1e-4 * lr (that map amplifies g's rounding near 1e-8).
+        grad = grads_t.get(name)
+        settled = (grad == 0) | (grad.abs() > 1e-5 * grad.abs().max()) if grad is not None else torch.ones_like(want, dtype=torch.bool)
+        torch.testing.assert_close(weights_k[name][settled], want[settled], rtol=FP32_RTOL, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "neox-sequential"])
+def test_triton_seams_with_fused_norms_equal_plain_autograd(family):
+    """The fused forward, rebuild and norm backward against ordinary autograd through the same fused seams (dropout on,
+    frozen embeddings); under no_grad the logits equal the torch seams' (halves running their own norm modules)."""
+    model = make_reversible(build(family, dropout=0.2), kernels="triton").train()
+    assert reversible_runtime(model).report.fused_norms == 4
+    model.get_input_embeddings().weight.requires_grad_(False)
+    loss, got = gradients(model, [batch(size=(2, 7))], plain=False)
+    plain_loss, want = gradients(model, [batch(size=(2, 7))], plain=True)
+    assert loss == pytest.approx(plain_loss, rel=1e-6)
+    assert_same_gradients(model, got, want, FP32_RTOL)
+    eager = make_reversible(build(family), kernels="torch").eval()
+    ids = batch(size=(1, 6))
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(ids).logits, eager(ids).logits, rtol=1e-5, atol=1e-5)
 
 
 def test_second_backward_through_the_same_graph_is_an_error():

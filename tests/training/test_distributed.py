@@ -132,3 +132,26 @@ def test_unknown_strategy_is_refused():
 def test_helpers_without_a_process_group():
     assert is_main_process()
     assert gather_per_rank(123) == [123]
+
+
+def test_fsdp_runs_the_fused_norms_as_modules_again(tmp_path):
+    """A fused seam would hand the norm's sharded parameters to a kernel: under FSDP2 each half runs its norm module."""
+    import torch.distributed as dist
+    from training.tiny_models import tiny_model
+
+    from bwsk.training.convert import make_reversible, reversible_runtime
+
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    try:
+        model = make_reversible(tiny_model("llama"), kernels="triton")
+        stack = reversible_runtime(model).stack
+        assert all(half.lead is not None for block in stack.blocks for half in (block.f, block.g))
+        info = DistInfo(rank=0, world_size=1, local_rank=0, backend="gloo", device=torch.device("cpu"))
+        wrap_model(model, "fsdp", info)
+        assert all(half.lead is None for block in stack.blocks for half in (block.f, block.g))
+        ids = torch.randint(0, 128, (2, 6), generator=torch.Generator().manual_seed(0))
+        model(ids, labels=ids).loss.backward()
+        norm = model.model.layers[1].post_attention_layernorm.weight
+        assert norm.grad is not None and float(norm.grad.full_tensor().abs().sum()) > 0
+    finally:
+        dist.destroy_process_group()

@@ -4,44 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from training.toy_stack import ToyHalf, toy_stack
+from training.toy_stack import WIDTH, ToyHalf, assert_close, inputs, run, toy_stack
 
 from bwsk.training.coupling import Half, Step
 from bwsk.training.drift import Segment
 from bwsk.training.errors import ConversionError
 from bwsk.training.seam import seam_for
-
-WIDTH = 16
-
-
-def inputs(seed: int = 0, requires_grad: bool = True, device: str = "cpu"):
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(2, 5, WIDTH, generator=generator).to(device).requires_grad_(requires_grad)
-    scale = (1 + 0.1 * torch.randn(WIDTH, generator=generator)).to(device).requires_grad_(requires_grad)
-    weight = torch.randn(2, 5, WIDTH, generator=generator).to(device)
-    return x, scale, weight
-
-
-def run(root, stack, *, plain: bool, requires_grad: bool = True, autocast: bool = False, seed: int = 3, device: str = "cpu"):
-    """(output, gradients of every parameter and of the tensor inputs) of one forward/backward."""
-    root.zero_grad(set_to_none=True)
-    x, scale, weight = inputs(requires_grad=requires_grad, device=device)
-    stack.plain = plain
-    torch.manual_seed(seed)
-    with torch.autocast(device, torch.bfloat16, enabled=autocast):
-        out = stack(x, {"scale": scale})
-    (out.float() * weight).sum().backward()
-    grads = {n: p.grad.clone() for n, p in root.named_parameters()}
-    if requires_grad:
-        grads |= {"x": x.grad, "scale": scale.grad}
-    return out.detach(), grads
-
-
-def assert_close(got: dict, want: dict, rtol: float) -> None:
-    assert sorted(got) == sorted(want)
-    for name, w in want.items():
-        assert got[name] is not None, name
-        assert float((got[name] - w).norm() / w.norm().clamp_min(1e-12)) <= rtol, name
 
 
 @pytest.mark.parametrize("anchors", [None, 2, [1, 3]])

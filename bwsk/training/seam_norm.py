@@ -1,0 +1,106 @@
+"""The normalisation a half starts with, computed by the seam instead of by the half's module.
+
+A pre-norm half begins with LayerNorm or RMSNorm of its stream. A fused seam writes that
+norm in the same pass over memory as the stream update (forward: y = x + f, n = norm(y);
+rebuild: x = y - f, n = norm(x)), and its backward kernel adds the norm's input gradient
+to the stream gradient; the half then starts from n at its second step.
+
+The module is recognised by what it computes, not by its class name: a copy of it, on
+random parameters and a random input with a non-zero mean, must equal
+`bwsk.kernels.reference.normalise` for one pattern (LayerNorm and RMSNorm differ by O(1)
+there, so the match decides the kind). Gemma's `(1 + weight)` scaling, an unknown eps, a
+buffer, a child module or a registered hook makes it fail, and the half keeps running its
+own module.
+
+Invariant: for a `SeamNorm`, `module(x)` equals `normalise(pattern, x, weight, bias)` in fp32.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from bwsk.kernels import reference
+from bwsk.kernels.patterns import SeamPattern
+
+EPS_ATTRIBUTES = ("eps", "variance_epsilon", "epsilon")
+PROBE_ROWS = 4
+PROBE_RTOL, PROBE_ATOL = 1e-4, 1e-5  # fp32 against fp32: the two kinds differ by O(1) on the probe
+
+
+@dataclass(frozen=True)
+class SeamNorm:
+    """A half's leading norm module and the seam pattern that computes it."""
+
+    module: nn.Module
+    pattern: SeamPattern
+
+    @property
+    def weight(self) -> torch.Tensor | None:
+        return self.module.weight if self.pattern.weight else None
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.module.bias if self.pattern.bias else None
+
+
+def seam_norm_of(module: nn.Module) -> SeamNorm | None:
+    """The `SeamNorm` computing `module`, or None when a seam cannot stand in for it (see the module docstring)."""
+    parameters = dict(module.named_parameters())
+    if set(parameters) - {"weight", "bias"} or next(module.buffers(), None) is not None or next(module.children(), None) is not None:
+        return None
+    if module._forward_hooks or module._forward_pre_hooks:
+        return None
+    width = _width(module, parameters)
+    eps = next((value for name in EPS_ATTRIBUTES if _is_eps(value := getattr(module, name, None))), None)
+    if width is None or eps is None or any(p.device.type == "meta" for p in parameters.values()):
+        return None
+    probe, x = _probe(module, width)
+    with torch.no_grad():
+        try:
+            out = probe(x)
+        except Exception:  # a module that cannot take a (rows, width) input is not a norm over the last dimension
+            return None
+        for norm in ("layernorm", "rmsnorm"):
+            pattern = SeamPattern("add", norm, "weight" in parameters, "bias" in parameters, float(eps))
+            expected = reference.normalise(pattern, x, getattr(probe, "weight", None), getattr(probe, "bias", None))
+            if isinstance(out, torch.Tensor) and out.shape == expected.shape and torch.allclose(out, expected, PROBE_RTOL, PROBE_ATOL):
+                return SeamNorm(module, pattern)
+    return None
+
+
+def normalised(stream: torch.Tensor, norm: SeamNorm | None) -> torch.Tensor:
+    """`norm` of `stream` in the seams' arithmetic (the stream itself when `norm` is None): where no seam precedes a half."""
+    if norm is None:
+        return stream
+    return reference.normalise(norm.pattern, stream, norm.weight, norm.bias)
+
+
+def _width(module: nn.Module, parameters: dict[str, nn.Parameter]) -> int | None:
+    shapes = {tuple(p.shape) for p in parameters.values()}
+    if len(shapes) == 1 and len(next(iter(shapes))) == 1:
+        return next(iter(shapes))[0]
+    shape = getattr(module, "normalized_shape", None)
+    if not parameters and isinstance(shape, tuple) and len(shape) == 1:
+        return int(shape[0])
+    return None
+
+
+def _is_eps(value: object) -> bool:
+    return isinstance(value, float | int) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def _probe(module: nn.Module, width: int) -> tuple[nn.Module, torch.Tensor]:
+    """An fp32 copy of `module` with random parameters, and a random (rows, width) input with a non-zero mean."""
+    generator = torch.Generator().manual_seed(0)
+    device = next(module.parameters(), torch.empty(0)).device
+    probe = copy.deepcopy(module).float()
+    with torch.no_grad():
+        for parameter in probe.parameters():
+            parameter.copy_(torch.rand(parameter.shape, generator=generator) * 1.5 + 0.25)
+    x = torch.randn(PROBE_ROWS, width, generator=generator) * 3.0 + 1.0
+    return probe, x.to(device)
