@@ -16,6 +16,12 @@ step memory-2x512 python benchmarks/memory.py --model pythia-410m --device cuda 
     --batch 2 --seq 512 --json "$out/memory-2x512.json" --force
 step memory-1x4096 python benchmarks/memory.py --model pythia-410m --device cuda --dtype bf16 --mode all \
     --batch 1 --seq 4096 --json "$out/memory-1x4096.json" --force
+# The reversible step with bwsk's Triton seams (stream update + the next half's norm fused) beside eager torch seams,
+# same model, same rounds: peak memory, step time (both as ratios to conventional), gradients against one reference.
+step seams-2x512 python benchmarks/memory.py --model pythia-410m --device cuda --dtype bf16 --mode reversible \
+    --kernels torch,triton --batch 2 --seq 512 --json "$out/seams-2x512.json" --force
+step seams-1x4096 python benchmarks/memory.py --model pythia-410m --device cuda --dtype bf16 --mode reversible \
+    --kernels torch,triton --batch 1 --seq 4096 --json "$out/seams-1x4096.json" --force
 # Issue 9: seam kernels against eager torch and torch.compile, bandwidth against copy bandwidth; bf16 kernel tests.
 step kernels python benchmarks/kernels.py --dtype bf16 --stream-dtype fp32 --json "$out/kernels.json" --plot "$out/kernels.png" --force
 step kernel-tests python -m pytest -q -p no:cacheprovider -m gpu tests/kernels tests/training

@@ -4,6 +4,7 @@
     python benchmarks/memory.py --mode all --sweep layers=6,12,24       # activation memory against depth
     python benchmarks/memory.py --mode all --sweep tokens=64,128,256 --json out.json --plot out.png
     python benchmarks/memory.py --model pythia-160m --layers 4 --seq 64 --mode all
+    python benchmarks/memory.py --model pythia-410m --device cuda --dtype bf16 --mode reversible --kernels torch,triton
     python benchmarks/memory.py --model pythia-70m:tiny --model pythia-70m --sweep layers=2,4,8 --sweep tokens=64,128 \
         --plot docs/memory.png --doc docs/memory.md      # several models and sweeps in one report
 
@@ -11,7 +12,8 @@ Each run applies every mode to its own copy of the same model (same weights) and
 measures one step (forward, next-token loss, backward, AdamW step) with
 MemTracker on the CPU or the CUDA allocator on a GPU. Conventional is always
 measured: step times are ratios to it, gradients are compared with ordinary
-autograd on the same function. Outputs are never overwritten without --force.
+autograd on the same function. --kernels measures the reversible mode once per
+seam arithmetic, side by side. Outputs are never overwritten without --force.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ from bwsk.atomic import write_atomic
 from bwsk.cli.arguments import ArgumentParser
 from bwsk.errors import BwskError
 from bwsk.frontend import zoo
-from bwsk.training.compare import DTYPES, MIB, Record, compare_modes, records_table
-from bwsk.training.modes import MODES
+from bwsk.training.compare import DTYPES, MIB, Record, compare_modes, records_table, variants
+from bwsk.training.modes import KERNELS, MODES
 from bwsk.training.selective import DEFAULT_BUDGET
 
 DEFAULT_MODEL = "pythia-70m"
@@ -51,6 +53,15 @@ def parse_sweep(text: str) -> tuple[str, list[int]]:
     if any(n < 1 for n in numbers):
         raise argparse.ArgumentTypeError(f"{text!r}: values must be at least 1")
     return axis, numbers
+
+
+def parse_kernels(text: str) -> list[str]:
+    """`torch,triton` -> ["torch", "triton"] (each one of `KERNELS`)."""
+    chosen = [item.strip() for item in text.split(",") if item.strip()]
+    unknown = [item for item in chosen if item not in KERNELS]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a comma-separated list of {', '.join(KERNELS)}")
+    return chosen
 
 
 def parser() -> argparse.ArgumentParser:
@@ -78,6 +89,13 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_BUDGET,
         help=f"analyzed mode: fraction of recomputable bytes kept (default {DEFAULT_BUDGET})",
+    )
+    cli.add_argument(
+        "--kernels",
+        type=parse_kernels,
+        default=["auto"],
+        help="reversible mode's seams, comma-separated, one record each: torch (eager), triton (bwsk's fused Triton seam "
+        "kernels; CUDA, or TRITON_INTERPRET=1 on the cpu), auto (triton on CUDA, torch elsewhere; default)",
     )
     cli.add_argument(
         "--sweep",
@@ -133,11 +151,11 @@ def plot(groups: dict[tuple[str, str], list[Record]], path: str, force: bool) ->
 
     figure, panels = plt.subplots(len(groups), 2, figsize=(11, 3.6 * len(groups)), squeeze=False)
     for row, ((model, axis), records) in zip(panels, groups.items()):
-        for mode in dict.fromkeys(r.mode for r in records):
-            chosen = sorted((r for r in records if r.mode == mode), key=lambda r: getattr(r, axis))
+        for label in dict.fromkeys(r.label for r in records):
+            chosen = sorted((r for r in records if r.label == label), key=lambda r: getattr(r, axis))
             xs = [getattr(r, axis) for r in chosen]
-            row[0].plot(xs, [r.activation_bytes / MIB for r in chosen], marker="o", label=mode)
-            row[1].plot(xs, [r.peak_bytes / MIB for r in chosen], marker="o", label=mode)
+            row[0].plot(xs, [r.activation_bytes / MIB for r in chosen], marker="o", label=label)
+            row[1].plot(xs, [r.peak_bytes / MIB for r in chosen], marker="o", label=label)
         for panel, title in zip(row, ("activation bytes after forward", "peak of the training step")):
             panel.set_xlabel("blocks" if axis == "layers" else "tokens per step")
             panel.set_ylabel("MiB")
@@ -163,7 +181,8 @@ def markdown(groups: dict[tuple[str, str], list[Record]], command: str, plot_pat
         f"Device: {first.device}; memory counted by {first.peak_source}. "
         "Activations: bytes the forward's autograd graph keeps for backward; predicted: the analysis's figure for the "
         "same mode (fp32). Time: ratio to conventional timed in the same run. Max grad diff: against ordinary autograd "
-        "on the same function (for reversible, the converted model run with `plain_autograd`).",
+        "on the same function (for reversible, the converted model with torch seams run with `plain_autograd`); "
+        "reversible rows name their seams: torch (eager) or triton (bwsk's fused seam kernels).",
         "",
         "Reading it: activation bytes grow with blocks and tokens in conventional and analyzed training, with one stored "
         "input per block under checkpointing, and stay flat in depth under reversible training (two fp32 streams and the "
@@ -188,7 +207,7 @@ def table_lines(records: list[Record]) -> list[str]:
         predicted = r.predicted_activation_bytes
         ratio = "n/a" if predicted is None or not r.activation_bytes else f"{predicted / r.activation_bytes:.3f}"
         lines.append(
-            f"| {r.layers} | {r.batch} x {r.seq} | {r.mode} | {r.peak_bytes / MIB:.2f} | {r.activation_bytes / MIB:.3f} | "
+            f"| {r.layers} | {r.batch} x {r.seq} | {r.label} | {r.peak_bytes / MIB:.2f} | {r.activation_bytes / MIB:.3f} | "
             f"{'n/a' if predicted is None else f'{predicted / MIB:.3f}'} | {ratio} | "
             f"{r.step_time_ratio:.2f} | {r.max_grad_difference:.1e} |"
         )
@@ -209,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not 0.0 <= args.budget <= 1.0:
             raise BwskError(f"--budget {args.budget}: expected a fraction between 0 and 1")
         modes = list(MODES) if args.mode == "all" else [args.mode]
+        variants(modes, args.kernels, torch.device(args.device))  # the kernels can run here: refused before any model is built
         groups: dict[tuple[str, str], list[Record]] = {}
         planned = [(spec, axis, layers, seq) for spec in args.model or [f"{DEFAULT_MODEL}:tiny"] for axis, layers, seq in runs(args)]
         with Progress(console=console, transient=True) as progress:
@@ -218,7 +238,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 progress.update(task, description=f"{label}: {layers or 'all'} blocks, {args.batch} x {seq}")
                 groups.setdefault((label, axis), []).extend(
                     compare_modes(
-                        model, modes, batch=args.batch, seq=seq, dtype=args.dtype, budget=args.budget, repeats=args.repeats, name=label
+                        model,
+                        modes,
+                        batch=args.batch,
+                        seq=seq,
+                        dtype=args.dtype,
+                        budget=args.budget,
+                        repeats=args.repeats,
+                        name=label,
+                        kernels=args.kernels,
                     )
                 )
                 progress.advance(task)
@@ -232,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             command = "python benchmarks/memory.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
             write_atomic(args.doc, markdown(groups, command, args.plot, args.doc), force=args.force)
     except BwskError as error:
-        console.print(f"error: {error}", markup=False, highlight=False)
+        console.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)  # one line, at any width
         return 2
     return 0
 

@@ -77,8 +77,13 @@ def _check_operands(
             raise ValueError(f"seam tensors must be floating point, got {tensor.dtype}")
         if tensor.device != src.device:
             raise ValueError(f"seam tensors are on different devices: {src.device} and {tensor.device}")
-    if not src.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+    if not runs_on(src.device):
         raise ValueError("Triton seam kernels need CUDA tensors (or TRITON_INTERPRET=1 for the CPU interpreter); use kernels='torch'")
+
+
+def runs_on(device: torch.device | str) -> bool:
+    """Whether the seam kernels can run on `device`: CUDA, or any device's tensors under TRITON_INTERPRET=1 (the CPU interpreter)."""
+    return torch.device(device).type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def _rows(tensor: torch.Tensor) -> torch.Tensor:

@@ -68,7 +68,7 @@ from bwsk.errors import BwskError
 from bwsk.render.units import human_bytes
 from bwsk.training.config import PRECISIONS, TrainConfig
 from bwsk.training.distributed import STRATEGIES, is_main_process, shutdown_distributed
-from bwsk.training.modes import MODES
+from bwsk.training.modes import KERNELS, MODES
 from bwsk.training.results import RunResult
 from bwsk.training.runs import RunSpec, resume_training, run_seeds, run_training
 from bwsk.training.start import language_model_names
@@ -167,6 +167,14 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--checkpoint-every", type=positive_int, default=500, help="steps between checkpoints (default 500)")
     group.add_argument("--budget", type=float, default=TrainConfig.budget, help="analyzed mode: share of recomputable bytes kept")
     group.add_argument("--drift-every", type=positive_int, default=100, help="reversible mode: steps between rebuild-error probes")
+    group.add_argument(
+        "--kernels",
+        choices=KERNELS,
+        default="auto",
+        help="reversible mode: the seams' arithmetic. torch: eager PyTorch, each half runs its own norm; triton: bwsk's fused "
+        "Triton kernels (the stream update and the LayerNorm/RMSNorm the next half starts with, in one pass; CUDA, or "
+        "TRITON_INTERPRET=1 on the cpu, slowly); auto: triton on CUDA, torch elsewhere (default)",
+    )
     group.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
 
 
@@ -206,6 +214,7 @@ def config_from(args: argparse.Namespace, mode: str) -> TrainConfig:
         checkpoint_every=args.checkpoint_every,
         budget=args.budget,
         drift_every=args.drift_every,
+        kernels=args.kernels,
         device=args.device,
         distributed=getattr(args, "distributed", None),
     )
@@ -338,6 +347,8 @@ def _print_table(console: Console, results: list[RunResult], out: Path) -> None:
     console.print(f"perplexity: {results[0].perplexity_method}", highlight=False)
     console.print(f"data: {results[0].data}", highlight=False)
     console.print(f"peak memory: {results[0].peak_memory_source}", highlight=False)
+    for kernels, fused in dict.fromkeys((r.conversion["kernels"], r.conversion["fused_norms"]) for r in results if r.conversion):
+        console.print(f"seams of the reversible mode: {kernels} ({fused} norms computed by the seams)", highlight=False)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import torch
 
 from bwsk.errors import BwskError
 from bwsk.training.distributed import STRATEGIES
-from bwsk.training.modes import MODES
+from bwsk.training.modes import MODES, require_known_kernels
 from bwsk.training.selective import DEFAULT_BUDGET
 
 PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
@@ -28,6 +28,7 @@ DEFAULT_SEQ = 512
 FINETUNE_LR = 5e-5
 SCRATCH_LR = 3e-4
 WARMUP_SHARE = 0.05
+SAVED_BEFORE_KNOB = {"kernels": "torch"}  # what runs saved before a knob existed ran with (they resume unchanged)
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     budget: float = DEFAULT_BUDGET  # the analyzed mode's share of recomputable bytes kept
     drift_every: int = 100  # reversible runs: steps between rebuild-error measurements
+    kernels: str = "auto"  # the reversible mode's seams: "torch", "triton", or "auto" (Triton on CUDA); see `modes.seam_kernels`
     device: str = "auto"  # under `distributed`: "cpu" for gloo on the cpu, else the GPU of each process's local rank (nccl)
     distributed: str | None = None  # "ddp" or "fsdp" under torchrun; batch_size is then per process
 
@@ -64,6 +66,7 @@ class TrainConfig:
             raise BwskError(f"unknown training mode {self.mode!r} (expected one of {', '.join(MODES)})")
         if self.distributed is not None and self.distributed not in STRATEGIES:
             raise BwskError(f"unknown distributed strategy {self.distributed!r} (expected one of {', '.join(STRATEGIES)})")
+        require_known_kernels(self.kernels)
         if self.precision not in PRECISIONS:
             raise BwskError(f"unknown precision {self.precision!r} (expected one of {', '.join(PRECISIONS)})")
         positive = ("epochs", "max_steps", "batch_size", "seq_len", "eval_every", "eval_window", "eval_stride", "eval_batch_size")
@@ -113,6 +116,8 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, values: dict[str, Any]) -> TrainConfig:
+        """The config `to_json` wrote; one saved before a knob existed gets what that run did (kernels: torch seams)."""
+        values = {**SAVED_BEFORE_KNOB, **values}
         known = {field.name for field in dataclasses.fields(cls)}
         unknown = set(values) - known
         if unknown:

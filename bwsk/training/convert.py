@@ -5,6 +5,7 @@
     loss.backward()                             # activations of the layer stack: one stream pair per segment
     with plain_autograd(model): ...             # the same function with ordinary autograd (the reference)
     reversible_runtime(model).report            # function gap, blocks, segments, sub-blocks of F and G
+    set_kernels(model.cuda(), "auto")           # the seam arithmetic: Triton on CUDA (fused norms), torch elsewhere
 
 F and G of every layer come from the `couple` pass on the model's IR (see
 `bwsk.training.discover`): the attention half (norm + attention [+ dropout]) and
@@ -52,8 +53,6 @@ class ConversionReport:
     layers: tuple[LayerHalves, ...]
     combination: str
     function_gap: float | None  # |logits_converted - logits_original| / |logits_original| on a fixed input (None on meta)
-    kernels: str = "torch"  # the seam arithmetic: "torch" or "triton"
-    fused_norms: int = 0  # halves whose leading norm the seam computes (Triton seams; see `bwsk.training.seam_norm`)
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -66,6 +65,16 @@ class ReversibleRuntime:
 
     stack: ReversibleStack
     report: ConversionReport
+
+    @property
+    def kernels(self) -> str:
+        """The seam arithmetic the blocks run now: "torch" or "triton" (see `set_kernels`)."""
+        return self.stack.blocks[0].seam.name if self.stack.blocks else "torch"
+
+    @property
+    def fused_norms(self) -> int:
+        """Halves whose leading norm the seam computes now (Triton seams; none under FSDP2; see `bwsk.training.seam_norm`)."""
+        return sum(half.lead is not None for block in self.stack.blocks for half in (block.f, block.g))
 
     @property
     def last_drift(self):
@@ -99,7 +108,7 @@ def make_reversible(
     model: nn.Module,
     *,
     inplace: bool = False,
-    kernels: str = "torch",
+    kernels: str = "auto",
     anchors: int | Sequence[int] | None = None,
     drift: DriftMonitor | None = None,
     measure_gap: bool = True,
@@ -108,7 +117,8 @@ def make_reversible(
     """The model with its layer stack as reversible coupling blocks (a copy unless `inplace`).
 
     `kernels`: "torch", "triton" (bwsk's fused seam kernels: each stream update also computes the norm the next half
-    starts with, when that norm is a LayerNorm or RMSNorm) or "auto" (Triton on CUDA) for the seam arithmetic; `anchors`: store the
+    starts with, when that norm is a LayerNorm or RMSNorm), "auto" (the default: Triton on CUDA, torch elsewhere) for the seam
+    arithmetic (`set_kernels` switches it later); `anchors`: store the
     stream pair every k blocks (int) or before the given block indices;
     `drift`: a `DriftMonitor` measuring the rebuild error (and, with its
     tolerance, re-planning anchors and recompute fallbacks). Raises
@@ -132,10 +142,23 @@ def make_reversible(
     for i, layer in enumerate(modules):
         layer.forward = StackEntry(layer, stack) if i == 0 else PassThrough(layer)
     gap = None if reference is None else _relative_change(_logits(target), reference)
-    fused = sum(half.lead is not None for block in blocks for half in (block.f, block.g))
-    report = ConversionReport(type(model).__name__, container, tuple(layers), COMBINATION, gap, seam.name, fused)
+    report = ConversionReport(type(model).__name__, container, tuple(layers), COMBINATION, gap)
     setattr(target, RUNTIME_ATTRIBUTE, ReversibleRuntime(stack, report))
     return target
+
+
+def set_kernels(model: nn.Module, kernels: str) -> None:
+    """Switch a converted model's seams to `kernels` ("auto" decides by the model's device now) in place.
+
+    Weights, coupling layout, segments and drift monitor are kept; the function is the same up to
+    rounding. A model converted (or loaded) on the CPU and moved to CUDA gets Triton seams this way.
+    """
+    stack = reversible_runtime(model).stack
+    seam = seam_for(kernels, next(model.parameters()).device)
+    for block in stack.blocks:
+        block.seam = seam
+        for half in (block.f, block.g):
+            half.fuse(seam.fuses_norms)
 
 
 def reversible_runtime(model: nn.Module) -> ReversibleRuntime:

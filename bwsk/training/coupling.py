@@ -70,8 +70,8 @@ class Half:
                     f"cannot make {step.path} reversible: {where} ({type(sub).__name__}) updates running statistics in forward, "
                     "and the rebuild in backward would update them a second time"
                 )
-        fusable = fuse_norm and not self.steps[0].keywords
-        self.lead: SeamNorm | None = seam_norm_of(self.modules[0]) if fusable else None
+        self.lead: SeamNorm | None = None
+        self.fuse(fuse_norm)
 
     def __call__(self, start: torch.Tensor, side: Mapping[str, Any], dtype: torch.dtype) -> torch.Tensor:
         """The half on `start`: its input stream, or that stream's `lead` norm when `lead` is set."""
@@ -82,9 +82,9 @@ class Half:
             hidden = out[0] if isinstance(out, tuple) else out
         return hidden
 
-    def unfuse(self) -> None:
-        """Run the leading norm as the module again (FSDP2 gathers a module's parameters only in its own forward)."""
-        self.lead = None
+    def fuse(self, enabled: bool) -> None:
+        """Let the seam compute the leading norm (when it can: see `seam_norm_of`), or run it as its module again."""
+        self.lead = seam_norm_of(self.modules[0]) if enabled and not self.steps[0].keywords else None
 
     def parameters(self) -> list[nn.Parameter]:
         """Unique parameters of the steps' modules, in step order."""

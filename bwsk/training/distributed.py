@@ -135,7 +135,7 @@ def _shard_halves(model: nn.Module, mesh: DeviceMesh) -> None:
     sharded: set[int] = set()
     for block in stack.blocks:
         for half in (block.f, block.g):
-            half.unfuse()
+            half.fuse(False)
             modules = [module for module in half.modules if next(module.parameters(), None) is not None]
             if any(id(module) in sharded for module in modules):
                 raise BwskError(f"block {block.index}: a sub-module is shared between halves; FSDP2 cannot shard it per half")

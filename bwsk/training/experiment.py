@@ -39,9 +39,10 @@ from bwsk.training.config import TrainConfig
 from bwsk.training.distributed import is_main_process
 from bwsk.training.experiment_report import RESULTS_JSON, experiment_results, write_experiment_outputs
 from bwsk.training.hf_reversible import MODEL_TYPE
-from bwsk.training.modes import MODES, is_reversible
+from bwsk.training.modes import MODES, is_reversible, seam_kernels
 from bwsk.training.progress import RunsProgress
 from bwsk.training.results import RunResult
+from bwsk.training.run_device import resolve_device
 from bwsk.training.run_folder import RUN_FILE
 from bwsk.training.runs import PreparedData, RunSpec, prepare_data
 from bwsk.training.start import StartModel, load_start_model
@@ -102,14 +103,16 @@ def run_experiment(
     """Run the grid and write OUT's layout (see the module docstring); returns what results.json holds.
 
     `spec`: the start (MODEL), the data and the tokenizer; `config`: the settings every run shares
-    (its mode is replaced per variant; seeds are config.seed, config.seed + 1, ...); `report`:
-    called with one line after each run (variant, seed, test perplexity, peak memory, time);
-    `progress`: progress bars on stderr, over the runs and of each run (None: when stderr is a TTY).
+    (its mode is replaced per variant, its kernels are the reversible variants' seams; seeds are
+    config.seed, config.seed + 1, ...); `report`: called with one line after each run (variant, seed,
+    test perplexity, peak memory, time); `progress`: progress bars on stderr, over the runs and of each
+    run (None: when stderr is a TTY).
     """
     out = Path(out)
     variants = variant_grid(tuple(experiments), tuple(modes))
     if seeds < 1:
         raise BwskError(f"--seeds must be at least 1, not {seeds}")
+    seam_kernels(config.kernels, "reversible" if "reversible" in modes else modes[0], resolve_device(config.device))  # before any run
     _check_out(out, variants, force=force)
     data = prepare_data(spec)
     starts = _Starts(spec, data, finetune_modes=[v.mode for v in variants if v.experiment == "finetune"], seed=config.seed)
@@ -125,7 +128,7 @@ def run_experiment(
                     result = train(
                         start.model,
                         data.splits,
-                        dataclasses.replace(config, mode=variant.mode, seed=seed),
+                        variant_config(config, variant.mode, seed),
                         folder,
                         pretrained=start.pretrained,
                         source=start.source,
@@ -153,6 +156,13 @@ def run_experiment(
     summary = experiment_results(model=spec.model, variants=variants, runs=runs, out=out, seeds=seeds, first_seed=config.seed)
     write_experiment_outputs(out, summary, force=force)
     return summary
+
+
+def variant_config(config: TrainConfig, mode: str, seed: int) -> TrainConfig:
+    """The config of one run of the grid: `config` in `mode` with `seed`; its kernels are the reversible runs' seams,
+    so the modes without seams keep the default."""
+    kernels = config.kernels if mode == "reversible" else TrainConfig.kernels
+    return dataclasses.replace(config, mode=mode, seed=seed, kernels=kernels)
 
 
 class _Starts:

@@ -38,7 +38,10 @@ def experiment_results(
     """The content of results.json for finished `runs`: per variant folder, (run folder relative to `out`, result) in seed order."""
     first = runs[variants[0].folder][0][1]
     resolved = json.loads((out / variants[0].folder / RUN_FILE).read_text())["resolved"]
-    shared = {key: value for key, value in resolved.items() if key not in ("mode", "seed")}
+    shared = {key: value for key, value in resolved.items() if key not in ("mode", "seed", "kernels")}
+    reversible = [runs[variant.folder][0][1] for variant in variants if variant.mode == "reversible"]
+    if reversible:  # the seams of the reversible variants (the other modes have none)
+        shared["kernels"] = reversible[0].config["kernels"]
     rows = [_variant_row(variant, runs[variant.folder]) for variant in variants]
     return {
         "format": RESULTS_FORMAT,

@@ -8,13 +8,16 @@
                 per-operator policy comes from the memory analysis (`bwsk.training.selective`);
                 `budget` (0..1) is the fraction of recomputable bytes kept.
   reversible:   `bwsk.training.convert.make_reversible`: the blocks become coupling blocks
-                whose inputs are rebuilt by inversion (a different function of the same weights).
+                whose inputs are rebuilt by inversion (a different function of the same weights);
+                `kernels` chooses the seam arithmetic (`seam_kernels`): "torch" (eager, each half
+                runs its own norm), "triton" (bwsk's fused seam kernels: the stream update and the
+                norm the next half starts with in one pass) or "auto" (Triton on CUDA, torch elsewhere).
 
 The first three compute the same function as the model; modes are applied to a model
 once (a model already in a mode is refused). A model that is already reversible (converted,
 e.g. loaded from a `bwsk_reversible` folder) trains in the reversible mode as it is, in its own
 coupling layout, and in no other mode: it computes another function than its plain
-architecture. The analysis is run on the model before
+architecture (its seams are rebuilt when `kernels` asks for others than it was converted with). The analysis is run on the model before
 its blocks are wrapped; `predicted_activation_bytes` gives the bytes each mode is
 predicted to keep from forward to backward.
 """
@@ -34,6 +37,7 @@ import bwsk
 from bwsk.errors import BwskError
 from bwsk.passes.analysis import Analysis
 from bwsk.training.layers import block_list, block_paths
+from bwsk.training.seam import KERNELS, seam_for
 from bwsk.training.selective import DEFAULT_BUDGET, SelectivePlan, plan_selective
 
 MODES = ("conventional", "checkpoint", "analyzed", "reversible")
@@ -69,24 +73,27 @@ def apply_mode(
     budget: float = DEFAULT_BUDGET,
     example_input: tuple[torch.Tensor, ...] | None = None,
     analysis: Analysis | None = None,
+    kernels: str = "auto",
 ) -> nn.Module:
     """Put `model` in training mode `mode`; returns the model to train (the converted copy for `reversible`).
 
     `analyzed` needs the analysis of the model, given or made from `example_input`
-    (the analysis is shape-specific: its prediction holds at that shape).
+    (the analysis is shape-specific: its prediction holds at that shape). `kernels`: the
+    reversible mode's seam arithmetic, on the model's device (see `seam_kernels`).
     """
     if mode not in MODES:
         raise BwskError(f"unknown training mode {mode!r} (expected one of {', '.join(MODES)})")
     if model in _APPLIED:
         raise BwskError(f"the model is already in mode {_APPLIED[model].mode!r}; apply a mode to a fresh copy")
     require_mode_fits(model, mode)
+    seams = seam_kernels(kernels, mode, next((p.device for p in model.parameters()), torch.device("cpu")))
     if mode == "conventional":
         _APPLIED[model] = AppliedMode(mode)
         return model
     if mode == "reversible":
         from bwsk.training.convert import make_reversible
 
-        converted = model if is_reversible(model) else make_reversible(model, inplace=True)
+        converted = _reseamed(model, seams) if is_reversible(model) else make_reversible(model, inplace=True, kernels=seams)
         _APPLIED[converted] = AppliedMode(mode)
         return converted
     _, blocks = block_list(model)
@@ -103,6 +110,43 @@ def apply_mode(
             options["context_fn"] = plan.context_fn(index)
         block.forward = functools.partial(checkpoint, block.forward, **options)
     _APPLIED[model] = AppliedMode(mode, plan)
+    return model
+
+
+def seam_kernels(kernels: str, mode: str, device: torch.device | str) -> str | None:
+    """The seam arithmetic `kernels` gives `mode` on `device`: "torch" or "triton" for reversible, None for the
+    other modes (they have no seams). One-line BwskError for an unknown value, "triton" asked of another mode,
+    or Triton seams where they cannot run: off CUDA, unless TRITON_INTERPRET=1 runs Triton's CPU interpreter.
+    """
+    require_known_kernels(kernels)
+    if mode != "reversible":
+        if kernels == "triton":
+            raise BwskError(f"kernels 'triton' are the reversible mode's seams; the {mode} mode has none (use auto or torch)")
+        return None
+    from bwsk.kernels.runtime import runs_on
+
+    seams = seam_for(kernels, device).name
+    if seams == "triton" and not runs_on(device):
+        raise BwskError(
+            f"Triton seam kernels need a CUDA device, and the model is on {torch.device(device).type}: "
+            "use kernels torch (or auto), or set TRITON_INTERPRET=1 to run them in Triton's slow CPU interpreter"
+        )
+    return seams
+
+
+def require_known_kernels(kernels: str) -> None:
+    """Refuse a `kernels` value that names no seam arithmetic (one line, the choices)."""
+    if kernels not in KERNELS:
+        raise BwskError(f"unknown kernels {kernels!r} (expected one of {', '.join(KERNELS)})")
+
+
+def _reseamed(model: nn.Module, seams: str) -> nn.Module:
+    """A reversible `model` running `seams` (a model loaded from a `bwsk_reversible` folder is converted on the cpu,
+    with torch seams; on CUDA it gets the seams asked for)."""
+    from bwsk.training.convert import reversible_runtime, set_kernels
+
+    if reversible_runtime(model).kernels != seams:
+        set_kernels(model, seams)
     return model
 
 

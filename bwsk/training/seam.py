@@ -21,7 +21,7 @@ from bwsk.kernels import reference
 from bwsk.training.errors import ConversionError
 from bwsk.training.seam_norm import SeamNorm, normalised
 
-KERNELS = ("torch", "auto", "triton")
+KERNELS = ("auto", "torch", "triton")
 
 NormGradients = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]
 

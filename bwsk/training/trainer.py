@@ -64,7 +64,7 @@ from bwsk.training.launcher import resume_command
 from bwsk.training.loop_state import LoopState
 from bwsk.training.measure import autocast, lm_loss, logits_of
 from bwsk.training.metrics import MetricsLog
-from bwsk.training.modes import apply_mode, require_mode_fits
+from bwsk.training.modes import apply_mode, require_mode_fits, seam_kernels
 from bwsk.training.perplexity import Perplexity, perplexity
 from bwsk.training.progress import TrainingProgress
 from bwsk.training.results import RunResult
@@ -118,12 +118,14 @@ def train(
 
     `inputs` (JSON) is stored in run.json for the caller to rebuild the run on `resume`
     (which needs the same `config`); `observer` sees every metrics record as it is written;
-    `progress`: a progress bar on stderr (None: when stderr is a TTY).
+    `progress`: a progress bar on stderr (None: when stderr is a TTY). Seams that cannot run on the run's
+    device (`config.kernels`, see `bwsk.training.modes.seam_kernels`) are refused before the folder is touched.
     """
     out = Path(out)
     require_mode_fits(model, config.mode)  # before the folder is touched
     info = join_process_group(config)
     world_size = 1 if info is None else info.world_size
+    seam_kernels(config.kernels, config.mode, resolve_device(config.device) if info is None else info.device)  # the seams run here
 
     def prepare_folder() -> None:
         if not resume:
@@ -169,7 +171,13 @@ class Run:
         example = next(self.sampler.batches(0)).to(self.device)
         if getattr(getattr(model, "config", None), "use_cache", None):
             model.config.use_cache = False  # a KV cache is of no use in training, and checkpoint recomputes would extend it
-        self.model = apply_mode(model.to(self.device).train(), self.config.mode, example_input=(example,), budget=self.config.budget)
+        self.model = apply_mode(
+            model.to(self.device).train(),
+            self.config.mode,
+            example_input=(example,),
+            budget=self.config.budget,
+            kernels=self.config.kernels,
+        )
         if info is not None:
             self.model = wrap_model(self.model, self.config.distributed, info)
         self.runtime = self._reversible_runtime()
@@ -426,7 +434,10 @@ class Run:
         peaks = whole.per_rank(state.peak_memory_bytes) if state.peak_memory_bytes is not None else None
         saved = save_model(unwrap_model(self.model), self.out, tokenizer=self.tokenizer, weights=weights) if whole.is_main else ""
         runtime = self.runtime
-        conversion = None if runtime is None else {"function_gap": runtime.report.function_gap, "combination": runtime.report.combination}
+        conversion = None if runtime is None else {
+            "function_gap": runtime.report.function_gap, "combination": runtime.report.combination,
+            "kernels": runtime.kernels, "fused_norms": runtime.fused_norms,
+        }  # fmt: skip
         result = RunResult(
             model=source,
             start="fine-tune" if self.pretrained else "scratch",

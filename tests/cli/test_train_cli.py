@@ -94,6 +94,8 @@ def test_a_diverging_run_exits_1_naming_the_step_with_no_results(corpus, tmp_pat
         (["pythia-70m", "--out", "o"], "--data is required"),
         (["pythia-70m", "--out", "o", "--data", "missing-corpus.txt"], "datasets"),
         (["pythia-70m", "--out", "o", "--mode", "fast"], "invalid choice"),
+        (["pythia-70m", "--out", "o", "--kernels", "cuda"], "argument --kernels: invalid choice: 'cuda'"),
+        (["pythia-70m", "--out", "o", "--data", "{text}", "--tokenizer", "{tok}", "--kernels", "triton"], "the conventional mode has none"),
         (["pythia-70m", "--out", "o", "--data", "{text}", "--split", "90/20"], "split rule"),
         (
             ["pythia-70m", "--out", "o", "--data", "{text}", "--tokenizer", "{tok}", "--eval-stride", "16"],
@@ -171,3 +173,37 @@ def test_the_experiment_prints_a_line_per_run_and_a_bar_over_the_runs_on_a_termi
             rf"run {seed + 1}/2 scratch-conventional seed {seed}: test ppl [\d.]+, peak [\d.]+ [KMG]iB, [\d.]+ s, 2 steps", shown
         )
     assert re.search(r"experiment .*2/2 runs", shown)  # the bar over the runs, finished
+
+
+def test_triton_seams_without_cuda_or_the_interpreter_are_one_line_before_the_run(corpus, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    text, tokenizer = corpus
+    argv = ["pythia-70m", "--tiny", "--layers", "1", "--data", text, "--tokenizer", tokenizer, "--out", tmp_path / "r", *FAST]
+    err = one_line_error([*argv, "--mode", "reversible", "--kernels", "triton"], capsys)
+    assert "need a CUDA device" in err and "TRITON_INTERPRET=1" in err and not (tmp_path / "r").exists()
+
+
+def test_the_kernels_a_run_used_are_recorded(corpus, tmp_path, capsys):
+    text, tokenizer = corpus
+    argv = ["pythia-70m", "--tiny", "--layers", "1", "--data", text, "--tokenizer", tokenizer, "--out", tmp_path / "r", *FAST]
+    code, out, err = run([*argv, "--mode", "reversible", "--kernels", "torch"], capsys)
+    assert code == 0, err
+    assert "seams of the reversible mode: torch (0 norms computed by the seams)" in out
+    results = json.loads((tmp_path / "r" / RESULTS_FILE).read_text())
+    assert results["config"]["kernels"] == "torch" and json.loads((tmp_path / "r" / "run.json").read_text())["config"]["kernels"] == "torch"
+    assert results["conversion"]["kernels"] == "torch" and results["conversion"]["fused_norms"] == 0
+
+
+def test_the_experiment_gives_its_kernels_to_the_reversible_runs(corpus, tmp_path, capsys):
+    text, tokenizer = corpus
+    out = tmp_path / "grid"
+    grid = ["experiment", "--model", "pythia-70m", "--tiny", "--layers", "1", "--experiments", "scratch"]
+    inputs = ["--data", text, "--tokenizer", tokenizer, *FAST, "--max-steps", "1"]
+    code, _, err = run([*grid, "--modes", "conventional,reversible", "--kernels", "torch", *inputs, "--out", out], capsys)
+    assert code == 0, err
+    assert json.loads((out / "results.json").read_text())["config"]["kernels"] == "torch"
+    reversible = json.loads((out / "scratch-bwsk-reversible" / RESULTS_FILE).read_text())
+    assert reversible["config"]["kernels"] == reversible["conversion"]["kernels"] == "torch"
+    assert json.loads((out / "scratch-conventional" / RESULTS_FILE).read_text())["config"]["kernels"] == "auto"  # no seams
+    err = one_line_error([*grid, "--modes", "conventional", "--kernels", "triton", *inputs, "--out", tmp_path / "no"], capsys)
+    assert "the conventional mode has none" in err and not (tmp_path / "no").exists()

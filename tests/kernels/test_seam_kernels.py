@@ -25,6 +25,7 @@ def triton_seam(pattern: SeamPattern, direction: str):
     return lambda x, f, weight, bias: api(x, f, weight, bias, eps=pattern.eps, norm=pattern.norm, kernels="triton")
 
 
+@pytest.mark.interpreter
 @pytest.mark.parametrize("direction", ["forward", "rebuild"])
 @pytest.mark.parametrize("dtypes", DTYPES, ids=lambda d: f"{str(d[0])[6:]}-{str(d[1])[6:]}")
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
@@ -34,6 +35,7 @@ def test_seam_kernel_matches_reference(pattern, shape, dtypes, direction):
     check_against_reference(pattern, direction, triton_seam(pattern, direction), inputs)
 
 
+@pytest.mark.interpreter
 @pytest.mark.parametrize("norm", ["layernorm", "rmsnorm"])
 def test_a_large_eps_is_honoured(norm):
     """With the default inputs eps = 1e-6 is below the tolerance; eps = 0.5 is not."""
@@ -43,6 +45,7 @@ def test_a_large_eps_is_honoured(norm):
         check_against_reference(pattern, direction, triton_seam(pattern, direction), inputs)
 
 
+@pytest.mark.interpreter
 @pytest.mark.parametrize("pattern", PATTERNS[:3], ids=lambda p: p.name)
 def test_bf16_operands_through_the_fp32_path(pattern):
     """The interpreter computes bf16 wrongly: on CPU, bf16 values run through the fp32 kernels and are rounded in torch."""
@@ -56,6 +59,7 @@ def test_bf16_operands_through_the_fp32_path(pattern):
     torch.testing.assert_close(n.bfloat16(), n_ref, atol=2e-2, rtol=2e-2)
 
 
+@pytest.mark.interpreter
 def test_non_contiguous_operands_give_the_contiguous_result():
     pattern = PATTERNS[0]
     x, f, weight, bias = (t.detach() for t in operands(pattern, (7, 3, 100), torch.float32, torch.float32, seed=3))
@@ -64,6 +68,7 @@ def test_non_contiguous_operands_give_the_contiguous_result():
     assert torch.equal(y, y_ref) and torch.equal(n, n_ref)
 
 
+@pytest.mark.interpreter
 def test_rebuild_inverts_forward():
     pattern = PATTERNS[2]
     x, f, weight, _ = (t.detach() if t is not None else None for t in operands(pattern, (3, 7, 100), torch.float32, torch.float16, seed=5))
@@ -84,6 +89,7 @@ def test_torch_and_auto_kernels_use_the_reference_on_cpu():
         assert n.grad_fn is not None and "SeamFunction" not in type(n.grad_fn).__name__
 
 
+@pytest.mark.interpreter
 def test_operand_errors_are_reported():
     pattern = PATTERNS[0]
     x, f, weight, bias = (t.detach() for t in operands(pattern, (2, 3, 10), torch.float32, torch.float32, seed=1))
@@ -103,6 +109,7 @@ def test_cpu_tensors_without_the_interpreter_are_refused(monkeypatch):
         runtime.seam_forward(torch.zeros(2, 4), torch.zeros(2, 4), norm="rmsnorm")
 
 
+@pytest.mark.interpreter
 def test_empty_rows_give_empty_results():
     x = torch.zeros(0, 5, 12, requires_grad=True)
     weight = torch.ones(12, requires_grad=True)
@@ -125,6 +132,7 @@ def test_seam_kernel_on_cuda(pattern, shape, dtypes, direction):
     check_against_reference(pattern, direction, triton_seam(pattern, direction), inputs)
 
 
+@pytest.mark.interpreter
 @pytest.mark.parametrize("norm", ["layernorm", "rmsnorm", "none"])
 def test_leaf_gradients_do_not_share_storage(norm):
     """x + f has equal gradients for x and f; they must still be two tensors, or zeroing one .grad zeroes the other."""
@@ -136,6 +144,7 @@ def test_leaf_gradients_do_not_share_storage(norm):
     assert torch.equal(f.grad, expected) and expected.abs().sum() > 0
 
 
+@pytest.mark.interpreter
 @pytest.mark.parametrize("pattern", PATTERNS[:3], ids=lambda p: p.name)
 def test_backward_without_a_branch_writes_only_the_stream_gradient(pattern):
     """BRANCH_SIGN = 0 (the reversible runtime's norm backward): grad_src as with a branch, no branch gradient."""

@@ -134,6 +134,7 @@ def test_helpers_without_a_process_group():
     assert gather_per_rank(123) == [123]
 
 
+@pytest.mark.interpreter
 def test_fsdp_runs_the_fused_norms_as_modules_again(tmp_path):
     """A fused seam would hand the norm's sharded parameters to a kernel: under FSDP2 each half runs its norm module."""
     import torch.distributed as dist

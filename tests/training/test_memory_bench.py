@@ -62,3 +62,36 @@ def test_several_sweeps_make_one_report_with_a_plot(bench, tmp_path):
     assert "## pythia-70m (tiny): against depth" in text and "## pythia-70m (tiny): against tokens" in text
     assert "](memory.png)" in text and figure.read_bytes().startswith(b"\x89PNG")
     assert text.count("| checkpoint |") == 4 and "python benchmarks/memory.py --mode checkpoint" in text
+
+
+@pytest.mark.interpreter
+def test_reversible_with_torch_and_triton_seams_side_by_side(bench, tmp_path, capsys):
+    """Triton seams run in the CPU interpreter here (tests/conftest.py); both rows are checked against one reference."""
+    out, doc = tmp_path / "records.json", tmp_path / "memory.md"
+    argv = ["--mode", "reversible", "--kernels", "torch,triton", "--layers", "2", "--batch", "1", "--seq", "8", "--repeats", "1"]
+    assert bench.main([*argv, "--json", str(out), "--doc", str(doc)]) == 0
+    records = json.loads(out.read_text())
+    assert [(r["mode"], r["kernels"], r["label"]) for r in records] == [
+        ("conventional", None, "conventional"),
+        ("reversible", "torch", "reversible (torch)"),
+        ("reversible", "triton", "reversible (triton)"),
+    ]
+    torch_seams, triton_seams = records[1:]
+    assert torch_seams["grad_reference"] == triton_seams["grad_reference"] and "torch seams" in triton_seams["grad_reference"]
+    assert torch_seams["max_grad_difference"] < 1e-5 and triton_seams["max_grad_difference"] < 1e-5
+    assert triton_seams["activation_bytes"] > 0 and triton_seams["step_time_ratio"] > 0
+    assert "reversible (triton)" in capsys.readouterr().out
+    text = doc.read_text()
+    assert "| reversible (torch) |" in text and "| reversible (triton) |" in text and "--kernels torch,triton" in text
+
+
+def test_kernels_that_cannot_be_measured_are_one_line(bench, capsys, monkeypatch):
+    with pytest.raises(SystemExit) as stop:
+        bench.main(["--kernels", "torch,cuda"])
+    assert stop.value.code == 2 and "comma-separated list of" in capsys.readouterr().err
+    assert bench.main(["--mode", "checkpoint", "--kernels", "triton"]) == 2
+    assert "the checkpoint mode has none" in capsys.readouterr().err
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    assert bench.main(["--mode", "reversible", "--kernels", "auto,triton"]) == 2
+    err = capsys.readouterr().err
+    assert "need a CUDA device" in err and err.strip().count("\n") == 0

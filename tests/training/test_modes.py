@@ -1,4 +1,5 @@
-"""The training modes: checkpoint and analyzed compute the same function as conventional, and refuse misuse."""
+"""The training modes: checkpoint and analyzed compute the same function as conventional, the reversible mode takes the
+seams asked for, and misuse is refused."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import functools
 
 import pytest
 import torch
+from training.tiny_models import tiny_model
 
 from bwsk.errors import BwskError
 from bwsk.frontend.zoo import build, model_inputs
+from bwsk.training.convert import make_reversible
 from bwsk.training.layers import block_paths
 from bwsk.training.measure import lm_loss, logits_of, loss_gradients
-from bwsk.training.modes import analyze_model, applied_mode, apply_mode
+from bwsk.training.modes import analyze_model, applied_mode, apply_mode, seam_kernels
 from bwsk.training.selective import plan_selective
 
 FP32 = dict(rtol=1e-5, atol=1e-6)
@@ -72,3 +75,51 @@ def test_block_paths_name_the_stack():
     assert block_paths(model) == ["transformer.h.0", "transformer.h.1", "transformer.h.2"]
     with pytest.raises(BwskError, match="no stack"):
         block_paths(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("kernels,fused", [pytest.param("triton", 4, marks=pytest.mark.interpreter), ("torch", 0), ("auto", 0)])
+def test_kernels_choose_the_reversible_seams(kernels, fused):
+    """Triton seams (run by the CPU interpreter here, tests/conftest.py) compute every half's leading norm: 2 layers x 2 halves."""
+    from bwsk.training.convert import reversible_runtime
+
+    model = tiny_model("neox-parallel")
+    ids = torch.randint(0, 128, (1, 8), generator=torch.Generator().manual_seed(0))
+    runtime = reversible_runtime(apply_mode(model, "reversible", kernels=kernels))
+    assert (runtime.kernels, runtime.fused_norms) == ("torch" if kernels == "auto" else kernels, fused)  # auto: torch off CUDA
+    with torch.no_grad():
+        plain = make_reversible(tiny_model("neox-parallel"), kernels="torch")(ids).logits
+        torch.testing.assert_close(model(ids).logits, plain, **FP32)
+
+
+@pytest.mark.interpreter
+def test_a_reversible_model_takes_the_seams_asked_for_on_its_own_layout():
+    """A model converted with torch seams (as a `bwsk_reversible` folder loads) is re-seamed, same weights, same function."""
+    from bwsk.training.convert import reversible_runtime
+
+    converted = make_reversible(tiny_model("llama"), kernels="torch")
+    before = reversible_runtime(converted).report
+    ids = torch.randint(0, 128, (2, 8), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = converted(ids).logits
+    weights = [p.data_ptr() for p in converted.parameters()]
+    reseamed = apply_mode(converted, "reversible", kernels="triton")
+    after = reversible_runtime(reseamed)
+    assert reseamed is converted and [p.data_ptr() for p in reseamed.parameters()] == weights
+    assert (after.kernels, after.fused_norms, after.report) == ("triton", 4, before)
+    with torch.no_grad():
+        torch.testing.assert_close(reseamed(ids).logits, expected, **FP32)
+
+
+def test_kernels_are_refused_in_one_line_where_they_mean_nothing_or_cannot_run(monkeypatch):
+    model, _, _ = tiny("pythia-70m")
+    for mode in ("conventional", "checkpoint"):
+        with pytest.raises(BwskError, match=f"reversible mode's seams; the {mode} mode has none"):
+            apply_mode(copy.deepcopy(model), mode, kernels="triton")
+        assert applied_mode(apply_mode(copy.deepcopy(model), mode, kernels="torch")).mode == mode  # no seams: torch and auto are fine
+    with pytest.raises(BwskError, match="unknown kernels 'cuda' \\(expected one of .*triton"):
+        apply_mode(copy.deepcopy(model), "reversible", kernels="cuda")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(BwskError, match="need a CUDA device, and the model is on cpu.*TRITON_INTERPRET=1") as refused:
+        apply_mode(copy.deepcopy(model), "reversible", kernels="triton")
+    assert "\n" not in str(refused.value)
+    assert seam_kernels("auto", "reversible", "cpu") == "torch" and seam_kernels("torch", "analyzed", "cpu") is None

@@ -56,6 +56,7 @@ def test_other_modules_are_left_to_themselves(name):
     assert seam_norm_of(REFUSED[name]()) is None
 
 
+@pytest.mark.interpreter
 def test_without_a_norm_the_stream_passes_unchanged():
     x = torch.randn(3, 4)
     assert normalised(x, None) is x
@@ -64,6 +65,7 @@ def test_without_a_norm_the_stream_passes_unchanged():
         assert n is y and torch.equal(y, 2 * x)
 
 
+@pytest.mark.interpreter
 @pytest.mark.parametrize("name", ["layernorm", "layernorm-no-bias", "llama-rmsnorm"])
 @pytest.mark.parametrize("shape", [(3, 7, 24), (1, 1, 24)], ids=str)
 def test_norm_backward_equals_autograd_through_the_module(name, shape):
@@ -88,6 +90,7 @@ def test_norm_backward_equals_autograd_through_the_module(name, shape):
                 torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5, msg=seam.name)
 
 
+@pytest.mark.interpreter
 @pytest.mark.parametrize("direction", ["add", "subtract"])
 def test_fused_seams_agree_and_normalise_their_result(direction):
     norm = seam_norm_of(LlamaRMSNorm(24, eps=1e-6))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import signal
 
 import pytest
@@ -149,3 +150,33 @@ def test_early_stopping_keeps_the_best_validation_weights(data, tmp_path):
     assert result.stopped == "early stopping (patience 2)" and result.steps < 40
     assert [e["step"] for e in evaluations][-2:] == [result.steps - 1, result.steps] and best["step"] == result.steps - 2
     assert result.best_valid_step == best["step"] and result.final_valid_loss == best["nll"]
+
+
+def test_a_reversible_run_records_its_seams_and_a_run_saved_before_the_kernels_knob_resumes(data, tmp_path):
+    tokenizer, splits = data
+    config = TrainConfig(mode="reversible", kernels="torch", max_steps=4, checkpoint_every=2, **FAST)
+    with pytest.raises(RuntimeError, match="killed"):
+        train(tiny_model("neox-parallel"), splits, config, tmp_path, pretrained=False, progress=False, observer=_StopAt(3, "crash"))
+    run_file = tmp_path / "run.json"
+    document = json.loads(run_file.read_text())
+    for section in ("config", "resolved"):  # as a run.json written before the knob existed
+        del document[section]["kernels"]
+    run_file.write_text(json.dumps(document))
+    saved = TrainConfig.from_json(document["config"])
+    assert saved == config  # such a run trained with torch seams, and resumes with them
+    result = train(tiny_model("neox-parallel"), splits, saved, tmp_path, pretrained=False, progress=False, resume=True)
+    assert result.steps == 4 and result.config["kernels"] == "torch"
+    assert {key: result.conversion[key] for key in ("kernels", "fused_norms")} == {"kernels": "torch", "fused_norms": 0}
+    assert TrainConfig().kernels == "auto"
+
+
+@pytest.mark.parametrize("mode,message", [("reversible", "need a CUDA device"), ("conventional", "the conventional mode has none")])
+def test_triton_seams_that_cannot_run_are_refused_before_the_folder_is_touched(mode, message, data, tmp_path, monkeypatch):
+    _, splits = data
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    config = TrainConfig(mode=mode, kernels="triton", max_steps=1, **FAST)
+    with pytest.raises(BwskError, match=message):
+        train(tiny_model("neox-parallel"), splits, config, tmp_path / "run", pretrained=False, progress=False)
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(BwskError, match="unknown kernels 'fast'"):
+        TrainConfig(kernels="fast")
