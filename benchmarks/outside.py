@@ -238,7 +238,8 @@ def table(outcomes: list[Outcome]) -> str:
         f"`bwsk-compile NAME --tiny --layers 1 --seq {SEQ}`. The S-phases run with each model's own (random) weights, buffers "
         "and constants. Verdicts: each "
         "distinct rule application checked by the oracle (ok / FAILED / undecided / unknown; skipped: an operand above "
-        "4096 elements). S-phases: each S-phase checked as one function of each float activation input (ok / FAILED / skipped: "
+        "4096 elements). S-phases: each S-phase checked as one function of each float activation input (ok / FAILED / undecided: "
+        "rank deficient at the model's own weights only, full rank at random ones / skipped: "
         f"integer inputs). {len(checked)} of {len(outcomes)} models lowered; "
         f"{sum(o.crash is not None for o in checked)} check crashed; "
         f"{sum(o.verdicts['FAILED'] + o.phases['FAILED'] for o in checked)} failed verdicts.",

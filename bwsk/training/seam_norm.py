@@ -74,10 +74,21 @@ def seam_norm_of(module: nn.Module) -> SeamNorm | None:
 
 
 def normalised(stream: torch.Tensor, norm: SeamNorm | None) -> torch.Tensor:
-    """`norm` of `stream` in the seams' arithmetic (the stream itself when `norm` is None): where no seam precedes a half."""
+    """`norm` of `stream` (the stream itself when `norm` is None) where no seam precedes a half: a segment's first.
+
+    One ATen call (`layer_norm` / `rms_norm`: one pass over memory on a GPU), in fp32 or wider as the seams
+    compute, the result in the stream's dtype; equal to `reference.normalise` up to summation order.
+    """
     if norm is None:
         return stream
-    return reference.normalise(norm.pattern, stream, norm.weight, norm.bias)
+    wide = stream.to(torch.promote_types(stream.dtype, torch.float32))
+    weight, bias = (None if t is None else t.to(wide.dtype) for t in (norm.weight, norm.bias))
+    shape, eps = (stream.shape[-1],), norm.pattern.eps
+    if norm.pattern.norm == "layernorm":
+        result = torch.nn.functional.layer_norm(wide, shape, weight, bias, eps)
+    else:
+        result = torch.nn.functional.rms_norm(wide, shape, weight, eps)
+    return result.to(stream.dtype)
 
 
 def _width(module: nn.Module, parameters: dict[str, nn.Parameter]) -> int | None:
