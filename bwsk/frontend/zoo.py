@@ -343,7 +343,7 @@ def model_inputs(model: nn.Module, *, batch: int = 1, seq: int = 128, seed: int 
     generator = torch.Generator().manual_seed(seed)
     main_input = getattr(model, "main_input_name", None)
     if main_input == "input_ids":
-        limit = _max_positions(config)
+        limit = max_positions(config)
         if limit is not None and seq > limit:
             raise SourceError(f"sequence length {seq} exceeds the model's {limit} positions")
         return (_random_tensor((batch, seq), torch.long, config.vocab_size, device, generator),)
@@ -374,7 +374,8 @@ def _random_tensor(
     return torch.randint(0, below, shape, generator=generator, dtype=dtype).to(device)
 
 
-def _max_positions(config: Any) -> int | None:
+def max_positions(config: Any) -> int | None:
+    """The longest sequence a transformers config allows (None when it sets no limit, or for no config)."""
     for key in ("max_position_embeddings", "n_positions"):
         value = getattr(config, key, None)
         if isinstance(value, int):

@@ -89,9 +89,13 @@ class TrainConfig:
     def autocast_dtype(self) -> torch.dtype | None:
         return PRECISIONS[self.precision]
 
+    def sequence_length(self, max_positions: int | None) -> int:
+        """Tokens per training sequence: `seq_len`, else DEFAULT_SEQ capped at the model's positions."""
+        return self.seq_len or min(DEFAULT_SEQ, max_positions or DEFAULT_SEQ)
+
     def resolved(self, *, pretrained: bool, max_positions: int | None, steps_per_epoch: int) -> TrainConfig:
         """This config with every None knob given its value for this model and data."""
-        seq = self.seq_len or min(DEFAULT_SEQ, max_positions or DEFAULT_SEQ)
+        seq = self.sequence_length(max_positions)
         if max_positions is not None and seq > max_positions:
             raise BwskError(f"--seq-len {seq} exceeds the model's {max_positions} positions")
         window = self.eval_window or seq

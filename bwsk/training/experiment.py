@@ -39,14 +39,16 @@ from bwsk.training.config import TrainConfig
 from bwsk.training.distributed import is_main_process
 from bwsk.training.experiment_report import RESULTS_JSON, experiment_results, write_experiment_outputs
 from bwsk.training.hf_reversible import MODEL_TYPE
+from bwsk.training.interrupt import TrainingInterrupted
 from bwsk.training.modes import MODES, is_reversible, seam_kernels
+from bwsk.training.optimizer_step import TrainingDiverged
 from bwsk.training.progress import RunsProgress
 from bwsk.training.results import RunResult
 from bwsk.training.run_device import resolve_device
 from bwsk.training.run_folder import RUN_FILE
 from bwsk.training.runs import PreparedData, RunSpec, prepare_data
 from bwsk.training.start import StartModel, load_start_model
-from bwsk.training.trainer import TrainingDiverged, TrainingInterrupted, train
+from bwsk.training.trainer import train
 
 EXPERIMENTS = ("finetune", "scratch")
 DEFAULT_MODES = ("conventional", "analyzed", "reversible")

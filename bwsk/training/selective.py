@@ -42,7 +42,6 @@ from bwsk.passes.memory.saved_tensors import flat_outputs, storage_key
 
 DEFAULT_BUDGET = 0.5
 LOOKAHEAD = 16
-GETITEM = "operator.getitem"
 
 
 @dataclass(frozen=True)

@@ -10,18 +10,20 @@ evaluated with the weights of the best validation loss.
 
 Invariants:
   - a non-finite loss (or, without a gradient scaler, gradient norm) stops the run with
-    `TrainingDiverged` naming the step, before the optimizer uses it; no results, no model;
+    `TrainingDiverged` naming the step, before the optimizer uses it (`bwsk.training.optimizer_step`);
+    no results, no model; so does a non-finite validation loss;
   - data order and RNG depend only on the seed and the step, and a checkpoint holds
     everything else, so a run resumed from any checkpoint ends with the weights and
     metrics (timing fields aside) of the uninterrupted run;
   - SIGINT (Ctrl-C) finishes the current step, writes a checkpoint and raises
     `TrainingInterrupted`, whose message is the command that resumes (under torchrun, the
-    same launcher: `bwsk.training.launcher`); a second SIGINT interrupts at once;
+    same launcher: `bwsk.training.launcher`); a second SIGINT, or one during an evaluation,
+    interrupts at once (`bwsk.training.interrupt`);
   - a checkpoint folder loads with `AutoModelForCausalLM` as the function being trained
     (a reversible run's as the `bwsk_reversible` model type);
   - peak memory is the CUDA allocator's maximum over training steps, or on the cpu
-    MemTracker's count over the first training step this process runs (it is slow
-    on every step); evaluation is not included.
+    MemTracker's count over the first training step this process runs; evaluation is
+    not included (`bwsk.training.peak_memory`).
 
 Distributed (`config.distributed`, under torchrun; `bwsk.training.distributed`): each process
 trains on its own `batch_size` blocks (`BlockSampler` shards the data), DDP or FSDP2 averages
@@ -35,8 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import signal
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -45,26 +45,21 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.distributed._tools.mem_tracker import MemTracker
 
 from bwsk.errors import BwskError
+from bwsk.frontend.zoo import max_positions
 from bwsk.training.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, read_tensors, save_checkpoint, write_tensors
-from bwsk.training.config import TrainConfig, learning_rate
+from bwsk.training.config import TrainConfig
 from bwsk.training.data import TokenSplits
-from bwsk.training.distributed import (
-    DistInfo,
-    all_reduce_mean,
-    broadcast_from_main,
-    run_on_main,
-    unwrap_model,
-    wrap_model,
-)
+from bwsk.training.distributed import DistInfo, all_reduce_mean, broadcast_from_main, run_on_main, unwrap_model, wrap_model
 from bwsk.training.hf_reversible import saved_config
+from bwsk.training.interrupt import SigintFlag, TrainingInterrupted
 from bwsk.training.launcher import resume_command
 from bwsk.training.loop_state import LoopState
-from bwsk.training.measure import autocast, lm_loss, logits_of
 from bwsk.training.metrics import MetricsLog
 from bwsk.training.modes import apply_mode, require_mode_fits, seam_kernels
+from bwsk.training.optimizer_step import OptimizerStep, TrainingDiverged, require_precision_fits
+from bwsk.training.peak_memory import exclude_evaluation, record_step_peak, step_tracker
 from bwsk.training.perplexity import Perplexity, perplexity
 from bwsk.training.progress import TrainingProgress
 from bwsk.training.results import RunResult
@@ -75,28 +70,6 @@ from bwsk.training.saving import save_model
 from bwsk.training.whole_state import WholeState
 
 BEST_WEIGHTS = "best.safetensors"
-
-
-class TrainingDiverged(BwskError):
-    """The loss (or gradient norm) became NaN or infinite; the run stopped without results."""
-
-
-class TrainingInterrupted(BwskError):
-    """SIGINT: the run saved a checkpoint at `step` and stopped; `--resume` continues it."""
-
-    def __init__(self, message: str, step: int):
-        super().__init__(message)
-        self.step = step
-
-
-def max_positions(model: nn.Module) -> int | None:
-    """The longest sequence the model's config allows (None when it sets no limit)."""
-    config = getattr(model, "config", None)
-    for name in ("max_position_embeddings", "n_positions"):
-        value = getattr(config, name, None)
-        if isinstance(value, int):
-            return value
-    return None
 
 
 def train(
@@ -154,15 +127,14 @@ class Run:
         self.info: DistInfo | None = info
         self.device = resolve_device(config.device) if info is None else info.device
         rank, world_size = (0, 1) if info is None else (info.rank, info.world_size)
-        if config.precision == "fp16" and self.device.type != "cuda":
-            raise BwskError("--precision fp16 needs a CUDA device (use bf16 or fp32 on the cpu)")
+        require_precision_fits(config.precision, self.device)
         vocab = model.get_input_embeddings().num_embeddings
         largest = max(int(getattr(splits, name).max()) for name in ("train", "valid", "test"))
         if largest >= vocab:
             raise BwskError(f"token id {largest} is outside the model's {vocab}-token vocabulary (a tokenizer for another model?)")
-        seq = config.seq_len or min(512, max_positions(model) or 512)
-        steps_per_epoch = (splits.train.numel() // seq) // (config.batch_size * world_size)
-        self.config = config.resolved(pretrained=pretrained, max_positions=max_positions(model), steps_per_epoch=steps_per_epoch)
+        positions = max_positions(getattr(model, "config", None))
+        steps_per_epoch = (splits.train.numel() // config.sequence_length(positions)) // (config.batch_size * world_size)
+        self.config = config.resolved(pretrained=pretrained, max_positions=positions, steps_per_epoch=steps_per_epoch)
         self.splits, self.out, self.tokenizer, self.observer, self.pretrained = splits, out, tokenizer, observer, pretrained
         self.sampler = BlockSampler(splits.train, self.config.seq_len, self.config.batch_size, self.config.seed, rank, world_size)
         self.world_size = world_size
@@ -181,12 +153,10 @@ class Run:
         if info is not None:
             self.model = wrap_model(self.model, self.config.distributed, info)
         self.runtime = self._reversible_runtime()
-        self.optimizer = _adamw(self.model, self.config)
-        self.whole = WholeState(self.model, self.optimizer, info)
-        self.scaler = torch.amp.GradScaler("cuda") if self.config.precision == "fp16" else None
+        self.update = OptimizerStep(self.model, self.config, planned_steps=self.planned, device=self.device, info=info)
+        self.whole = WholeState(self.model, self.update.optimizer, info)
         self.state = LoopState()
-        self.interrupted = False
-        self.evaluating = False
+        self.sigint = SigintFlag(distributed=info is not None)
 
     def _reversible_runtime(self):
         if self.config.mode != "reversible":
@@ -213,7 +183,7 @@ class Run:
         self.metrics = MetricsLog(self.out / METRICS_FILE, resume_at=self.state.metrics_bytes if resume else None) if main else None
         self._wall_base, self._started = self.state.wall_seconds, started
         try:
-            with TrainingProgress(self.planned, start=self.state.step, enabled=progress if main else False) as self.bar, _SigintFlag(self):
+            with TrainingProgress(self.planned, start=self.state.step, enabled=progress if main else False) as self.bar, self.sigint:
                 stopped = self._validate() if self.state.pending_validation else None
                 return self._finish(stopped or self._loop(), source)
         finally:
@@ -235,9 +205,7 @@ class Run:
             self.state.peak_memory_bytes = self.state.peak_memory_per_rank[0 if self.info is None else self.info.rank]
         self.whole.load_weights(checkpoint.weights if checkpoint else {})
         self.whole.load_optimizer_state(checkpoint.optimizer if checkpoint else {})
-        scaler = self._from_main(checkpoint.scaler if checkpoint else None)
-        if self.scaler is not None and scaler:
-            self.scaler.load_state_dict(scaler)
+        self.update.load_scaler_state(self._from_main(checkpoint.scaler if checkpoint else None))
         self.whole.load_rng_states(checkpoint.rng if checkpoint else {})
 
     def _from_main(self, value):
@@ -266,30 +234,14 @@ class Run:
 
     def _train_step(self, batch: torch.Tensor) -> None:
         state, device = self.state, self.device
-        lr = learning_rate(
-            state.step,
-            lr=self.config.lr,
-            warmup_steps=self.config.warmup_steps,
-            total_steps=self.planned,
-            min_lr_ratio=self.config.min_lr_ratio,
-        )
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        lr = self.update.set_learning_rate(state.step)
         ids = batch.to(device, non_blocking=True)
-        measure_cpu = device.type == "cpu" and state.peak_memory_bytes is None
-        tracker = MemTracker() if measure_cpu else None
-        if tracker is not None:
-            tracker.track_external(self.model, self.optimizer)
+        tracker = step_tracker(device, state, self.model, self.update.optimizer)
         start = synchronized_time(device)
         with tracker if tracker is not None else contextlib.nullcontext():
-            loss, norm = self._forward_backward_step(ids, state.step + 1, lr)
+            loss, norm = self.update(ids, state.step + 1, lr)
         seconds = synchronized_time(device) - start
-        if tracker is not None:
-            state.peak_memory_bytes = _tracker_peak(tracker)
-            state.peak_memory_source = f"MemTracker, training step {state.step + 1} (the first this process ran)"
-        elif device.type == "cuda":
-            state.peak_memory_bytes = max(state.peak_memory_bytes or 0, torch.cuda.max_memory_allocated(device))
-            state.peak_memory_source = "CUDA allocator, maximum over training steps"
+        record_step_peak(state, device, tracker, state.step + 1)
         tokens = ids.numel() * self.world_size
         state.step += 1
         state.tokens += tokens
@@ -304,37 +256,14 @@ class Run:
         self._record(record)
         self.bar.update(state.step, loss=loss, tokens_per_s=tokens / seconds, memory=state.peak_memory_bytes)
 
-    def _forward_backward_step(self, ids: torch.Tensor, step: int, lr: float) -> tuple[float, float]:
-        with autocast(self.device, self.dtype):
-            loss = lm_loss(logits_of(self.model(ids)), ids)
-        value = loss.item() if self.info is None else all_reduce_mean(loss.item(), self.info)  # every rank sees a NaN
-        if not math.isfinite(value):
-            raise TrainingDiverged(f"the loss is {value} at step {step} (lr {lr:.3g}); the run stopped, no results were written")
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.optimizer)
-        else:
-            loss.backward()
-        parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
-        norm = float(torch.nn.utils.clip_grad_norm_(parameters, self.config.grad_clip or math.inf))
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        elif not math.isfinite(norm):
-            raise TrainingDiverged(f"the gradient norm is {norm} at step {step} (lr {lr:.3g}); the run stopped, no results were written")
-        else:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return value, norm if math.isfinite(norm) else -1.0
-
     def _after_step(self) -> str | None:
         config, state = self.config, self.state
         stopped = self._validate() if config.eval_every is not None and state.step % config.eval_every == 0 else None
         if state.step % config.checkpoint_every == 0:
             self._checkpoint()
         if self.info is not None:  # every rank stops at the same step
-            self.interrupted = all_reduce_mean(float(self.interrupted), self.info) > 0
-        if self.interrupted:
+            self.sigint.raised = all_reduce_mean(float(self.sigint.raised), self.info) > 0
+        if self.sigint.raised:
             self._checkpoint()
             raise TrainingInterrupted(
                 f"interrupted at step {state.step}; checkpoint saved (continue with: {self._resume_command()})", state.step
@@ -350,8 +279,7 @@ class Run:
         """Token-weighted perplexity of the current weights on `split` ("valid" or "test")."""
         config = self.config
         precision = "fp32" if self.dtype is None else f"{config.precision} autocast"
-        self.evaluating = True
-        try:
+        with self.sigint.at_once():
             result = perplexity(
                 self.model,
                 getattr(self.splits, split),
@@ -361,8 +289,6 @@ class Run:
                 dtype=self.dtype,
                 precision=precision,
             )
-        finally:
-            self.evaluating = False
         return self._from_main(result)  # every rank computed it; rank 0's decides
 
     def _validate(self) -> str | None:
@@ -381,8 +307,7 @@ class Run:
                 f"interrupted during the validation at step {state.step}; checkpoint saved (continue with: {self._resume_command()})",
                 state.step,
             ) from None
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
+        exclude_evaluation(self.device)
         record = {"step": state.step, "split": "valid", "nll": result.nll, "perplexity": result.perplexity}
         state.evaluations.append(record)
         self._record({**record, "seconds": time.perf_counter() - start})
@@ -410,8 +335,7 @@ class Run:
         weights, optimizer, rng = whole.weights(), whole.optimizer_state(), whole.rng_states()
         if whole.is_main:
             state.metrics_bytes = self.metrics.sync()
-            scaler = self.scaler.state_dict() if self.scaler is not None else None
-            checkpoint = Checkpoint(weights, optimizer, rng, asdict(state), scaler)
+            checkpoint = Checkpoint(weights, optimizer, rng, asdict(state), self.update.scaler_state())
             save_checkpoint(self.out / CHECKPOINTS, state.step, checkpoint, model_config=saved_config(unwrap_model(self.model)))
 
     def _record(self, record: dict[str, Any]) -> None:
@@ -471,43 +395,3 @@ class Run:
         if whole.is_main:
             result.write(self.out)
         return result
-
-
-class _SigintFlag:
-    """While active (main thread only), the first SIGINT sets `run.interrupted` (during an evaluation, or the second
-    time, it raises KeyboardInterrupt at once). Distributed, every SIGINT only sets the flag: Ctrl-C reaches each
-    worker twice (from the terminal and forwarded by torchrun), and a rank leaving alone would strand the others."""
-
-    def __init__(self, run: Run):
-        self.run, self.previous = run, None
-
-    def __enter__(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
-
-    def _handle(self, signum, frame) -> None:
-        self.run.interrupted = True
-        if self.run.info is not None:
-            return
-        signal.signal(signal.SIGINT, self.previous)
-        if self.run.evaluating:
-            raise KeyboardInterrupt
-
-    def __exit__(self, *exc: object) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-
-
-def _adamw(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (biases and norm weights, the 1-D parameters, are not decayed)."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    decayed = [p for p in trainable if p.ndim >= 2]
-    plain = [p for p in trainable if p.ndim < 2]
-    groups = [{"params": decayed, "weight_decay": config.weight_decay}, {"params": plain, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.adam_eps)
-
-
-def _tracker_peak(tracker: MemTracker) -> int:
-    """MemTracker's peak total over every device it saw."""
-    peaks = tracker.get_tracker_snapshot("peak")
-    return int(sum(int(categories.get("Total", 0)) for categories in peaks.values()))

@@ -13,8 +13,8 @@ from training.tiny_models import tiny_model
 from training.tiny_text import write_corpus
 
 from bwsk.cli import train as cli
+from bwsk.training.interrupt import TrainingInterrupted
 from bwsk.training.results import RESULTS_FILE
-from bwsk.training.trainer import TrainingInterrupted
 
 FAST = ["--precision", "fp32", "--device", "cpu", "--seq-len", "16", "--max-steps", "3", "--lr", "3e-3"]
 

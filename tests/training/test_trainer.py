@@ -15,11 +15,13 @@ from training.tiny_text import tiny_text, tiny_tokenizer
 from bwsk.errors import BwskError
 from bwsk.training.config import TrainConfig
 from bwsk.training.data import load_text_splits, tokenize_splits
+from bwsk.training.interrupt import TrainingInterrupted
 from bwsk.training.metrics import read_metrics, without_timing
 from bwsk.training.modes import MODES
+from bwsk.training.optimizer_step import TrainingDiverged
 from bwsk.training.perplexity import perplexity
 from bwsk.training.results import RESULTS_FILE, read_result
-from bwsk.training.trainer import TrainingDiverged, TrainingInterrupted, train
+from bwsk.training.trainer import train
 
 FAST = dict(precision="fp32", device="cpu", batch_size=2, seq_len=32, lr=3e-3, eval_batch_size=16)
 
