@@ -38,7 +38,8 @@ from bwsk.ir.types import TensorType, TupleType, example_tensor
 from bwsk.passes.analysis import Analysis
 from bwsk.passes.classify import judgements, read_outputs
 from bwsk.passes.classify.composite import value_name
-from bwsk.passes.classify.oracle import in_domain
+from bwsk.passes.classify.oracle_collisions import bisect
+from bwsk.passes.classify.oracle_operands import in_domain
 from bwsk.passes.classify.rules import GETITEM, operand_name
 from bwsk.passes.dataflow import Dataflow, meta_tensor
 from bwsk.passes.partition import Phase
@@ -243,20 +244,12 @@ def _collision(f: _PhaseFunction, x: torch.Tensor, position: int) -> str | None:
         mid = float(curve[i, k])
         near = min(float(curve[left, k]), float(curve[right, k]), key=lambda v: abs(v - mid))
         level = mid + 0.5 * (near - mid)
-        a = _bisect(lambda s: float(at(s)[k]), float(SCAN[left]), float(SCAN[i]), level)
-        b = _bisect(lambda s: float(at(s)[k]), float(SCAN[i]), float(SCAN[right]), level)
+        a = bisect(lambda s: float(at(s)[k]), float(SCAN[left]), float(SCAN[i]), level, halvings=80)
+        b = bisect(lambda s: float(at(s)[k]), float(SCAN[i]), float(SCAN[right]), level, halvings=80)
         ya, yb = at(a), at(b)
         if torch.allclose(ya, yb, rtol=0, atol=1e-8 * max(1.0, float(ya.abs().max()))):
             return f"element {position} set to {a:.4f} or {b:.4f}: outputs equal"
     return None
-
-
-def _bisect(g: Any, lo: float, hi: float, level: float) -> float:
-    below = g(lo) < level
-    for _ in range(80):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if (g(mid) < level) == below else (lo, mid)
-    return (lo + hi) / 2
 
 
 def _column_rank(jac: torch.Tensor) -> int:

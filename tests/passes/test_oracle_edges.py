@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from bwsk.passes.classify.oracle import _rank, check
+from bwsk.passes.classify.oracle import check
+from bwsk.passes.classify.oracle_jacobian import jacobian_rank
 from bwsk.passes.classify.rules import TensorInfo, classify
 
 
@@ -12,7 +13,7 @@ def test_rank_of_a_wide_jacobian_returns_true_null_directions():
     generator = torch.Generator().manual_seed(3)
     jac = torch.randn(20, 50, generator=generator, dtype=torch.float64) @ torch.randn(50, 60, generator=generator, dtype=torch.float64)
     jac = torch.cat([jac, torch.zeros(7, 60, dtype=torch.float64)])  # rows no column reaches
-    rank, null = _rank(jac, 1e-9)
+    rank, null = jacobian_rank(jac, 1e-9)
     assert rank == 20
     assert null.shape[0] > 0
     assert torch.allclose(jac @ null.T, torch.zeros(27, null.shape[0], dtype=torch.float64), atol=1e-9)
@@ -21,7 +22,7 @@ def test_rank_of_a_wide_jacobian_returns_true_null_directions():
 
 def test_rank_of_a_square_full_rank_jacobian_has_no_null_space():
     jac = torch.randn(12, 12, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
-    rank, null = _rank(jac, 1e-9)
+    rank, null = jacobian_rank(jac, 1e-9)
     assert rank == 12 and null.shape[0] == 0
 
 
