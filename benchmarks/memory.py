@@ -34,7 +34,8 @@ from bwsk.cli.arguments import ArgumentParser
 from bwsk.errors import BwskError
 from bwsk.frontend import zoo
 from bwsk.training.compare import DTYPES, MIB, Record, compare_modes, records_table, variants
-from bwsk.training.modes import KERNELS, MODES
+from bwsk.training.modes import MODES
+from bwsk.training.seam import KERNELS
 from bwsk.training.selective import DEFAULT_BUDGET
 
 DEFAULT_MODEL = "pythia-70m"

@@ -42,6 +42,7 @@ class Traffic:
 
     seams: str
     fused_norms: int
+    pass_bytes: int  # one read or write of one fp32 stream
     aten_calls: int = 0
     triton_launches: int = 0
     total_bytes: int = 0
@@ -87,8 +88,9 @@ def measure(model_name: str, layers: int, batch: int, seq: int, seams: str) -> T
 
     model = make_reversible(zoo.build(model_name, layers=layers, device="cpu"), kernels=seams, measure_gap=False).train()
     (ids,) = zoo.model_inputs(model, batch=batch, seq=seq)
-    traffic = Traffic(seams, reversible_runtime(model).fused_norms)
-    counter = StepTraffic(batch * seq * model.config.hidden_size, traffic)
+    numel = batch * seq * model.config.hidden_size
+    traffic = Traffic(seams, reversible_runtime(model).fused_norms, numel * 4)
+    counter = StepTraffic(numel, traffic)
     originals = {name: getattr(runtime, name) for name in ("launch_seam", "launch_backward")}
     try:
         for name, function in originals.items():
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     except BwskError as error:
         parser.error(str(error))
     torch_row, triton_row = rows
-    stream = args.batch * args.seq * zoo.make_config(args.model).hidden_size * 4  # bytes of one fp32 stream
+    stream = torch_row.pass_bytes
     print(f"{args.model}, {args.layers} blocks, {args.batch} x {args.seq} tokens: memory traffic of one reversible step (counted)")
     for row in rows:
         print(

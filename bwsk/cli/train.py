@@ -69,10 +69,11 @@ from bwsk.render.units import human_bytes
 from bwsk.training.config import PRECISIONS, TrainConfig
 from bwsk.training.distributed import STRATEGIES, is_main_process, shutdown_distributed
 from bwsk.training.interrupt import TrainingInterrupted
-from bwsk.training.modes import KERNELS, MODES
+from bwsk.training.modes import MODES
 from bwsk.training.optimizer_step import TrainingDiverged
 from bwsk.training.results import RunResult
 from bwsk.training.runs import RunSpec, resume_training, run_seeds, run_training
+from bwsk.training.seam import KERNELS
 from bwsk.training.start import language_model_names
 
 EXIT_DIVERGED = 1

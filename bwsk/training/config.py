@@ -20,7 +20,8 @@ import torch
 
 from bwsk.errors import BwskError
 from bwsk.training.distributed import STRATEGIES
-from bwsk.training.modes import MODES, require_known_kernels
+from bwsk.training.modes import MODES
+from bwsk.training.seam import require_known_kernels
 from bwsk.training.selective import DEFAULT_BUDGET
 
 PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}

@@ -37,7 +37,7 @@ import bwsk
 from bwsk.errors import BwskError
 from bwsk.passes.analysis import Analysis
 from bwsk.training.layers import block_list, block_paths
-from bwsk.training.seam import KERNELS, seam_for
+from bwsk.training.seam import require_known_kernels, seam_for
 from bwsk.training.selective import DEFAULT_BUDGET, SelectivePlan, plan_selective
 
 MODES = ("conventional", "checkpoint", "analyzed", "reversible")
@@ -132,12 +132,6 @@ def seam_kernels(kernels: str, mode: str, device: torch.device | str) -> str | N
             "use kernels torch (or auto), or set TRITON_INTERPRET=1 to run them in Triton's slow CPU interpreter"
         )
     return seams
-
-
-def require_known_kernels(kernels: str) -> None:
-    """Refuse a `kernels` value that names no seam arithmetic (one line, the choices)."""
-    if kernels not in KERNELS:
-        raise BwskError(f"unknown kernels {kernels!r} (expected one of {', '.join(KERNELS)})")
 
 
 def _reseamed(model: nn.Module, seams: str) -> nn.Module:

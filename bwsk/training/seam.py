@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import torch
 
-from bwsk.kernels import reference
 from bwsk.training.errors import ConversionError
-from bwsk.training.seam_norm import SeamNorm, normalised
+from bwsk.training.seam_norm import SeamNorm, normalise, normalised
 
 KERNELS = ("auto", "torch", "triton")
 
@@ -27,7 +26,7 @@ NormGradients = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]
 
 
 class TorchSeam:
-    """The seam in eager torch (type promotion keeps the fp32 stream's precision; norms through the kernels' reference)."""
+    """The seam in eager torch (type promotion keeps the fp32 stream's precision; one `layer_norm` / `rms_norm` call per norm)."""
 
     name = "torch"
     fuses_norms = False  # `make_reversible(kernels="torch")` leaves every norm to its module: the eager baseline
@@ -49,7 +48,7 @@ class TorchSeam:
         leaf = value.detach().requires_grad_(True)
         weight, bias = (t.detach().requires_grad_(True) if t is not None else None for t in (norm.weight, norm.bias))
         with torch.enable_grad():
-            out = reference.normalise(norm.pattern, leaf, weight, bias)
+            out = normalise(norm.pattern, leaf, weight, bias)
         grads = iter(torch.autograd.grad(out, [t for t in (leaf, weight, bias) if t is not None], grad_normed.to(out.dtype)))
         grad_value = next(grads)
         grad_weight = next(grads) if weight is not None else None
@@ -94,10 +93,15 @@ def _norm_arguments(norm: SeamNorm | None) -> tuple:
     return norm.weight, norm.bias, norm.pattern.eps, norm.pattern.norm
 
 
+def require_known_kernels(kernels: str) -> None:
+    """Refuse a `kernels` value that names no seam arithmetic (one line, the choices)."""
+    if kernels not in KERNELS:
+        raise ConversionError(f"unknown kernels {kernels!r} (expected one of {', '.join(KERNELS)})")
+
+
 def seam_for(kernels: str, device: torch.device | str = "cpu") -> TorchSeam | TritonSeam:
     """The seam for `kernels`: "torch", "triton", or "auto" (Triton on CUDA, torch elsewhere)."""
-    if kernels not in KERNELS:
-        raise ConversionError(f"kernels must be one of {', '.join(KERNELS)}, not {kernels!r}")
+    require_known_kernels(kernels)
     if kernels == "auto":
         kernels = "triton" if torch.device(device).type == "cuda" else "torch"
     return TritonSeam() if kernels == "triton" else TorchSeam()

@@ -74,21 +74,24 @@ def seam_norm_of(module: nn.Module) -> SeamNorm | None:
 
 
 def normalised(stream: torch.Tensor, norm: SeamNorm | None) -> torch.Tensor:
-    """`norm` of `stream` (the stream itself when `norm` is None) where no seam precedes a half: a segment's first.
+    """`norm` of `stream` (the stream itself when `norm` is None) where no seam precedes a half: a segment's first."""
+    return stream if norm is None else normalise(norm.pattern, stream, norm.weight, norm.bias)
+
+
+def normalise(pattern: SeamPattern, value: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
+    """`pattern`'s norm of `value` in eager torch, differentiable in all three.
 
     One ATen call (`layer_norm` / `rms_norm`: one pass over memory on a GPU), in fp32 or wider as the seams
-    compute, the result in the stream's dtype; equal to `reference.normalise` up to summation order.
+    compute, the result in `value`'s dtype; equal to `reference.normalise` up to summation order.
     """
-    if norm is None:
-        return stream
-    wide = stream.to(torch.promote_types(stream.dtype, torch.float32))
-    weight, bias = (None if t is None else t.to(wide.dtype) for t in (norm.weight, norm.bias))
-    shape, eps = (stream.shape[-1],), norm.pattern.eps
-    if norm.pattern.norm == "layernorm":
-        result = torch.nn.functional.layer_norm(wide, shape, weight, bias, eps)
+    wide = value.to(torch.promote_types(value.dtype, torch.float32))
+    weight, bias = (None if t is None else t.to(wide.dtype) for t in (weight, bias))
+    shape = (value.shape[-1],)
+    if pattern.norm == "layernorm":
+        result = torch.nn.functional.layer_norm(wide, shape, weight, bias, pattern.eps)
     else:
-        result = torch.nn.functional.rms_norm(wide, shape, weight, eps)
-    return result.to(stream.dtype)
+        result = torch.nn.functional.rms_norm(wide, shape, weight, pattern.eps)
+    return result.to(value.dtype)
 
 
 def _width(module: nn.Module, parameters: dict[str, nn.Parameter]) -> int | None:

@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 import torch
+from lambda_module import Lambda
 from torch import nn
 
 import bwsk
@@ -14,15 +15,6 @@ from bwsk.frontend.compile import compile_source
 from bwsk.passes import PassManager
 from bwsk.passes.analysis import Analysis
 from bwsk.passes.classify.composite import GELU_TANH, SILU, SQUARE
-
-
-class Lambda(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x):
-        return self.fn(x)
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:

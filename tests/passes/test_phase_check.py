@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from lambda_module import Lambda
 from torch import nn
 
 import bwsk
@@ -50,15 +51,6 @@ def test_sound_verdicts_pass_the_phase_check_on_the_crafted_program():
     analysis = PassManager(["partition"]).run(Analysis.of(program))
     checks = check_phases(analysis)
     assert checks and all(c.outcome == "ok" for c in checks), checks
-
-
-class Lambda(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x):
-        return self.fn(x)
 
 
 def test_collision_scan_sees_what_the_jacobian_misses():

@@ -191,7 +191,7 @@ def test_unknown_kernels_are_refused():
 @pytest.mark.interpreter
 @pytest.mark.parametrize("family", ["neox-parallel", "llama"])
 def test_a_training_step_with_triton_seams_equals_the_torch_step(family):
-    """Under TRITON_INTERPRET=1 on CPU (tests/conftest.py): loss, every gradient and the AdamW update agree.
+    """Under TRITON_INTERPRET=1 on CPU (tests/conftest.py): loss, every gradient and the optimizer's update agree.
 
     The Triton seams compute every half's leading norm (4 per 2-layer model); the torch seams leave them to the modules.
     """
@@ -200,7 +200,10 @@ def test_a_training_step_with_triton_seams_equals_the_torch_step(family):
     for kernels in ("torch", "triton"):
         model = make_reversible(build(family, dropout=0.1), kernels=kernels).train()
         assert reversible_runtime(model).fused_norms == (4 if kernels == "triton" else 0)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        # SGD with momentum, not AdamW: AdamW's first step is lr * g / (|g| + eps), which turns the rounding-level
+        # differences of gradient entries near eps (a key bias is zero in exact arithmetic) into O(lr) weight changes;
+        # a step linear in g compares the kernels, not that conditioning
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9)
         loss, grads = gradients(model, [ids], plain=False)
         optimizer.step()
         results[kernels] = loss, grads, {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -208,11 +211,7 @@ def test_a_training_step_with_triton_seams_equals_the_torch_step(family):
     assert loss_k == pytest.approx(loss_t, rel=FP32_RTOL)
     assert_same_gradients(model, grads_k, grads_t, FP32_RTOL)
     for name, want in weights_t.items():
-        # AdamW's first step moves a weight by lr * g / (|g| + 1e-8): compared where g's sign is not rounding noise
-        # (a key bias has a zero gradient in exact arithmetic), within 1e-4 * lr (that map amplifies g's rounding near 1e-8).
-        grad = grads_t.get(name)
-        settled = (grad == 0) | (grad.abs() > 1e-5 * grad.abs().max()) if grad is not None else torch.ones_like(want, dtype=torch.bool)
-        torch.testing.assert_close(weights_k[name][settled], want[settled], rtol=FP32_RTOL, atol=1e-6, msg=name)
+        torch.testing.assert_close(weights_k[name], want, rtol=FP32_RTOL, atol=1e-7, msg=name)
 
 
 @pytest.mark.interpreter
