@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-installed clean
+.PHONY: setup demo test test-fast test-installed clean
 
 setup: $(VENV)/.installed
 
@@ -17,8 +17,13 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/bwsk-demo
 
+# Everything, slow sweeps included (what CI runs).
 test: setup
 	$(BIN)/python -m pytest -n 2 -q
+
+# The edit-test loop: leaves out the tests marked slow (full-size models, long sweeps) and the OpInfo sweep.
+test-fast: setup
+	$(BIN)/python -m pytest -n 2 -q -m "not slow and not opinfo"
 
 # The suite against a wheel installed outside the repository (not the editable copy).
 test-installed: setup

@@ -27,10 +27,14 @@ from pathlib import Path
 from bwsk.atomic import write_atomic
 from bwsk.frontend import zoo
 from bwsk.frontend.compile import compile_source
-from bwsk.passes import PassManager
 from bwsk.passes.analysis import Analysis
-from bwsk.passes.classify import Share, classify_call, read_outputs, share_of
-from bwsk.passes.pipeline import analyze, default_passes
+from bwsk.passes.classify import Classify, Share, classify_call, read_outputs, share_of
+from bwsk.passes.coordinate import Coordinate
+from bwsk.passes.couple import Couple
+from bwsk.passes.manager import PassManager
+from bwsk.passes.memory import Memory
+from bwsk.passes.partition import Partition
+from bwsk.passes.pipeline import analyze
 from bwsk.render.markdown import replace_section, section, sections
 
 SECTION = "zoo-analysis"
@@ -117,7 +121,7 @@ def moved_calls(analysis: Analysis) -> tuple[Share, Counter]:
     flow = analysis.flow
     read = read_outputs(flow)
     per_call = {call.index: classify_call(flow, call, read) for call in flow.calls}
-    composite = {m: c.name for c in analysis.result("classify").composites for m in c.members}
+    composite = {m: c.name for c in analysis.result(Classify).composites for m in c.members}
     moved: Counter = Counter()
     for call in flow.calls:
         before, after = per_call[call.index], analysis.classes[call.index]
@@ -132,7 +136,7 @@ def moved_calls(analysis: Analysis) -> tuple[Share, Counter]:
 def training_flops_share(name: str, seq: int) -> float:
     """S share by FLOPs of the same model lowered to the training-level IR."""
     program = compile_source(name, device="meta", seq=seq, progress=False, level="training").program
-    return PassManager(["classify"]).run(Analysis.of(program)).result("classify").overall.by_flops
+    return PassManager([Classify]).run(Analysis.of(program)).result(Classify).overall.by_flops
 
 
 def analyse(name: str, seq: int) -> dict:
@@ -140,10 +144,10 @@ def analyse(name: str, seq: int) -> dict:
     compiled = compile_source(name, device="meta", seq=seq, progress=False)
     exported = time.perf_counter() - start
     start = time.perf_counter()
-    analysis = analyze(compiled.program, passes=default_passes())
+    analysis = analyze(compiled.program)
     elapsed = time.perf_counter() - start
-    classify = analysis.result("classify")
-    partition = analysis.result("partition")
+    classify = analysis.result(Classify)
+    partition = analysis.result(Partition)
     layers = {layer: counts for layer, counts in partition.per_layer().items() if layer[-1:].isdigit()}
     row = {
         "model": name,
@@ -154,20 +158,18 @@ def analyse(name: str, seq: int) -> dict:
         "layers": len(layers),
         "s_phases": typical([c["S"] for c in layers.values()]),
         "k_barriers": typical([c["K"] for c in layers.values()]),
-        "couplings": len(analysis.results.get("couple", [])),
+        "couplings": len(analysis.result(Couple)),
         "seconds": elapsed,
         "export_seconds": exported,
         "analysis": analysis,
         "training_flops": training_flops_share(name, seq),
     }
     row["per_call"], row["moved"] = moved_calls(analysis)
-    if "coordinate" in analysis.results:
-        summary = analysis.results["coordinate"].summary
-        for axis in ("batch", "sequence", "hidden"):
-            per_layer = [n for layer, n in summary.get(axis, {}).get("per_layer", {}).items() if layer[-1:].isdigit()]
-            row[f"comm_{axis}"] = typical(per_layer)
-    if "memory" in analysis.results:
-        row["memory"] = {mode: total.total for mode, total in analysis.results["memory"].modes.items()}
+    summary = analysis.result(Coordinate).summary
+    for axis in ("batch", "sequence", "hidden"):
+        per_layer = [n for layer, n in summary.get(axis, {}).get("per_layer", {}).items() if layer[-1:].isdigit()]
+        row[f"comm_{axis}"] = typical(per_layer)
+    row["memory"] = {mode: total.total for mode, total in analysis.result(Memory).modes.items()}
     return row
 
 

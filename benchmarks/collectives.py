@@ -38,8 +38,9 @@ from torch.testing._internal.distributed.fake_pg import FakeStore
 from bwsk.atomic import write_atomic
 from bwsk.frontend import zoo
 from bwsk.frontend.compile import compile_source
-from bwsk.passes import PassManager
 from bwsk.passes.analysis import Analysis, layer_of
+from bwsk.passes.coordinate import Coordinate
+from bwsk.passes.manager import PassManager
 from bwsk.render.markdown import replace_section
 
 SECTION = "collectives"
@@ -110,8 +111,8 @@ Counts = dict[tuple[str, str], Counter]  # (axis, direction) -> kind -> collecti
 def predicted(family: Family, seq: int) -> Counts:
     """The pass's forward and backward communication in `family.layer`, per axis and kind (one collective per call)."""
     program = compile_source(family.model, tiny=True, layers=1, device="meta", seq=seq, progress=False).program
-    analysis = PassManager(["coordinate"]).run(Analysis.of(program))
-    result = analysis.result("coordinate")
+    analysis = PassManager([Coordinate]).run(Analysis.of(program))
+    result = analysis.result(Coordinate)
     found: Counts = {(axis, direction): Counter() for axis in AXES for direction in DIRECTIONS}
     for call in analysis.calls:
         if layer_of(call.module) == family.layer:

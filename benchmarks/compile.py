@@ -16,7 +16,7 @@ import warnings
 
 from bwsk.frontend import zoo
 from bwsk.frontend.compile import forward_parameters
-from bwsk.frontend.lowering import lower
+from bwsk.frontend.lowering import program_from_export
 from bwsk.ir.parser import parse
 from bwsk.ir.printer import print_program
 
@@ -32,7 +32,7 @@ def measure(name: str, seq: int) -> dict:
     t_decompose = time.perf_counter() - start
     prefix = "model" if isinstance(zoo.traceable(model), zoo.TensorOutputs) else ""
     start = time.perf_counter()
-    program = lower(core, name=name, strip_prefix=prefix, input_names=forward_parameters(model))
+    program = program_from_export(core, name=name, strip_prefix=prefix, input_names=forward_parameters(model))
     t_lower = time.perf_counter() - start
     start = time.perf_counter()
     text = print_program(program)

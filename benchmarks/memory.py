@@ -7,13 +7,20 @@
     python benchmarks/memory.py --model pythia-410m --device cuda --dtype bf16 --mode reversible --kernels torch,triton
     python benchmarks/memory.py --model pythia-70m:tiny --model pythia-70m --sweep layers=2,4,8 --sweep tokens=64,128 \
         --plot docs/memory.png --doc docs/memory.md      # several models and sweeps in one report
+    python benchmarks/memory.py --drift --model pythia-70m --model pythia-410m --sweep layers=24,32,48 --dtype bf16,fp32 \
+        --plot docs/memory-drift.png --doc docs/memory.md --force    # depth: gradient error, drift per block, its cost
 
 Each run applies every mode to its own copy of the same model (same weights) and
 measures one step (forward, next-token loss, backward, AdamW step) with
 MemTracker on the CPU or the CUDA allocator on a GPU. Conventional is always
 measured: step times are ratios to it, gradients are compared with ordinary
 autograd on the same function. --kernels measures the reversible mode once per
-seam arithmetic, side by side. Outputs are never overwritten without --force.
+seam arithmetic, side by side. --drift measures the reversible stack at depth instead
+(`bwsk.training.depth_drift`): gradient error against plain autograd, rebuild error
+per block, the stack's activation bytes and what drift control costs, with fp32 streams
+and with the defaults, at random init and after --train-steps steps; with --doc it
+writes its own section of the document and keeps the rest (a modes report keeps an
+existing depth section too). Outputs are never overwritten without --force.
 """
 
 from __future__ import annotations
@@ -33,12 +40,14 @@ from bwsk.atomic import write_atomic
 from bwsk.cli.arguments import ArgumentParser
 from bwsk.errors import BwskError
 from bwsk.frontend import zoo
+from bwsk.training import depth_report
 from bwsk.training.compare import DTYPES, MIB, Record, compare_modes, records_table, variants
 from bwsk.training.modes import MODES
 from bwsk.training.seam import KERNELS
 from bwsk.training.selective import DEFAULT_BUDGET
 
 DEFAULT_MODEL = "pythia-70m"
+TITLE = "# Training memory per mode, measured"
 SWEEPS = ("layers", "tokens")
 
 
@@ -54,6 +63,14 @@ def parse_sweep(text: str) -> tuple[str, list[int]]:
     if any(n < 1 for n in numbers):
         raise argparse.ArgumentTypeError(f"{text!r}: values must be at least 1")
     return axis, numbers
+
+
+def parse_dtypes(text: str) -> list[str]:
+    """`bf16` or `bf16,fp32` -> ["bf16", "fp32"] (each one of `DTYPES`)."""
+    chosen = [item.strip() for item in text.split(",") if item.strip()]
+    if not chosen or any(item not in DTYPES for item in chosen):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a comma-separated list of {', '.join(DTYPES)}")
+    return list(dict.fromkeys(chosen))
 
 
 def parse_kernels(text: str) -> list[str]:
@@ -82,7 +99,12 @@ def parser() -> argparse.ArgumentParser:
     cli.add_argument("--layers", type=int, help="number of blocks (default: the model's own)")
     cli.add_argument("--batch", type=int, default=2, help="sequences per step (default 2)")
     cli.add_argument("--seq", type=int, default=64, help="tokens per sequence (default 64)")
-    cli.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="fp32, or bf16 autocast (predictions are for fp32)")
+    cli.add_argument(
+        "--dtype",
+        type=parse_dtypes,
+        default=["fp32"],
+        help="fp32, or bf16 autocast (predictions are for fp32); with --drift a comma-separated list (bf16,fp32)",
+    )
     cli.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     cli.add_argument("--mode", choices=[*MODES, "all"], default="all", help="training mode to measure beside conventional (default all)")
     cli.add_argument(
@@ -105,6 +127,12 @@ def parser() -> argparse.ArgumentParser:
         help="layers=N,N,... (depth) or tokens=N,N,... (tokens per step at --batch); repeatable",
     )
     cli.add_argument("--repeats", type=int, default=3, help="timed steps per mode, interleaved (default 3)")
+    cli.add_argument(
+        "--drift",
+        action="store_true",
+        help="measure the reversible stack at depth instead of the modes: gradient error, drift per block, memory and cost",
+    )
+    cli.add_argument("--train-steps", type=int, default=100, help="with --drift: training steps before the second measurement (0: none)")
     cli.add_argument("--json", metavar="OUT", help="write the records as a JSON list")
     cli.add_argument("--plot", metavar="OUT.png", help="plot activation bytes per mode against the swept axis")
     cli.add_argument("--doc", metavar="OUT.md", help="write a markdown report (tables, the plot, the command)")
@@ -175,7 +203,7 @@ def markdown(groups: dict[tuple[str, str], list[Record]], command: str, plot_pat
     """A markdown report: the command, a table per (model, swept axis), the plot (linked relative to the doc)."""
     first = next(iter(groups.values()))[0]
     lines = [
-        "# Training memory per mode, measured",
+        TITLE,
         "",
         f"Written by `{command}`.",
         "",
@@ -186,7 +214,7 @@ def markdown(groups: dict[tuple[str, str], list[Record]], command: str, plot_pat
         "reversible rows name their seams: torch (eager) or triton (bwsk's fused seam kernels).",
         "",
         "Reading it: activation bytes grow with blocks and tokens in conventional and analyzed training, with one stored "
-        "input per block under checkpointing, and stay flat in depth under reversible training (two fp32 streams and the "
+        "input per block under checkpointing, and stay flat in depth under reversible training (two float64 streams and the "
         "side inputs). The peak of a step adds parameters, gradients and AdamW state (16 bytes per parameter), which at "
         "full width and these short sequences is most of it: the optimizer step, not the activations, sets the peak "
         "there, so every mode peaks alike. Step times on a shared CPU are noisy; GPU figures need a GPU.",
@@ -218,6 +246,7 @@ def table_lines(records: list[Record]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     console = Console(stderr=True)
+    command = "python benchmarks/memory.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     try:
         for path in (args.json, args.plot, args.doc):
             if path and os.path.lexists(path) and not args.force:
@@ -228,42 +257,91 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise BwskError("--batch and --layers must be at least 1, --seq at least 2")
         if not 0.0 <= args.budget <= 1.0:
             raise BwskError(f"--budget {args.budget}: expected a fraction between 0 and 1")
-        modes = list(MODES) if args.mode == "all" else [args.mode]
-        variants(modes, args.kernels, torch.device(args.device))  # the kernels can run here: refused before any model is built
-        groups: dict[tuple[str, str], list[Record]] = {}
-        planned = [(spec, axis, layers, seq) for spec in args.model or [f"{DEFAULT_MODEL}:tiny"] for axis, layers, seq in runs(args)]
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("measuring", total=len(planned))
-            for spec, axis, layers, seq in planned:
-                model, label = build_model(args, spec, layers)
-                progress.update(task, description=f"{label}: {layers or 'all'} blocks, {args.batch} x {seq}")
-                groups.setdefault((label, axis), []).extend(
-                    compare_modes(
-                        model,
-                        modes,
-                        batch=args.batch,
-                        seq=seq,
-                        dtype=args.dtype,
-                        budget=args.budget,
-                        repeats=args.repeats,
-                        name=label,
-                        kernels=args.kernels,
-                    )
-                )
-                progress.advance(task)
-        records = [r for group in groups.values() for r in group]
-        Console(width=None if sys.stdout.isatty() else 160).print(records_table(records))
-        if args.json:
-            write_atomic(args.json, json.dumps([r.to_json() for r in records], indent=2) + "\n", force=args.force)
-        if args.plot:
-            plot(groups, args.plot, args.force)
-        if args.doc:
-            command = "python benchmarks/memory.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-            write_atomic(args.doc, markdown(groups, command, args.plot, args.doc), force=args.force)
+        if args.drift:
+            measure_drift(args, console, command)
+        else:
+            if len(args.dtype) > 1:
+                raise BwskError(f"--dtype {','.join(args.dtype)}: several precisions are measured with --drift only")
+            measure_modes(args, console, command)
     except BwskError as error:
         console.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)  # one line, at any width
         return 2
     return 0
+
+
+def measure_modes(args: argparse.Namespace, console: Console, command: str) -> None:
+    """Every mode beside conventional, per model and run: the table, and the outputs asked for."""
+    modes = list(MODES) if args.mode == "all" else [args.mode]
+    variants(modes, args.kernels, torch.device(args.device))  # the kernels can run here: refused before any model is built
+    groups: dict[tuple[str, str], list[Record]] = {}
+    planned = [(spec, axis, layers, seq) for spec in args.model or [f"{DEFAULT_MODEL}:tiny"] for axis, layers, seq in runs(args)]
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("measuring", total=len(planned))
+        for spec, axis, layers, seq in planned:
+            model, label = build_model(args, spec, layers)
+            progress.update(task, description=f"{label}: {layers or 'all'} blocks, {args.batch} x {seq}")
+            groups.setdefault((label, axis), []).extend(
+                compare_modes(
+                    model,
+                    modes,
+                    batch=args.batch,
+                    seq=seq,
+                    dtype=args.dtype[0],
+                    budget=args.budget,
+                    repeats=args.repeats,
+                    name=label,
+                    kernels=args.kernels,
+                )
+            )
+            progress.advance(task)
+    records = [r for group in groups.values() for r in group]
+    Console(width=None if sys.stdout.isatty() else 160).print(records_table(records))
+    if args.json:
+        write_atomic(args.json, json.dumps([r.to_json() for r in records], indent=2) + "\n", force=args.force)
+    if args.plot:
+        plot(groups, args.plot, args.force)
+    if args.doc:
+        text = markdown(groups, command, args.plot, args.doc)
+        kept = depth_report.section_of(_read(args.doc))
+        write_atomic(args.doc, text if kept is None else depth_report.with_section(text, kept, TITLE), force=args.force)
+
+
+def measure_drift(args: argparse.Namespace, console: Console, command: str) -> None:
+    """The reversible stack at each depth of each model: at random init, then after --train-steps steps (see --drift)."""
+    from bwsk.training.depth_drift import converted, measure_depth, text_batches, train
+
+    if any(axis != "layers" for axis, _ in args.sweep or []):
+        raise BwskError("--drift sweeps depth only (--sweep layers=N,N,...)")
+    if args.train_steps < 0:
+        raise BwskError(f"--train-steps must be at least 0, not {args.train_steps}")
+    records = []
+    planned = [(spec, layers) for spec in args.model or [f"{DEFAULT_MODEL}:tiny"] for _, layers, _ in runs(args)]
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("measuring", total=len(planned))
+        for spec, layers in planned:
+            base, label = build_model(args, spec, layers)
+            progress.update(task, description=f"{label}: {layers or 'all'} blocks, {args.batch} x {args.seq}")
+            model = converted(base.train())
+            del base
+            ids = next(text_batches(args.batch, args.seq, model.config.vocab_size)).to(args.device)
+            records += measure_depth(model, ids, dtypes=args.dtype, state="random init", name=label)
+            if args.train_steps:
+                train(model, args.train_steps, batch=args.batch, seq=args.seq, dtype=DTYPES[args.dtype[0]])
+                records += measure_depth(model, ids, dtypes=args.dtype, state=f"trained {args.train_steps} steps", name=label)
+            del model
+            progress.advance(task)
+    Console(width=None if sys.stdout.isatty() else 200).print("\n".join(depth_report.table_lines(records)))
+    if args.json:
+        write_atomic(args.json, json.dumps([r.to_json() for r in records], indent=2) + "\n", force=args.force)
+    if args.plot:
+        write_atomic(args.plot, depth_report.plot(records), force=args.force)
+    if args.doc:
+        text = depth_report.section(records, command, args.plot, args.doc)
+        write_atomic(args.doc, depth_report.with_section(_read(args.doc), text, TITLE), force=args.force)
+
+
+def _read(path: str) -> str | None:
+    return open(path, encoding="utf-8").read() if os.path.exists(path) else None
 
 
 if __name__ == "__main__":

@@ -31,14 +31,14 @@ from bwsk.atomic import write_atomic
 from bwsk.errors import first_line
 from bwsk.frontend import zoo
 from bwsk.frontend.compile import at_level, compile_source, state_tensors
-from bwsk.frontend.lowering import lower
+from bwsk.frontend.lowering import program_from_export
 from bwsk.frontend.zoo import TensorOutputs, export, traceable
 from bwsk.ir.program import Program
-from bwsk.passes import PassManager
 from bwsk.passes.analysis import Analysis
 from bwsk.passes.classify.check import check_verdicts
 from bwsk.passes.classify.phase_check import check_phases
 from bwsk.passes.dataflow import trace
+from bwsk.passes.manager import PassManager
 from bwsk.render.markdown import replace_section
 
 SECTION = "outside-architectures"
@@ -205,7 +205,7 @@ def run_outside(spec: Architecture) -> Outcome:
         model, args = build(spec)
         exported = at_level(export(model, args), "core")
         prefix = "model" if isinstance(traceable(model), TensorOutputs) else ""
-        program = lower(exported, name=spec.name, level="core", strip_prefix=prefix)
+        program = program_from_export(exported, name=spec.name, level="core", strip_prefix=prefix)
         weights = state_tensors(exported, prefix)
     except Exception as error:  # noqa: BLE001 - reported as "did not lower", with the reason
         outcome.error = f"{type(error).__name__}: {first_line(error)[:160]}"

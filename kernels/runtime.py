@@ -4,7 +4,9 @@ Layering (as in Liger-Kernel): generated kernel -> launcher (shapes, dtypes, gri
 `SeamFunction` (autograd) -> `seam_forward` / `seam_rebuild` (choose Triton or the torch
 reference). Contract, shared with kernels/reference.py: tensors of any contiguous layout
 are viewed as rows x d over their last dimension; the stream result has the promoted dtype
-of its operands and n has the stream result's dtype; arithmetic is fp32.
+of its operands and n has the stream result's dtype; the stream update and the stream
+gradient are computed in float64 for float64 streams (exact for fp32/bf16 branches), in fp32
+otherwise; norm statistics are fp32.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 import torch
 import triton
+import triton.language as tl
 
 from bwsk.kernels import cache, codegen, reference
 from bwsk.kernels.patterns import KernelPlan, SeamPattern
@@ -86,6 +89,11 @@ def runs_on(device: torch.device | str) -> bool:
     return torch.device(device).type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
 
 
+def wide(dtype: torch.dtype) -> tl.dtype:
+    """The arithmetic of a stream stored in `dtype`: float64 for float64, else fp32."""
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
 def _rows(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.contiguous().view(-1, tensor.shape[-1])
 
@@ -105,7 +113,7 @@ def launch_seam(
         affine = [t.contiguous() for t in (weight, bias) if t is not None]
         outputs = [out] + ([normed] if normed is not None else [])
         kernel = kernels.forward if direction == "forward" else kernels.rebuild
-        kernel[(out.shape[0],)](src_rows, branch_rows, *affine, *outputs, width, BLOCK=block, num_warps=warps)
+        kernel[(out.shape[0],)](src_rows, branch_rows, *affine, *outputs, width, WIDE=wide(out.dtype), BLOCK=block, num_warps=warps)
     return out.view(src.shape), (normed.view(src.shape) if normed is not None else None)
 
 
@@ -151,7 +159,7 @@ def launch_backward(
         kernels.backward[(programs,)](
             value_rows, _rows(grad_out), _rows(grad_normed), *affine, grad_src, grad_src if grad_branch is None else grad_branch,
             *partial.values(), rows, width, per_program,
-            BRANCH_SIGN=branch_sign, BLOCK=block, num_warps=warps,
+            BRANCH_SIGN=branch_sign, WIDE=wide(src_dtype), BLOCK=block, num_warps=warps,
         )  # fmt: skip
     else:
         for buffer in partial.values():

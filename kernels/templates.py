@@ -11,8 +11,11 @@ seam kernels; a contiguous range of rows per program in the backward):
   runtime's norm backward, where no branch reads the stream), and this program's partial sums of the
   weight and bias gradients.
 
-Arithmetic is fp32 whatever the storage dtype; the stream is rounded to its storage
-dtype before it is normalised, so n is the norm of the stored stream exactly.
+The stream update and the gradient sum are computed in WIDE (a constexpr the launcher
+passes: float64 for float64 streams, so that the rebuild inverts the update exactly; fp32
+otherwise, whatever the storage dtype). The stream is rounded to its storage dtype before
+it is normalised, and the norm's statistics are fp32 of that value, so n is the norm of
+the stored stream exactly, and the same n in forward and rebuild for the same stream value.
 """
 
 from __future__ import annotations
@@ -41,14 +44,14 @@ $users"""
 SEAM_KERNEL = '''
 
 @triton.jit
-def ${family}_${direction}(SRC, BRANCH, ${weight_args}OUT, ${normed_arg}D, BLOCK: tl.constexpr):
+def ${family}_${direction}(SRC, BRANCH, ${weight_args}OUT, ${normed_arg}D, WIDE: tl.constexpr, BLOCK: tl.constexpr):
     """$docstring"""
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < D
     offsets = row * D + cols
-    src = tl.load(SRC + offsets, mask=mask, other=0.0).to(tl.float32)
-    branch = tl.load(BRANCH + offsets, mask=mask, other=0.0).to(tl.float32)
+    src = tl.load(SRC + offsets, mask=mask, other=0.0).to(WIDE)
+    branch = tl.load(BRANCH + offsets, mask=mask, other=0.0).to(WIDE)
     stored = (src $sign branch).to(OUT.dtype.element_ty)
     tl.store(OUT + offsets, stored, mask=mask)
 $normalise'''
@@ -85,7 +88,7 @@ BACKWARD_KERNEL = '''
 @triton.jit
 def ${family}_backward(
     VALUE, GRAD_OUT, GRAD_NORMED, ${weight_arg}GRAD_SRC, GRAD_BRANCH, ${partial_args}ROWS, D, ROWS_PER_PROGRAM,
-    BRANCH_SIGN: tl.constexpr, BLOCK: tl.constexpr,
+    BRANCH_SIGN: tl.constexpr, WIDE: tl.constexpr, BLOCK: tl.constexpr,
 ):
     """GRAD_SRC = GRAD_OUT + ${norm}'(VALUE)^T GRAD_NORMED; GRAD_BRANCH = BRANCH_SIGN * GRAD_SRC (not written when 0).
 
@@ -101,7 +104,7 @@ $backward_setup    first = program * ROWS_PER_PROGRAM
         offsets = tl.cast(row, tl.int64) * D + cols
         value = tl.load(VALUE + offsets, mask=mask, other=0.0).to(tl.float32)
         grad_normed = tl.load(GRAD_NORMED + offsets, mask=mask, other=0.0).to(tl.float32)
-$statistics$backward_accumulate$input_gradient        grad_src = tl.load(GRAD_OUT + offsets, mask=mask, other=0.0).to(tl.float32) + grad_value
+$statistics$backward_accumulate$input_gradient        grad_src = tl.load(GRAD_OUT + offsets, mask=mask, other=0.0).to(WIDE) + grad_value.to(WIDE)
         tl.store(GRAD_SRC + offsets, grad_src.to(GRAD_SRC.dtype.element_ty), mask=mask)
         if BRANCH_SIGN != 0:
             tl.store(GRAD_BRANCH + offsets, (BRANCH_SIGN * grad_src).to(GRAD_BRANCH.dtype.element_ty), mask=mask)

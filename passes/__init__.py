@@ -1,7 +1,5 @@
-"""Compiler passes over the combinator IR; each pass is one file, registered by name on import."""
+"""Compiler passes over the combinator IR; each pass is one file, listed by name in `bwsk.passes.manager.PASSES`.
 
-from bwsk.passes import classify, coordinate, couple, memory, partition, seams  # noqa: F401  (importing registers the passes)
-from bwsk.passes.manager import PassError, PassManager, complete
-from bwsk.passes.registry import REGISTRY, Pass, lookup, register
-
-__all__ = ["REGISTRY", "Pass", "PassError", "PassManager", "complete", "lookup", "register"]
+Importing this package imports no pass: `bwsk.passes.pipeline.analyze` runs them,
+`bwsk.passes.manager.PassManager` runs a chosen pipeline.
+"""

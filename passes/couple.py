@@ -15,17 +15,19 @@ FLOPs of rebuilding them, and what the conversion changes in the function.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from bwsk.ir.printer import print_term
 from bwsk.ir.program import Program
 from bwsk.ir.terms import Comb, Prim, Ref, Term, children, spine
-from bwsk.passes.analysis import Analysis, layer_of
-from bwsk.passes.registry import Pass, register
+from bwsk.ir.types import TensorType
+from bwsk.passes.analysis import Analysis, Pass, layer_of
 
 ADD = "aten.add.Tensor"
 CAST = "aten.to.dtype"
+FLATTENS = ("aten.reshape.default", "aten.view.default")
 
 SEQUENTIAL_CHANGE = (
     "with x1 = x2 = x the first stream is unchanged (y1 = h1) and G still reads h1; the second stream "
@@ -71,22 +73,38 @@ def _is_add(term: Term) -> bool:
     return isinstance(term, Prim) and term.op == ADD and term.arity == 2
 
 
-def _identity_casts(program: Program) -> dict[str, str]:
-    """`%y = aten.to.dtype(%x, dtype)` where y has x's type (a no-op cast, e.g. RMSNorm's `.to(float32)` on fp32): y -> x."""
+def _stream_aliases(program: Program) -> dict[str, str]:
+    """Values that are a stream under another name: y -> x for `%y = aten.to.dtype(%x, dtype)` where y has x's type
+    (a no-op cast, e.g. RMSNorm's `.to(float32)` on fp32) and for a reshape or view of x that only merges its leading
+    dimensions (OPT runs its MLP residual on (batch * tokens, hidden)): a row-wise half computes the same rows on x."""
     types = {d.name: d.type for d in program.defs} | {i.name: i.type for i in program.inputs}
-    casts = {}
+    aliases = {}
     for definition in program.defs:
         term = definition.term
-        if isinstance(term, Prim) and term.op == CAST and term.arity == 0 and isinstance(term.args[0], Ref):
-            source = term.args[0].name
-            if types.get(source) == definition.type:
-                casts[definition.name] = source
-    return casts
+        if not (isinstance(term, Prim) and term.arity == 0 and term.args and isinstance(term.args[0], Ref)):
+            continue
+        source = types.get(term.args[0].name)
+        if (term.op == CAST and source == definition.type) or (term.op in FLATTENS and _merges_leading(source, definition.type)):
+            aliases[definition.name] = term.args[0].name
+    return aliases
+
+
+def _merges_leading(source: object, target: object) -> bool:
+    """Whether `target` is `source` (static tensor types, same dtype) with its leading dimensions merged into one."""
+    if not all(isinstance(t, TensorType) and t.is_static for t in (source, target)) or source.dtype != target.dtype:
+        return False
+    return (
+        len(target.shape) == 2
+        and len(source.shape) > 2
+        and target.shape[-1] == source.shape[-1]
+        and math.prod(source.shape) == math.prod(target.shape)
+    )
 
 
 def residuals(program: Program) -> list[Residual]:
-    """Every `S add %branch %stream`; a stream read through a no-op cast is named by the value cast."""
-    casts = _identity_casts(program)
+    """Every `S add %branch %stream`; a stream read through a no-op cast or a flattening of leading dimensions is named by the
+    value it aliases."""
+    casts = _stream_aliases(program)
     found = []
     for definition in program.defs:
         head, args = spine(definition.term)
@@ -154,8 +172,7 @@ def _definitions_in(term: Term) -> set[str]:
     return found
 
 
-@register
-class Couple(Pass):
+class Couple(Pass[list[Coupling]]):
     name = "couple"
     requires = ()
     summary = "residual structures and the reversible coupling blocks they could become"
@@ -227,16 +244,3 @@ class Couple(Pass):
                 )
             )
         return found
-
-    def notes(self, analysis: Analysis) -> dict[str, list[str]]:
-        notes: dict[str, list[str]] = defaultdict(list)
-        for coupling in analysis.result("couple"):
-            notes[coupling.residuals[-1]].append(
-                f"couple: {coupling.kind} candidate F = {coupling.f[:80]}, G = {coupling.g[:80]}; "
-                f"F and G produce {coupling.activation_bytes:,} activation bytes, rebuilding them costs {coupling.rebuild_flops:,} FLOPs"
-            )
-        return notes
-
-
-def couplings_json(couplings: list[Coupling]) -> list[dict]:
-    return [asdict(c) for c in couplings]

@@ -1,6 +1,7 @@
 """The dataflow graph of a Program: every primitive call, the values it reads and writes.
 
-Obtained by evaluating the program on meta tensors (no memory, no weights) with
+Obtained by evaluating the program on meta tensors (no memory, no weights: every
+operator's device argument is meta, so constructors allocate nothing either) with
 an observer, so every combinator is reduced exactly as in a real run: a
 function applied in four places yields four calls. Symbolic dimensions take the
 sizes given (2 by default). Invariants: calls are in execution order, so the
@@ -12,7 +13,7 @@ function definition it ran in and that definition's module path.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,15 +21,16 @@ import networkx as nx
 import torch
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
-from bwsk.errors import DimensionError, Location
+from bwsk.errors import DimensionError, Location, quoted
 from bwsk.ir.dims import MAX_MAGNITUDE, evaluate_dim, symbols
-from bwsk.ir.evaluator import Observer, evaluate
+from bwsk.ir.evaluator import EvaluationError, Observer, evaluate
 from bwsk.ir.program import Program
 from bwsk.ir.terms import Prim
 from bwsk.ir.types import ScalarType, TensorType, TupleType, Type, type_of_value
-from bwsk.passes.classify.rules import TensorInfo
+from bwsk.passes.tensor_info import TensorInfo
 
 DEFAULT_SYMBOL_SIZE = 2
+MAX_CPU_BYTES = 2**32  # tensors a check may create when it runs a program on the CPU (docs/ir.md)
 
 
 @dataclass
@@ -98,6 +100,20 @@ class Dataflow:
     def activation_operands(self, call: Call) -> list[int]:
         """Positions (into `call.inputs`) of the operands that carry activations."""
         return [i for i, v in enumerate(call.inputs) if self.values[v].activation]
+
+    def require_cpu_budget(self, given: Collection[str], purpose: str) -> None:
+        """Refuse (EvaluationError, one line) to run the program on the CPU if it would create over MAX_CPU_BYTES of tensors.
+
+        Counted at the traced sizes: the inputs, the state not `given` (by @name), and every call's
+        output, a view as if it were a copy (an upper bound).
+        """
+        sources = {f"@{name}" for name in given}
+        needed = sum(value.nbytes for value in self.values.values() if value.source not in sources)
+        if needed > MAX_CPU_BYTES:
+            raise EvaluationError(
+                f"program {quoted(self.program.name)}: {purpose} would run it on the CPU with {needed:,} bytes of tensors "
+                f"(at most 2**32); check it at smaller sizes (a model: --tiny, --layers, --seq)"
+            )
 
 
 def type_bytes(type_: Type) -> int:

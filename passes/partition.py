@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from bwsk.passes.analysis import Analysis, layer_of
+from bwsk.passes.analysis import Analysis, Pass, layer_of
+from bwsk.passes.classify import Classify
 from bwsk.passes.dataflow import Dataflow
-from bwsk.passes.registry import Pass, register
 
 
 @dataclass
@@ -138,25 +138,12 @@ def partition(flow: Dataflow, is_s: dict[int, bool], together: Iterable[Sequence
     return PartitionResult(phases, phase_of, graph)
 
 
-@register
-class Partition(Pass):
+class Partition(Pass[PartitionResult]):
     name = "partition"
     requires = ("classify",)
     summary = "S-phases and K-barriers, with the tensors that cross each boundary"
 
     def run(self, analysis: Analysis) -> PartitionResult:
         classes = analysis.classes
-        composites = analysis.result("classify").composites
+        composites = analysis.result(Classify).composites
         return partition(analysis.flow, {c.index: classes[c.index].kind == "S" for c in analysis.calls}, [c.members for c in composites])
-
-    def notes(self, analysis: Analysis) -> dict[str, list[str]]:
-        result: PartitionResult = analysis.result("partition")
-        notes: dict[str, list[str]] = defaultdict(list)
-        for phase in result.phases:
-            scopes = Counter(analysis.calls[c].scope for c in phase.calls)
-            scope = scopes.most_common(1)[0][0]
-            label = "S-phase" if phase.kind == "S" else "K-barrier"
-            notes[scope].append(
-                f"partition: {label} {phase.id}: {len(phase.calls)} call(s), {len(phase.inputs)} in, {len(phase.outputs)} out"
-            )
-        return notes

@@ -1,4 +1,7 @@
-"""`seams`: the arithmetic at each seam of each coupling block, as kernel patterns; and `emit_triton`.
+"""`seams`: the arithmetic at each seam of each coupling block, as kernel patterns.
+
+The pass only finds the patterns; emitting their kernels' source is `bwsk.kernels.codegen`'s
+(`emit_model`, which `bwsk-compile --emit triton` calls with this pass's result).
 
 A coupling y1 = x1 + F(x2), y2 = x2 + G(y1) has two seams: y1 is normalised by the
 norm G starts with, y2 by the norm its consumer starts with (the next coupling's F, or
@@ -12,17 +15,14 @@ Invariant: a norm is attributed to a consumer only if the consumer's calls read 
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from bwsk.kernels import codegen
-from bwsk.kernels.patterns import SeamPattern, SeamUse, plan_kernels
-from bwsk.passes.analysis import Analysis
-from bwsk.passes.classify.rules import TensorInfo
-from bwsk.passes.couple import Coupling, Residual, _definitions_in, parallel_halves, residuals
+from bwsk.kernels.patterns import SeamPattern
+from bwsk.passes.analysis import Analysis, Pass
+from bwsk.passes.couple import Couple, Coupling, Residual, _definitions_in, parallel_halves, residuals
 from bwsk.passes.dataflow import Call, Dataflow
-from bwsk.passes.registry import Pass, register
+from bwsk.passes.tensor_info import TensorInfo
 
 ADD = "aten.add.Tensor"
 IDENTITY = frozenset({"aten.to.dtype", "aten._to_copy.default", "aten.alias.default", "aten.clone.default", "aten.detach.default"})
@@ -227,35 +227,10 @@ def find_seams(analysis: Analysis, couplings: Iterable[Coupling]) -> list[Seam]:
     return seams
 
 
-@register
-class Seams(Pass):
+class Seams(Pass[list[Seam]]):
     name = "seams"
     requires = ("couple",)
     summary = "the add and normalisation at each seam of each coupling block, as Triton kernel patterns"
 
     def run(self, analysis: Analysis) -> list[Seam]:
-        return find_seams(analysis, analysis.result("couple"))
-
-    def notes(self, analysis: Analysis) -> dict[str, list[str]]:
-        notes: dict[str, list[str]] = defaultdict(list)
-        by_block = defaultdict(list)
-        for seam in analysis.result("seams"):
-            by_block[seam.block].append(seam)
-        for coupling in analysis.result("couple"):
-            for seam in by_block[coupling.layer]:
-                notes[coupling.residuals[-1]].append(
-                    f"seams: {seam.stream} -> {seam.pattern.name} (weight {seam.weight}, bias {seam.bias})"
-                )
-        return notes
-
-
-def emit_triton(analysis: Analysis) -> str:
-    """The Triton module (source text) of the seam kernels of `analysis.program`, one family per distinct pattern."""
-    if "seams" not in analysis.results:
-        analysis.results["seams"] = Seams().run(analysis)
-    seams: list[Seam] = analysis.result("seams")
-    model = analysis.program.name
-    plans = plan_kernels((seam.pattern, SeamUse(model, seam.block, seam.stream)) for seam in seams)
-    blocks = len({seam.block for seam in seams})
-    title = f"Model {model}: {blocks} coupling block{'s' * (blocks != 1)}, {len(seams)} seams, {len(plans)} kernel famil{'ies' if len(plans) != 1 else 'y'}."
-    return codegen.emit_module(plans, title=title)
+        return find_seams(analysis, analysis.result(Couple))

@@ -28,11 +28,15 @@ def kernel_cache(tmp_path_factory):
 
 
 def pytest_collection_modifyitems(config, items):
-    """With CUDA (and no TRITON_INTERPRET=1) kernels compile for the GPU: CPU-tensor interpreter tests skip, the gpu tests run."""
-    compiled = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
-    needs_interpreter = pytest.mark.skipif(
-        compiled, reason="Triton on CPU tensors needs TRITON_INTERPRET=1; on this CUDA machine the gpu-marked tests cover the kernels"
+    """`gpu` tests skip without CUDA; `interpreter` tests (Triton on CPU tensors) skip where CUDA compiles the kernels instead."""
+    cuda = torch.cuda.is_available()
+    compiled = cuda and os.environ.get("TRITON_INTERPRET") != "1"
+    needs_cuda = pytest.mark.skip(reason="gpu test: needs CUDA, and this machine has none")
+    needs_interpreter = pytest.mark.skip(
+        reason="Triton on CPU tensors needs TRITON_INTERPRET=1; on this CUDA machine the gpu-marked tests cover the kernels"
     )
     for item in items:
-        if "interpreter" in item.keywords:
+        if item.get_closest_marker("gpu") and not cuda:
+            item.add_marker(needs_cuda)
+        if item.get_closest_marker("interpreter") and compiled:
             item.add_marker(needs_interpreter)

@@ -216,9 +216,9 @@ def run(args: argparse.Namespace) -> int:
     if not wants_analysis:
         emit(print_program(program), args.output, args.force)
         return 0
-    from bwsk.passes.pipeline import analyze, default_passes
+    from bwsk.passes.pipeline import DEFAULT_PASSES, analyze
 
-    passes = [p.strip() for p in args.passes.split(",") if p.strip()] if args.passes else default_passes()
+    passes = [p.strip() for p in args.passes.split(",") if p.strip()] if args.passes else list(DEFAULT_PASSES)
     if args.emit == "triton" and "seams" not in passes:
         passes.append("seams")
     analysis = analyze(program, passes=passes, after_pass=printer_after(passes, args.print_after, sys.stderr), weights=weights)
@@ -242,17 +242,18 @@ def check_classification(program, weights):
 
 def printer_after(passes: list[str], names: list[str], stream: TextIO):
     """The `--print-after` callback: after each named pass, the program annotated with its notes."""
-    from bwsk.passes import complete
+    from bwsk.passes.manager import complete
+    from bwsk.render.notes import notes_after
 
-    pipeline = complete(passes)
+    pipeline = [kind.name for kind in complete(passes)]
     unknown = sorted(set(names) - set(pipeline))
     if unknown:
         raise BwskError(f"--print-after {unknown[0]}: that pass is not in the pipeline ({', '.join(pipeline)})")
 
-    def show(name, instance, analysis) -> None:
-        if name in names:
-            stream.write(f"# ---- after pass {name} ----\n")
-            stream.write(print_program(analysis.program, instance.notes(analysis)))
+    def show(kind, analysis) -> None:
+        if kind.name in names:
+            stream.write(f"# ---- after pass {kind.name} ----\n")
+            stream.write(print_program(analysis.program, notes_after(kind, analysis)))
 
     return show
 
@@ -282,11 +283,13 @@ def render(analysis, args: argparse.Namespace) -> str:
         print_phases(analysis, console)
         return buffer.getvalue()
     if args.emit == "triton":
-        from bwsk.passes.seams import emit_triton
+        from bwsk.kernels.codegen import emit_model
+        from bwsk.passes.seams import Seams
 
-        if not analysis.result("seams"):
+        seams = analysis.result(Seams)
+        if not seams:
             raise BwskError(f"{args.input}: no coupling blocks (no pre-norm residual pairs), so there are no seams to emit kernels for")
-        return emit_triton(analysis)
+        return emit_model(analysis.program.name, seams)
     from bwsk.render.graph import to_dot, to_svg
 
     return (to_dot if args.emit == "dot" else to_svg)(analysis, collapse=args.collapse)

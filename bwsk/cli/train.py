@@ -47,16 +47,25 @@ Distributed (--distributed ddp|fsdp, under torchrun): every mode; --batch-size
 is per process (global batch = batch size x processes); nccl on GPUs (one per
 process, by local rank), gloo with --device cpu; rank 0 alone writes; --resume
 under the same launcher, on as many processes.
+Untrusted input: a MODEL folder's own Python code runs only with
+--trust-remote-code, its pickled weights load only with --trust-pickle, and
+--resume never takes either from the run folder (pass them again). Every error
+is one line on stderr; nothing is created before every check has passed.
 Exit codes: 0 done, 1 training diverged (NaN/inf: no results written), 2 bad
-input, 130 interrupted (checkpoint saved; the message says how to resume).
+input, 3 internal error (a bug: the line names a log file with the traceback),
+130 interrupted by Ctrl-C or 143 by SIGTERM (checkpoint saved; the message says
+how to resume).
 """
 
 from __future__ import annotations
 
 import argparse
 import atexit
+import os
+import signal
 import sys
 import tempfile
+import traceback
 import warnings
 from pathlib import Path
 
@@ -64,11 +73,11 @@ from rich.console import Console
 from rich.table import Table
 
 from bwsk.cli.arguments import EXIT_USER_ERROR, ArgumentParser, positive_int
-from bwsk.errors import BwskError
+from bwsk.errors import BwskError, first_line, one_line
 from bwsk.render.units import human_bytes
-from bwsk.training.config import PRECISIONS, TrainConfig
+from bwsk.training.config import MAX_SEED, PRECISIONS, TrainConfig
 from bwsk.training.distributed import STRATEGIES, is_main_process, shutdown_distributed
-from bwsk.training.interrupt import TrainingInterrupted
+from bwsk.training.interrupt import TrainingInterrupted, signals_interrupt, stopped_by
 from bwsk.training.modes import MODES
 from bwsk.training.optimizer_step import TrainingDiverged
 from bwsk.training.results import RunResult
@@ -77,7 +86,8 @@ from bwsk.training.seam import KERNELS
 from bwsk.training.start import language_model_names
 
 EXIT_DIVERGED = 1
-EXIT_INTERRUPTED = 130
+EXIT_INTERNAL_ERROR = 3
+TRUST_FLAGS = ("trust_remote_code", "trust_pickle")  # the only flags --resume takes: trust is never read from a run folder
 EXPERIMENTS = ("finetune", "scratch")
 DEMO_MODES = ("conventional", "reversible")
 EXPERIMENT_HELP = """\
@@ -114,23 +124,43 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     atexit.register(shutdown_distributed)  # at exit, not per call: a process group cannot be joined twice
     try:
-        if not argv:
-            return _demo(Console(stderr=False))
-        if argv[0] == "experiment":
-            return _experiment(argv[1:])
-        return _train(argv)
+        with signals_interrupt():  # SIGTERM as Ctrl-C: inside the loop a checkpoint first, elsewhere at once
+            if not argv:
+                return _demo(Console(stderr=False))
+            if argv[0] == "experiment":
+                return _experiment(argv[1:])
+            return _train(argv)
     except TrainingInterrupted as error:
         _report(error.render())
-        return EXIT_INTERRUPTED
+        return error.exit_code
     except TrainingDiverged as error:
         _report(error.render())
         return EXIT_DIVERGED
     except BwskError as error:
         _report(error.render())
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        _report("interrupted")
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as error:
+        signum = getattr(error, "signum", signal.SIGINT)
+        _report(stopped_by(signum))
+        return 128 + signum
+    except Exception as error:  # a bug in bwsk: one line, the traceback in a log file
+        return _internal_error(error)
+
+
+def _internal_error(error: Exception) -> int:
+    """Report a bug in one line naming a log file that holds the traceback (printed too with BWSK_DEBUG=1)."""
+    text = traceback.format_exc()
+    if os.environ.get("BWSK_DEBUG"):
+        sys.stderr.write(text)
+    try:
+        handle, log = tempfile.mkstemp(prefix="bwsk-train-error-", suffix=".log")
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text)
+        where = f"the traceback is in {log}"
+    except OSError:
+        where = "no log file could be written; set BWSK_DEBUG=1 for the traceback"
+    _report(f"internal error: {one_line(first_line(error))} ({where}; please report it)")
+    return EXIT_INTERNAL_ERROR
 
 
 def _report(message: str) -> None:
@@ -148,36 +178,76 @@ def _progress_line(line: str) -> None:
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     """The knobs of `TrainConfig`, each a flag with the config's default."""
     group = parser.add_argument_group("training (defaults: the earlier work's setup)")
-    group.add_argument("--seed", type=int, default=0, help="first seed: weights of a scratch model, data order, dropout (default 0)")
+    group.add_argument(
+        "--seed",
+        type=int,
+        default=TrainConfig.seed,
+        help=f"first seed, 0 to {MAX_SEED}: weights of a scratch model, data order, dropout (default %(default)s)",
+    )
     group.add_argument("--seeds", type=positive_int, default=1, help="runs with seeds SEED, SEED+1, ... into OUT/seed-S (default 1)")
-    group.add_argument("--epochs", type=positive_int, default=10, help="passes over the train split (default 10)")
+    group.add_argument("--epochs", type=positive_int, default=TrainConfig.epochs, help="passes over the train split (default %(default)s)")
     group.add_argument("--max-steps", type=positive_int, help="stop after this many optimizer steps (default: the epochs)")
-    group.add_argument("--batch-size", type=positive_int, default=2, help="sequences per step, per process when distributed (default 2)")
+    group.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=TrainConfig.batch_size,
+        help="sequences per step, per process when distributed (default %(default)s)",
+    )
     group.add_argument("--seq-len", type=positive_int, help="tokens per sequence (default min(512, the model's positions))")
     group.add_argument("--lr", type=float, help="peak learning rate (default 5e-5 to fine-tune, 3e-4 from scratch)")
-    group.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay on matrices (default 0.01)")
-    group.add_argument("--adam-eps", type=float, default=1e-8, help="AdamW epsilon (default 1e-8)")
-    group.add_argument("--warmup-steps", type=int, help="linear warmup steps before the cosine (default 5%% of the steps)")
-    group.add_argument("--min-lr-ratio", type=float, default=0.0, help="the cosine ends at lr x this (default 0)")
-    group.add_argument("--grad-clip", type=float, default=1.0, help="gradient-norm clipping, 0 for none (default 1.0)")
-    group.add_argument("--precision", choices=list(PRECISIONS), default="bf16", help="autocast bf16, fp16 (CUDA, gradient scaler) or fp32")
-    group.add_argument("--patience", type=positive_int, default=3, help="evaluations without a better validation loss before stopping (3)")
+    group.add_argument(
+        "--weight-decay", type=float, default=TrainConfig.weight_decay, help="AdamW weight decay on matrices (default %(default)s)"
+    )
+    group.add_argument("--adam-eps", type=float, default=TrainConfig.adam_eps, help="AdamW epsilon (default %(default)s)")
+    group.add_argument("--warmup-steps", type=int, help="linear warmup steps before the cosine, 0 or more (default 5%% of the steps)")
+    group.add_argument(
+        "--min-lr-ratio", type=float, default=TrainConfig.min_lr_ratio, help="the cosine ends at lr x this, 0 to 1 (default %(default)s)"
+    )
+    group.add_argument(
+        "--grad-clip", type=float, default=TrainConfig.grad_clip, help="gradient-norm clipping, 0 for none (default %(default)s)"
+    )
+    group.add_argument(
+        "--precision", choices=list(PRECISIONS), default=TrainConfig.precision, help="autocast bf16, fp16 (CUDA, gradient scaler) or fp32"
+    )
+    group.add_argument(
+        "--patience",
+        type=positive_int,
+        default=TrainConfig.patience,
+        help="evaluations without a better validation loss before stopping (%(default)s)",
+    )
     group.add_argument("--eval-every", type=positive_int, help="steps between validations (default: each epoch)")
     group.add_argument("--eval-window", type=positive_int, help="perplexity window in tokens (default: the sequence length)")
     group.add_argument("--eval-stride", type=positive_int, help="perplexity stride (default: half the window)")
-    group.add_argument("--eval-batch-size", type=positive_int, default=8, help="windows per evaluation forward (default 8)")
-    group.add_argument("--checkpoint-every", type=positive_int, default=500, help="steps between checkpoints (default 500)")
-    group.add_argument("--budget", type=float, default=TrainConfig.budget, help="analyzed mode: share of recomputable bytes kept")
-    group.add_argument("--drift-every", type=positive_int, default=100, help="reversible mode: steps between rebuild-error probes")
+    group.add_argument(
+        "--eval-batch-size",
+        type=positive_int,
+        default=TrainConfig.eval_batch_size,
+        help="windows per evaluation forward (default %(default)s)",
+    )
+    group.add_argument(
+        "--checkpoint-every",
+        type=positive_int,
+        default=TrainConfig.checkpoint_every,
+        help="steps between checkpoints (default %(default)s)",
+    )
+    group.add_argument(
+        "--budget",
+        type=float,
+        default=TrainConfig.budget,
+        help="analyzed mode: share of recomputable bytes kept, 0 to 1 (default %(default)s)",
+    )
+    group.add_argument(
+        "--drift-every", type=positive_int, default=TrainConfig.drift_every, help="reversible mode: steps between rebuild-error probes"
+    )
     group.add_argument(
         "--kernels",
         choices=KERNELS,
-        default="auto",
+        default=TrainConfig.kernels,
         help="reversible mode: the seams' arithmetic. torch: eager PyTorch, each half runs its own norm; triton: bwsk's fused "
         "Triton kernels (the stream update and the LayerNorm/RMSNorm the next half starts with, in one pass; CUDA, or "
         "TRITON_INTERPRET=1 on the cpu, slowly); auto: triton on CUDA, torch elsewhere (default)",
     )
-    group.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    group.add_argument("--device", default=TrainConfig.device, help="auto (CUDA when present), cpu, cuda or cuda:N")
 
 
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
@@ -188,7 +258,14 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tokenizer", metavar="T", help="tokenizer.json (default: the one in the MODEL folder)")
     group.add_argument("--tiny", action="store_true", help="zoo MODEL at tiny width (hidden 64, 4 heads)")
     group.add_argument("--layers", type=positive_int, help="zoo MODEL depth")
-    group.add_argument("--trust-remote-code", action="store_true", help="let a Hugging Face MODEL run its own Python code")
+    group.add_argument(
+        "--trust-remote-code", action="store_true", help="let a Hugging Face MODEL run its own Python code (never read from a run folder)"
+    )
+    group.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="let a Hugging Face MODEL's pickled weights load (unpickling runs code; never read from a run folder)",
+    )
     group.add_argument("--force", action="store_true", help="replace the run files already in OUT")
 
 
@@ -225,7 +302,9 @@ def config_from(args: argparse.Namespace, mode: str) -> TrainConfig:
 def spec_from(args: argparse.Namespace, model: str) -> RunSpec:
     if args.data is None:
         raise BwskError("--data is required (a WikiText folder, a text file or a dataset name)")
-    return RunSpec(model, args.data, args.split, args.dataset_config, args.tokenizer, args.tiny, args.layers, args.trust_remote_code)
+    return RunSpec(
+        model, args.data, args.split, args.dataset_config, args.tokenizer, args.tiny, args.layers, args.trust_remote_code, args.trust_pickle
+    )
 
 
 def _parser() -> ArgumentParser:
@@ -236,7 +315,9 @@ def _parser() -> ArgumentParser:
         "--mode", choices=MODES, default="conventional", help="how activations are kept for backward (default conventional)"
     )
     parser.add_argument("--out", metavar="DIR", help="the run folder (refused if it holds a run, unless --force)")
-    parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its latest checkpoint (no other arguments)")
+    parser.add_argument(
+        "--resume", metavar="DIR", help="continue the run in DIR from its latest checkpoint (no other arguments but the --trust-* flags)"
+    )
     parser.add_argument(
         "--distributed", choices=STRATEGIES, help="under torchrun: data-parallel with DDP or FSDP2 (gloo with --device cpu, else nccl)"
     )
@@ -246,12 +327,17 @@ def _parser() -> ArgumentParser:
 
 
 def _train(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     console = Console(stderr=False)
     if args.resume is not None:
-        if args.model is not None or args.out is not None or args.data is not None or args.distributed is not None:
-            raise BwskError("--resume DIR takes the run's own settings from DIR/run.json; pass no MODEL, --out, --data or --distributed")
-        result = resume_training(Path(args.resume))
+        defaults = vars(parser.parse_args([]))
+        given = [name for name, value in vars(args).items() if name not in ("resume", *TRUST_FLAGS) and value != defaults[name]]
+        if given:
+            flag = "MODEL" if given[0] == "model" else "--" + given[0].replace("_", "-")
+            raise BwskError(f"--resume DIR takes the run's own settings from DIR/run.json; pass no {flag} (only --trust-* flags)")
+        trust = {name: getattr(args, name) for name in TRUST_FLAGS}
+        result = resume_training(Path(args.resume), **trust)
         _print_table(console, [result], Path(args.resume))
         return 0
     if args.model is None or args.out is None:

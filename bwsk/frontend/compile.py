@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from bwsk.errors import BwskError
-from bwsk.frontend.lowering import lower as lower_exported
+from bwsk.frontend.lowering import program_from_export
 from bwsk.frontend.sources import Resolved, resolve
 from bwsk.frontend.zoo import TensorOutputs
 from bwsk.ir.program import Program
@@ -32,7 +32,7 @@ def at_level(ep: torch.export.ExportedProgram, level: str) -> torch.export.Expor
 
 def lower(ep: torch.export.ExportedProgram, *, level: str = "core", name: str = "model", strip_prefix: str = "") -> Program:
     """Lower an ExportedProgram into a verified Program; `level` records (and selects) the IR level."""
-    return lower_exported(at_level(ep, level), name=name, level=level, strip_prefix=strip_prefix)
+    return program_from_export(at_level(ep, level), name=name, level=level, strip_prefix=strip_prefix)
 
 
 def state_tensors(ep: torch.export.ExportedProgram, strip_prefix: str = "") -> dict[str, torch.Tensor]:
@@ -68,7 +68,7 @@ def compile_source(spec: str, *, level: str = "core", **options: Any) -> Compile
     prefix = "model" if isinstance(source.module, TensorOutputs) else ""
     exported = at_level(source.program, level)
     names = forward_parameters(source.module.model if prefix else source.module)
-    program = lower_exported(exported, name=source.name, level=level, strip_prefix=prefix, input_names=names)
+    program = program_from_export(exported, name=source.name, level=level, strip_prefix=prefix, input_names=names)
     return Compiled(program, exported, source.example_inputs, state_tensors(exported, prefix), source)
 
 
@@ -90,7 +90,7 @@ def lower_module(model: torch.nn.Module, args: tuple[torch.Tensor, ...], *, leve
 
     exported = at_level(export(model, args), level)
     prefix = "model" if isinstance(traceable(model), TensorOutputs) else ""
-    return lower_exported(exported, name=type(model).__name__, level=level, strip_prefix=prefix, input_names=forward_parameters(model))
+    return program_from_export(exported, name=type(model).__name__, level=level, strip_prefix=prefix, input_names=forward_parameters(model))
 
 
 def load(spec: str, **options: Any) -> Program:

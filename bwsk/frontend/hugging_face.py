@@ -1,8 +1,9 @@
 """Hugging Face models from a local directory or the Hub, without ever running the model's own code unasked.
 
-A directory whose `config.json` has an `auto_map` ships Python files that transformers would
-import (after asking on stdin). Unless the caller passes `trust_remote_code=True`, such a
-directory is refused before transformers sees it, and every transformers call is made with
+A directory whose config has an `auto_map` ships Python files that transformers would import
+(after asking on stdin). Unless the caller passes `trust_remote_code=True`, such a directory is
+refused before transformers sees it (the config and weight files checked are those transformers
+reads: `bwsk.frontend.hf_files`), and every transformers call is made with
 `trust_remote_code` spelled out. While transformers runs, standard input is empty, standard
 output is discarded, and its logging, warnings and progress bars are silenced: errors reach
 the user as exceptions, reported in one line by the caller.
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import sys
 import warnings
@@ -24,9 +24,9 @@ import torch
 from torch import nn
 
 from bwsk.errors import SourceError, first_line
+from bwsk.frontend.hf_files import read_config, weight_files
 from bwsk.frontend.size_limits import check_model_size
 
-MAX_CONFIG_BYTES = 16 * 2**20
 REMOTE_CODE_HINT = "read its Python files, then pass --trust-remote-code (trust_remote_code=True) if you trust them"
 # auto_map keys for model classes, most specific first.
 AUTO_MODEL_KEYS = ("AutoModelForCausalLM", "AutoModelForMaskedLM", "AutoModelForSeq2SeqLM", "AutoModel")
@@ -38,16 +38,14 @@ def load_hf_directory(
     """A transformers model (eval mode, eager attention, no KV cache) from a directory with config.json.
 
     The class is the config's first `architectures` entry known to transformers (else the bare
-    AutoModel class; with `trust_remote_code`, the class its `auto_map` names). `*.safetensors`
-    weights are loaded on cpu; without weight files the model is randomly initialised from `seed`
-    on `device`. `*.bin` weights are pickles: refused unless `trust_pickle`.
+    AutoModel class; with `trust_remote_code`, the class its `auto_map` names). Weights are loaded on
+    cpu from the files transformers picks (`bwsk.frontend.hf_files`); without weight files the model is
+    randomly initialised from `seed` on `device`. Pickled weights are refused unless `trust_pickle`.
     """
     path = Path(path)
     raw_config = read_config(path)
-    if "auto_map" in raw_config and not trust_remote_code:
-        raise SourceError(f"{path}: the model needs its own Python code (config.json has an auto_map)", hint=REMOTE_CODE_HINT)
-    has_weights = any(path.glob("*.safetensors")) or any(path.glob("*.bin"))
-    check_model_size(raw_config, str(path), device="cpu" if has_weights else device)  # before transformers builds its config
+    files = check_directory(path, raw_config, trust_pickle=trust_pickle, trust_remote_code=trust_remote_code, device=device)
+    stray = any(path.glob("*.safetensors")) or any(path.glob("*.bin"))  # weights transformers would not find: its error
     import transformers
 
     with isolated_transformers():
@@ -56,18 +54,12 @@ def load_hf_directory(
         except Exception as error:
             raise SourceError(f"{path / 'config.json'}: unreadable config: {first_line(error)}") from None
         model_class = architecture_class(config, remote=trust_remote_code and "auto_map" in raw_config)
-        has_safetensors = any(path.glob("*.safetensors"))
-        has_pickles = any(path.glob("*.bin"))
-        if has_pickles and not has_safetensors and not trust_pickle:
-            raise SourceError(
-                f"refusing to unpickle the *.bin weights in {path}",
-                hint="save them as safetensors (model.save_pretrained(dir)), or pass --trust-pickle (trust_pickle=True) if you trust them",
-            )
         name = getattr(model_class, "__name__", "model")
         try:
-            if has_safetensors or has_pickles:
+            if files or stray:
+                safe = all(file.name.endswith(".safetensors") for file in files)
                 model = model_class.from_pretrained(
-                    path, attn_implementation="eager", use_safetensors=has_safetensors, trust_remote_code=trust_remote_code
+                    path, config=config, attn_implementation="eager", use_safetensors=safe, trust_remote_code=trust_remote_code
                 )
             else:
                 with torch.random.fork_rng(devices=[]), torch.device(device):
@@ -77,6 +69,16 @@ def load_hf_directory(
             raise SourceError(f"{path}: cannot build {name}: {first_line(error)}") from None
     model.config.use_cache = False
     return model.eval()
+
+
+def check_directory(path: Path, config: dict[str, Any], *, trust_pickle: bool, trust_remote_code: bool, device: str) -> list[Path]:
+    """Refuse `path` (whose config transformers builds from is `config`) before transformers reads it: its own code
+    without `trust_remote_code`, an absurd size, pickled or outside weights; returns the weight files transformers reads."""
+    if "auto_map" in config and not trust_remote_code:
+        raise SourceError(f"{path}: the model needs its own Python code (its config has an auto_map)", hint=REMOTE_CODE_HINT)
+    files = weight_files(path, config, trust_pickle=trust_pickle)
+    check_model_size(config, str(path), device="cpu" if files else device)  # before transformers builds its config
+    return files
 
 
 def load_hub(model_id: str, *, trust_pickle: bool = False, trust_remote_code: bool = False) -> nn.Module:
@@ -137,26 +139,6 @@ def _cached(model_id: str) -> bool:
         return isinstance(try_to_load_from_cache(model_id, "config.json"), str)
     except Exception:  # an id the cache layout cannot hold (e.g. invalid characters) is not cached
         return False
-
-
-def read_config(path: Path) -> dict[str, Any]:
-    """The directory's config.json as a JSON object (read by bwsk, before transformers sees it)."""
-    config = path / "config.json"
-    if not config.exists():
-        raise SourceError(f"{path}: a directory without config.json, so not a Hugging Face model directory")
-    if not config.is_file():
-        raise SourceError(f"{config}: not a regular file")
-    try:
-        if config.stat().st_size > MAX_CONFIG_BYTES:
-            raise SourceError(f"{config}: {config.stat().st_size:,} bytes, too large for a model config")
-        loaded = json.loads(config.read_bytes())
-    except OSError as error:
-        raise SourceError(f"{config}: cannot read ({error.strerror or first_line(error)})") from None
-    except (ValueError, RecursionError) as error:
-        raise SourceError(f"{config}: unreadable config: {first_line(error)}") from None
-    if not isinstance(loaded, dict):
-        raise SourceError(f"{config}: unreadable config: not a JSON object")
-    return loaded
 
 
 def architecture_class(config: Any, *, remote: bool = False) -> Any:

@@ -451,7 +451,7 @@ def _occurrences(calls: list[torch.fx.Node]) -> Counter:
     return counts
 
 
-def lower(
+def program_from_export(
     ep: torch.export.ExportedProgram,
     *,
     name: str = "model",
@@ -459,7 +459,7 @@ def lower(
     strip_prefix: str = "",
     input_names: tuple[str, ...] = (),
 ) -> Program:
-    """Lower an ExportedProgram (already at the wanted level) into a verified Program.
+    """The verified Program of an ExportedProgram's graph, taken at the level it is at (`bwsk.frontend.compile.lower` picks one).
 
     `strip_prefix` is removed from state and module names (a wrapper's attribute);
     `input_names` name the user inputs in order (default: the export's placeholder names).

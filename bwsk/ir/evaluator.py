@@ -14,8 +14,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from bwsk.errors import BwskError, first_line
 from bwsk.ir import ops
 from bwsk.ir.program import Program
@@ -54,8 +52,6 @@ def _fill(arg: Arg, values: list, env: _Env) -> Any:
     if isinstance(arg, Hole):
         return values.pop()
     if isinstance(arg, Lit):
-        if env.device is not None and isinstance(arg.value, torch.device):
-            return env.device
         return arg.value
     if isinstance(arg, ListArg):
         return [_fill(item, values, env) for item in arg.items]
@@ -130,6 +126,8 @@ class _Env:
         stack = list(reversed(holes))
         args = [_fill(a, stack, self) for a in prim.args]
         kwargs = {key: _fill(a, stack, self) for key, a in prim.kwargs}
+        if self.device is not None:
+            ops.signature(prim.op).on_device(args, kwargs, self.device)
         try:
             result = function(*args, **kwargs)
         except (RuntimeError, TypeError, ValueError, IndexError, NotImplementedError, ArithmeticError) as error:
@@ -150,8 +148,9 @@ def evaluate(
     """The program's outputs on `inputs` (positional, in declaration order) and `params` (by @name).
 
     Returns the single output itself, or a tuple when the program has several. An
-    `observer` is told of every primitive call; `device` replaces every device
-    literal (so a program lowered on one device runs on another, e.g. "meta").
+    `observer` is told of every primitive call; `device` becomes every operator's device
+    argument, given or not (so a program lowered on one device runs on another, and on
+    "meta" a constructor such as `aten.ones.default([20000, 20000])` allocates nothing).
     """
     if len(inputs) != len(program.inputs):
         raise EvaluationError(f"program {program.name!r} takes {len(program.inputs)} input(s), got {len(inputs)}")

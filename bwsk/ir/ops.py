@@ -72,7 +72,8 @@ NO_DEFAULT = ...  # the default of an argument that has none
 class Signature:
     """What bwsk reads of an operator's schema (the one reader of schemas): argument names, defaults, tags.
 
-    `defaults` holds (name, default or `NO_DEFAULT`) for every argument in schema order.
+    `defaults` holds (name, default or `NO_DEFAULT`) for every argument in schema order;
+    `devices` names the arguments that choose a device (where a constructor allocates).
     """
 
     positional: tuple[str, ...]
@@ -80,6 +81,16 @@ class Signature:
     variadic: bool
     defaults: tuple[tuple[str, object], ...] = ()
     pointwise: bool = False
+    devices: tuple[str, ...] = ()
+
+    def on_device(self, args: list, kwargs: dict, device: object) -> None:
+        """Set every device argument of a call (given or not, positional or by keyword) to `device`, in place."""
+        for name in self.devices:
+            at = self.positional.index(name) if name in self.positional else len(args)
+            if at < len(args):
+                args[at] = device
+            else:
+                kwargs[name] = device
 
     def bind(self, args: tuple, kwargs: dict) -> dict[str, object]:
         """Arguments by schema name, defaults filled in (a variadic operator binds nothing)."""
@@ -139,7 +150,8 @@ def signature(name: str) -> Signature:
     positional = tuple(a.name for a in schema.arguments if not a.kwarg_only)
     keyword_only = tuple(a.name for a in schema.arguments if a.kwarg_only)
     defaults = tuple((a.name, a.default_value if a.has_default_value() else NO_DEFAULT) for a in schema.arguments)
-    return Signature(positional, keyword_only, False, defaults, torch.Tag.pointwise in found.tags)
+    devices = tuple(a.name for a in schema.arguments if str(a.type) in ("Device", "Optional[Device]"))
+    return Signature(positional, keyword_only, False, defaults, torch.Tag.pointwise in found.tags, devices)
 
 
 def operator_name(target: object) -> str:

@@ -29,7 +29,7 @@ import pygraphviz
 
 from bwsk.passes.analysis import Analysis, layer_of
 from bwsk.passes.dataflow import Call
-from bwsk.passes.partition import PartitionResult, Phase
+from bwsk.passes.partition import Partition, Phase
 from bwsk.render.units import human_bytes
 
 DETAIL = 6  # S-phases with at most this many calls show each call; larger ones one summary node
@@ -80,7 +80,7 @@ class _Scene:
         self.calls = analysis.calls
         self.values = analysis.flow.values
         self.classes = analysis.classes
-        self.partition: PartitionResult = analysis.result("partition")
+        self.partition = analysis.result(Partition)
         self.layers: dict[str, list[Phase]] = {}
         for phase in sorted(self.partition.phases, key=lambda p: (min(p.calls), p.id)):
             self.layers.setdefault(phase.layer, []).append(phase)

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import asdict
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from bwsk.passes.analysis import Analysis
+from bwsk.passes.classify import Classify
+from bwsk.passes.coordinate import AXES, Coordinate, CoordinateResult
+from bwsk.passes.couple import Couple, Coupling
+from bwsk.passes.memory import Memory, MemoryResult
+from bwsk.passes.partition import Partition
 from bwsk.render.units import human_bytes
 
 SCHEMA_VERSION = 1
@@ -40,12 +46,40 @@ def _share_json(share) -> dict[str, Any]:
     }
 
 
+def couplings_json(couplings: list[Coupling]) -> list[dict[str, Any]]:
+    return [asdict(c) for c in couplings]
+
+
+def memory_json(result: MemoryResult) -> dict[str, Any]:
+    return {
+        "modes": {name: asdict(total) for name, total in result.modes.items()},
+        "decisions": [asdict(d) for d in result.decisions],
+        "layers": [asdict(layer) for layer in result.layers],
+        "inexact": list(result.inexact),
+    }
+
+
+def coordination_json(result: CoordinateResult) -> dict[str, Any]:
+    """The summaries, and the records of the calls that mix an axis or communicate (the others are omitted)."""
+    return {
+        "axes": list(AXES),
+        "inputs": {name: list(axes) for name, axes in result.inputs.items()},
+        "summary": result.summary,
+        "unknown": list(result.unknown_targets),
+        "calls": [
+            {"index": i, **asdict(r), "mixes": list(r.mixes)}
+            for i, r in sorted(result.calls.items())
+            if r.mixes or r.needs_comm or r.backward_comm
+        ],
+    }
+
+
 def analysis_json(analysis: Analysis) -> dict[str, Any]:
     """Everything the passes found, as plain JSON types (results of passes not run are omitted)."""
     flow = analysis.flow
     names = op_names(analysis)
-    classify = analysis.results.get("classify")
-    partition = analysis.results.get("partition")
+    classify = analysis.get(Classify)
+    partition = analysis.get(Partition)
     ops = []
     for call in analysis.calls:
         verdict = classify.classes[call.index] if classify else None
@@ -92,20 +126,19 @@ def analysis_json(analysis: Analysis) -> dict[str, Any]:
             for phase in partition.phases
         ]
         summary["phases_per_layer"] = {layer: {"S": c["S"], "K": c["K"]} for layer, c in partition.per_layer().items()}
-    if "couple" in analysis.results:
-        from bwsk.passes.couple import couplings_json
-
-        summary["couplings"] = couplings_json(analysis.results["couple"])
-    for key in ("memory", "coordinate"):
-        if key in analysis.results:
-            summary["memory" if key == "memory" else "coordination"] = analysis.results[key].to_json()
+    if (couplings := analysis.get(Couple)) is not None:
+        summary["couplings"] = couplings_json(couplings)
+    if (memory := analysis.get(Memory)) is not None:
+        summary["memory"] = memory_json(memory)
+    if (coordination := analysis.get(Coordinate)) is not None:
+        summary["coordination"] = coordination_json(coordination)
     document["summary"] = summary
     return document
 
 
 def share_line(analysis: Analysis) -> str:
     """The S share of the whole program by calls, FLOPs and activation bytes."""
-    overall = analysis.result("classify").overall
+    overall = analysis.result(Classify).overall
     return (
         f"{analysis.program.name}: {overall.calls} primitive calls; S share "
         f"{overall.by_ops:.1%} by ops, {overall.by_flops:.1%} by FLOPs, {overall.by_bytes:.1%} by activation bytes"
@@ -115,8 +148,7 @@ def share_line(analysis: Analysis) -> str:
 def finding_lines(analysis: Analysis) -> list[str]:
     """One line each for the couple, memory and coordinate passes that ran."""
     lines = []
-    if "couple" in analysis.results:
-        couplings = analysis.results["couple"]
+    if (couplings := analysis.get(Couple)) is not None:
         kinds = Counter(c.kind for c in couplings)
         produced = sum(c.activation_bytes for c in couplings)
         lines.append(
@@ -124,15 +156,15 @@ def finding_lines(analysis: Analysis) -> list[str]:
             f"F and G produce {human_bytes(produced)} of activations, which reversible blocks rebuild in backward instead of keeping "
             "what autograd saves of them (see the memory plan)"
         )
-    if "memory" in analysis.results:
-        modes = analysis.results["memory"].modes
+    if (memory := analysis.get(Memory)) is not None:
+        modes = memory.modes
         conventional = modes["conventional"].total or 1
         lines.append(
             "predicted activation memory: "
             + ", ".join(f"{mode} {human_bytes(m.total)} ({m.total / conventional:.0%})" for mode, m in modes.items())
         )
-    if "coordinate" in analysis.results:
-        summary = analysis.results["coordinate"].summary
+    if (coordination := analysis.get(Coordinate)) is not None:
+        summary = coordination.summary
         lines.append(
             "communication when sharding activations: "
             + ", ".join(f"{axis} {entry['calls']} call(s) {dict(entry['kinds']) or ''}".rstrip() for axis, entry in summary.items())
@@ -142,8 +174,8 @@ def finding_lines(analysis: Analysis) -> list[str]:
 
 def print_phases(analysis: Analysis, console: Console, *, max_phases: int = 60) -> None:
     """Rich tables: the S/K summary, phases per layer, the first phases in detail, then the other passes' findings."""
-    classify = analysis.result("classify")
-    partition = analysis.result("partition")
+    classify = analysis.result(Classify)
+    partition = analysis.result(Partition)
     console.print(share_line(analysis), highlight=False)
     layers = Table(title="per layer", show_lines=False)
     for column in ("layer", "ops", "S ops", "S FLOPs", "S bytes", "S-phases", "K-barriers"):

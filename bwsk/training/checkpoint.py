@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file, save_model
 from torch import nn
 
 from bwsk.atomic import write_atomic
-from bwsk.errors import SourceError
+from bwsk.errors import SourceError, first_line
 
 LATEST = "latest.json"
 STEP_PREFIX = "step-"
@@ -80,15 +81,23 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 
 def load_checkpoint(folder: Path) -> Checkpoint:
-    """Read the checkpoint in `folder`."""
+    """Read the checkpoint in `folder`; a damaged one (a file missing, unreadable or of the wrong form) is a one-line SourceError.
+
+    Whether it fits the run that reads it is `bwsk.training.checkpoint_fit`'s question.
+    """
+    path = folder / "state.json"
     try:
-        state = json.loads((folder / "state.json").read_text())
-        weights = load_file(folder / "model.safetensors")
-        tensors = load_file(folder / "optimizer.safetensors")
-        rng = load_file(folder / "rng.safetensors")
-    except (OSError, ValueError) as error:
-        raise SourceError(f"{folder}: unreadable checkpoint ({error})") from None
-    return Checkpoint(weights, _optimizer_state(state["optimizer"], tensors), rng, state["trainer"], state.get("scaler"))
+        state = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError) as error:
+        raise SourceError(f"{path}: unreadable checkpoint state ({first_line(error)})") from None
+    if not (isinstance(state, dict) and isinstance(state.get("optimizer"), dict) and isinstance(state.get("scaler", {}), dict | None)):
+        raise SourceError(f"{path}: not a checkpoint's state (an object with optimizer, trainer and scaler)")
+    weights, tensors, rng = (read_tensors(folder / name) for name in ("model.safetensors", "optimizer.safetensors", "rng.safetensors"))
+    try:
+        optimizer = _optimizer_state(state["optimizer"], tensors)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise SourceError(f"{path}: not a checkpoint's optimizer state ({first_line(error)})") from None
+    return Checkpoint(weights, optimizer, rng, state.get("trainer"), state.get("scaler"))
 
 
 def save_weights(model: nn.Module, path: Path) -> None:
@@ -106,11 +115,11 @@ def write_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """A safetensors file's tensors, on the cpu."""
+    """A safetensors file's tensors, on the cpu; a missing, truncated or malformed file is a one-line SourceError."""
     try:
         return load_file(path)
-    except (OSError, ValueError) as error:
-        raise SourceError(f"{path}: unreadable weights ({error})") from None
+    except (OSError, ValueError, SafetensorError) as error:
+        raise SourceError(f"{path}: unreadable tensors ({first_line(error)})") from None
 
 
 def _write_folder(folder: Path, checkpoint: Checkpoint, model_config: Any) -> None:
@@ -137,7 +146,10 @@ def _split_optimizer_state(state_dict: dict[str, Any]) -> tuple[dict[str, torch.
 
 
 def _optimizer_state(saved: dict[str, Any], tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """The optimizer state dict rebuilt from `_split_optimizer_state`'s two halves."""
+    """The optimizer state dict rebuilt from `_split_optimizer_state`'s two halves (KeyError, TypeError or ValueError
+    where they are not of that form)."""
+    if not isinstance(saved["param_groups"], list) or not all(isinstance(group, dict) for group in saved["param_groups"]):
+        raise TypeError("param_groups is not a list of objects")
     state: dict[int, dict[str, Any]] = {int(index): dict(values) for index, values in saved["scalars"].items()}
     for key, tensor in tensors.items():
         index, name = key.split(".", 1)

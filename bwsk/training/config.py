@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,8 @@ import torch
 
 from bwsk.errors import BwskError
 from bwsk.training.distributed import STRATEGIES
+from bwsk.training.drift import DEFAULT_TOLERANCE
+from bwsk.training.field_types import is_number, require_field_types
 from bwsk.training.modes import MODES
 from bwsk.training.seam import require_known_kernels
 from bwsk.training.selective import DEFAULT_BUDGET
@@ -30,6 +33,8 @@ FINETUNE_LR = 5e-5
 SCRATCH_LR = 3e-4
 WARMUP_SHARE = 0.05
 SAVED_BEFORE_KNOB = {"kernels": "torch"}  # what runs saved before a knob existed ran with (they resume unchanged)
+MAX_SEED = 2**32 - 1  # the sampler mixes seed and epoch into one 64-bit generator seed; ranks add their index
+DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]{1,4})?")
 
 
 @dataclass(frozen=True)
@@ -58,11 +63,14 @@ class TrainConfig:
     checkpoint_every: int = 500
     budget: float = DEFAULT_BUDGET  # the analyzed mode's share of recomputable bytes kept
     drift_every: int = 100  # reversible runs: steps between rebuild-error measurements
+    drift_tolerance: float = DEFAULT_TOLERANCE  # reversible runs: rebuild error above which anchors or recompute are re-planned
     kernels: str = "auto"  # the reversible mode's seams: "torch", "triton", or "auto" (Triton on CUDA); see `modes.seam_kernels`
     device: str = "auto"  # under `distributed`: "cpu" for gloo on the cpu, else the GPU of each process's local rank (nccl)
     distributed: str | None = None  # "ddp" or "fsdp" under torchrun; batch_size is then per process
 
     def __post_init__(self) -> None:
+        """Every knob of the right type and in its range (a run.json is read back through here too)."""
+        require_field_types(TrainConfig, self.__dict__, _flag)
         if self.mode not in MODES:
             raise BwskError(f"unknown training mode {self.mode!r} (expected one of {', '.join(MODES)})")
         if self.distributed is not None and self.distributed not in STRATEGIES:
@@ -70,21 +78,28 @@ class TrainConfig:
         require_known_kernels(self.kernels)
         if self.precision not in PRECISIONS:
             raise BwskError(f"unknown precision {self.precision!r} (expected one of {', '.join(PRECISIONS)})")
+        if not DEVICE.fullmatch(self.device):
+            raise BwskError(f"unknown device {self.device!r} (expected auto, cpu, cuda or cuda:N)")
         positive = ("epochs", "max_steps", "batch_size", "seq_len", "eval_every", "eval_window", "eval_stride", "eval_batch_size")
         for name in (*positive, "checkpoint_every", "drift_every", "patience"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise BwskError(f"{name.replace('_', '-')} must be at least 1, not {value}")
-        finite = {
-            "lr": self.lr,
-            "weight_decay": self.weight_decay,
-            "grad_clip": self.grad_clip,
-            "budget": self.budget,
-            "adam_eps": self.adam_eps,
-        }
-        for name, value in finite.items():
+                raise BwskError(f"{_flag(name)} must be at least 1, not {value}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise BwskError(f"--seed must be from 0 to {MAX_SEED} (2**32 - 1), not {self.seed}")
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            raise BwskError(f"--warmup-steps must be at least 0, not {self.warmup_steps}")
+        for name in ("lr", "weight_decay", "grad_clip", "adam_eps"):
+            value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0):
-                raise BwskError(f"{name.replace('_', '-')} must be a finite number >= 0, not {value}")
+                raise BwskError(f"{_flag(name)} must be a finite number >= 0, not {value}")
+        if not self.drift_tolerance > 0:
+            raise BwskError(f"--drift-tolerance must be a number > 0, not {self.drift_tolerance}")
+        for name in ("min_lr_ratio", "budget"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise BwskError(f"{_flag(name)} must be from 0 to 1, not {getattr(self, name)}")
+        if not (isinstance(self.betas, tuple) and len(self.betas) == 2 and all(is_number(b) and 0 <= b < 1 for b in self.betas)):
+            raise BwskError(f"betas must be two numbers from 0 to below 1, not {self.betas}")
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
@@ -112,6 +127,13 @@ class TrainConfig:
         lr = self.lr if self.lr is not None else (FINETUNE_LR if pretrained else SCRATCH_LR)
         return dataclasses.replace(self, seq_len=seq, eval_window=window, eval_stride=stride, warmup_steps=warmup, lr=lr)
 
+    def require_seeds(self, seeds: int) -> None:
+        """Refuse `seeds` runs with seeds `seed`, `seed` + 1, ... unless there is at least one and the last is in range."""
+        if seeds < 1:
+            raise BwskError(f"--seeds must be at least 1, not {seeds}")
+        if self.seed + seeds - 1 > MAX_SEED:
+            raise BwskError(f"--seed {self.seed} with --seeds {seeds} would run seeds up to {self.seed + seeds - 1}, beyond {MAX_SEED}")
+
     def planned_steps(self, steps_per_epoch: int) -> int:
         """Optimizer steps the schedule is planned for: `max_steps`, else every batch of every epoch."""
         return self.max_steps if self.max_steps is not None else self.epochs * steps_per_epoch
@@ -120,14 +142,27 @@ class TrainConfig:
         return {**dataclasses.asdict(self), "betas": list(self.betas)}
 
     @classmethod
-    def from_json(cls, values: dict[str, Any]) -> TrainConfig:
-        """The config `to_json` wrote; one saved before a knob existed gets what that run did (kernels: torch seams)."""
+    def from_json(cls, values: Any) -> TrainConfig:
+        """The config `to_json` wrote; one saved before a knob existed gets what that run did (kernels: torch seams).
+
+        Anything else (not an object, unknown knobs, wrong types, values out of range) is a one-line BwskError.
+        """
+        if not isinstance(values, dict):
+            raise BwskError("the training settings are not a JSON object")
         values = {**SAVED_BEFORE_KNOB, **values}
         known = {field.name for field in dataclasses.fields(cls)}
         unknown = set(values) - known
         if unknown:
-            raise BwskError(f"unknown training setting(s) {', '.join(sorted(unknown))}")
-        return cls(**{**values, "betas": tuple(values.get("betas", (0.9, 0.999)))})
+            raise BwskError(f"unknown training setting(s) {', '.join(sorted(map(str, unknown)))}")
+        betas = values.get("betas", cls.betas)
+        if not isinstance(betas, list | tuple):
+            raise BwskError(f"betas must be two numbers from 0 to below 1, not {betas!r}")
+        return cls(**{**values, "betas": tuple(betas)})
+
+
+def _flag(name: str) -> str:
+    """The command-line flag of a knob."""
+    return "--" + name.replace("_", "-")
 
 
 def learning_rate(step: int, *, lr: float, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0) -> float:

@@ -4,17 +4,23 @@
     loss = model(input_ids, labels=input_ids).loss
     loss.backward()                             # activations of the layer stack: one stream pair per segment
     with plain_autograd(model): ...             # the same function with ordinary autograd (the reference)
+    model.save_pretrained(folder)               # the `bwsk_reversible` type (see `bwsk.training.hf_reversible`)
     reversible_runtime(model).report            # function gap, blocks, segments, sub-blocks of F and G
     set_kernels(model.cuda(), "auto")           # the seam arithmetic: Triton on CUDA (fused norms), torch elsewhere
 
 F and G of every layer come from the `couple` pass on the model's IR (see
 `bwsk.training.discover`): the attention half (norm + attention [+ dropout]) and
-the MLP half, sequential or parallel residual alike. The converted model is the
+the MLP half, sequential or parallel residual alike (on a parallel residual F is
+the half the model's code adds first: GPT-NeoX's MLP). The converted model is the
 same nn.Module (same class, parameters, state-dict keys, HF forward signature):
-the model's own code computes embeddings, attention mask and rotary embeddings;
-its first layer's forward is replaced by the whole reversible stack and the
-other layers' forwards pass the hidden state through. Both streams start as the
-embedding output h0; the final norm reads y1 + y2 - h0 (see `bwsk.training.stack`).
+the model's own code computes embeddings, attention masks and rotary embeddings.
+Every layer's forward records the side inputs it is called with (its own mask,
+sliding window, rotary embedding, ...) and passes the hidden state through; the
+last layer's call runs the whole reversible stack, each block with its own
+layer's side inputs. Both streams start as the embedding output h0; the final
+norm reads y1 + y2 - h0 (see `bwsk.training.stack`). A forward with gradients
+runs without a KV cache (`bwsk.training.kv_cache`); inference and `generate`
+keep the user's cache setting.
 
 A converted model computes a different function from the original (no exact
 reversible rewrite of a residual layer exists): the conversion reports the gap
@@ -32,11 +38,13 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel
 
 from bwsk.training.coupling import CouplingBlock, Half
 from bwsk.training.discover import LayerHalves, bind_layer_call, discover, example_ids
 from bwsk.training.drift import DriftMonitor
 from bwsk.training.errors import ConversionError
+from bwsk.training.kv_cache import cache_off_while_training
 from bwsk.training.seam import seam_for
 from bwsk.training.stack import ReversibleStack
 
@@ -82,26 +90,78 @@ class ReversibleRuntime:
         return None if self.stack.monitor is None else self.stack.monitor.last
 
 
-class StackEntry:
-    """The forward of the container's first layer: binds the layer call and runs the whole stack."""
+class StackRun:
+    """One forward through the layer container: every layer's side inputs, in order; the last layer's call runs the stack.
 
-    def __init__(self, layer: nn.Module, stack: ReversibleStack):
-        self.layer, self.stack = layer, stack
+    Invariant: the model calls layer 0, 1, ..., n-1 in order, each on the hidden state layer 0 received (the
+    layers before the last return it unchanged); anything else is refused in one line naming the layer.
+    """
+
+    def __init__(self, stack: ReversibleStack, layers: Sequence[LayerHalves]):
+        self.stack, self.layers = stack, tuple(layers)
+        self.paths = tuple(layer.layer for layer in self.layers)
+        self.hidden: torch.Tensor | None = None
+        self.sides: list[dict[str, Any]] = []
+
+    def enter(self, index: int, hidden: torch.Tensor, side: dict[str, Any]) -> torch.Tensor | tuple:
+        """Record layer `index`'s call; the last layer's returns the stack's output, the others `hidden` itself (as the
+        tuple's first element for a layer that returns a tuple; the rest None)."""
+        if index == 0:
+            self.hidden, self.sides = hidden, []
+        problem = self._problem(index, hidden, side)
+        if problem is not None:
+            self.hidden, self.sides = None, []
+            raise ConversionError(f"cannot run {self.paths[index]} in the reversible stack: {problem}")
+        self.sides.append(side)
+        out = hidden
+        if index == len(self.paths) - 1:
+            first, sides = self.hidden, self.sides
+            self.hidden, self.sides = None, []
+            out = self.stack(first, sides)
+        length = self.layers[index].outputs
+        return out if length is None else (out, *([None] * (length - 1)))
+
+    def _problem(self, index: int, hidden: torch.Tensor, side: dict[str, Any]) -> str | None:
+        if index != len(self.sides) or self.hidden is None:
+            expected = self.paths[len(self.sides)] if self.hidden is not None else self.paths[0]
+            return f"it was called before {expected} (the stack runs the layers in order, when the last one is called)"
+        if hidden is not self.hidden:
+            return (
+                f"its hidden state is not the one {self.paths[0]} received (the model changes it between layers, "
+                "which a stack running at the last layer cannot see)"
+            )
+        shared = next((name for name, value in side.items() if value is hidden), None)
+        if shared is not None:
+            return f"its side input {shared!r} is the hidden state itself, which only the stack computes"
+        return None
+
+
+class LayerEntry:
+    """The forward of layer `index` of the container: binds the call and hands it to the `StackRun`."""
+
+    def __init__(self, layer: nn.Module, index: int, run: StackRun):
+        self.layer, self.index, self.run = layer, index, run
 
     def __call__(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         hidden, side = bind_layer_call(self.layer, args, kwargs)
-        return self.stack(hidden, side)
+        return self.run.enter(self.index, hidden, side)
 
 
-class PassThrough:
-    """The forward of the other layers: the stack already ran them, so the hidden state passes unchanged."""
+class SaveAsReversible:
+    """A converted Hugging Face model's `save_pretrained`: writes the `bwsk_reversible` type, never the base architecture
+    (which would reload as a plain model computing another function)."""
 
-    def __init__(self, layer: nn.Module):
-        self.layer = layer
+    def __init__(self, model: nn.Module):
+        self.model = model
 
-    def __call__(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        hidden, _ = bind_layer_call(self.layer, args, kwargs)
-        return hidden
+    def __call__(self, save_directory: Any, *args: Any, **kwargs: Any) -> Any:
+        from bwsk.training.hf_reversible import as_pretrained
+
+        wrapper = as_pretrained(self.model)
+        state = kwargs.get("state_dict")
+        if state is not None:  # the wrapper holds the model under its base prefix
+            kwargs["state_dict"] = {f"{wrapper.base_model_prefix}.{name}": tensor for name, tensor in state.items()}
+        return wrapper.save_pretrained(save_directory, *args, **kwargs)
 
 
 def make_reversible(
@@ -110,7 +170,7 @@ def make_reversible(
     inplace: bool = False,
     kernels: str = "auto",
     anchors: int | Sequence[int] | None = None,
-    drift: DriftMonitor | None = None,
+    drift: DriftMonitor | bool = True,
     measure_gap: bool = True,
     layout: tuple[str, Sequence[LayerHalves]] | None = None,
 ) -> nn.Module:
@@ -121,7 +181,9 @@ def make_reversible(
     arithmetic (`set_kernels` switches it later); `anchors`: store the
     stream pair every k blocks (int) or before the given block indices;
     `drift`: a `DriftMonitor` measuring the rebuild error (and, with its
-    tolerance, re-planning anchors and recompute fallbacks). Raises
+    tolerance, re-planning anchors and recompute fallbacks); True (the default) for
+    `DriftMonitor()` (a sampled check every 100 steps, tolerance 1e-4), False for none.
+    Without `anchors`, anchors are placed by measurement here (`ReversibleStack.calibrate`). Raises
     `ConversionError` (one line) for what cannot be rebuilt. `layout`: (container, halves of
     each layer) from an earlier conversion's report, used instead of discovering them (a
     saved reversible model is rebuilt with exactly the coupling it was trained with).
@@ -137,10 +199,16 @@ def make_reversible(
         CouplingBlock(i, halves.layer, Half(target, halves.f, fuse_norm=fuse), Half(target, halves.g, fuse_norm=fuse), seam)
         for i, halves in enumerate(layers)
     ]
-    stack = ReversibleStack(blocks, anchors=anchors, monitor=drift)
-    modules = target.get_submodule(container)
-    for i, layer in enumerate(modules):
-        layer.forward = StackEntry(layer, stack) if i == 0 else PassThrough(layer)
+    stack = ReversibleStack(blocks, anchors=anchors, monitor=DriftMonitor() if drift is True else drift or None)
+    run = StackRun(stack, layers)
+    for i, layer in enumerate(target.get_submodule(container)):
+        layer.forward = LayerEntry(layer, i, run)
+    cache_off_while_training(target)
+    if anchors is None and (device := next(target.parameters()).device).type != "meta":
+        with torch.enable_grad():  # a model converted under no_grad is calibrated all the same
+            stack.calibrate(lambda: target(example_ids(target, device)).logits)
+    if isinstance(target, PreTrainedModel):
+        target.save_pretrained = SaveAsReversible(target)
     gap = None if reference is None else _relative_change(_logits(target), reference)
     report = ConversionReport(type(model).__name__, container, tuple(layers), COMBINATION, gap)
     setattr(target, RUNTIME_ATTRIBUTE, ReversibleRuntime(stack, report))

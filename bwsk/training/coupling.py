@@ -11,9 +11,10 @@ seam that fuses norms), the seam that produces the half's input also returns its
 norm, and the half starts at its second step: a half is called with its input
 *as the seam gave it* (`n`: the normalised stream, or the stream itself).
 
-Invariants: streams are fp32; a half receives its input cast to the model's
-compute dtype and its output is added in fp32 through the block's seam; the
-rebuild subtracts through the same seam, so it recovers x up to fp32 rounding.
+Invariants: streams keep the stack's stream dtype (float64 by default); a half
+receives its input cast to the model's compute dtype and its output is added in
+the stream dtype through the block's seam; the rebuild subtracts through the same
+seam, so it recovers x exactly with float64 streams (up to rounding with fp32 ones).
 """
 
 from __future__ import annotations
@@ -29,17 +30,22 @@ from torch import nn
 from bwsk.training.errors import ConversionError
 from bwsk.training.rng import StackSeeds
 from bwsk.training.seam import TorchSeam, TritonSeam
-from bwsk.training.seam_norm import SeamNorm, normalised, seam_norm_of
+from bwsk.training.seam_norm import SeamNorm, seam_norm_of
 
 RUNNING_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
 
 
 @dataclass(frozen=True)
 class Step:
-    """One sub-module call of a half: its module path and the side-input names its layer passed it as keywords."""
+    """One sub-module call of a half: its module path and the side-input names its layer passed it as keywords.
+
+    With `dropout` set, the step is a dropout the layer applies in its own code (`path` is the layer):
+    `F.dropout(h, dropout, training=layer.training)`.
+    """
 
     path: str
     keywords: tuple[str, ...] = ()
+    dropout: float | None = None
 
 
 def stateful_submodule(module: nn.Module) -> tuple[str, nn.Module] | None:
@@ -62,7 +68,7 @@ class Half:
         self.steps = tuple(steps)
         self.modules = tuple(root.get_submodule(step.path) for step in self.steps)
         for step, module in zip(self.steps, self.modules):
-            found = stateful_submodule(module)
+            found = stateful_submodule(module) if step.dropout is None else None
             if found is not None:
                 name, sub = found
                 where = f"{step.path}.{name}" if name else step.path
@@ -78,6 +84,9 @@ class Half:
         hidden = start.to(dtype)
         first = 0 if self.lead is None else 1
         for step, module in zip(self.steps[first:], self.modules[first:]):
+            if step.dropout is not None:
+                hidden = nn.functional.dropout(hidden, step.dropout, module.training)
+                continue
             out = module(hidden, **{name: side[name] for name in step.keywords if name in side})
             hidden = out[0] if isinstance(out, tuple) else out
         return hidden
@@ -88,7 +97,8 @@ class Half:
 
     def parameters(self) -> list[nn.Parameter]:
         """Unique parameters of the steps' modules, in step order."""
-        return list({id(p): p for module in self.modules for p in module.parameters()}.values())
+        modules = [module for step, module in zip(self.steps, self.modules) if step.dropout is None]
+        return list({id(p): p for module in modules for p in module.parameters()}.values())
 
 
 class CouplingBlock:
@@ -127,19 +137,19 @@ def run_blocks(
     blocks: Sequence[CouplingBlock],
     x1: torch.Tensor,
     x2: torch.Tensor,
-    side: Mapping[str, Any],
+    sides: Sequence[Mapping[str, Any]],
     dtype: torch.dtype,
     seeds: StackSeeds | None,
     before_block: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The blocks in order on the stream pair; each y2 seam also normalises for the next block's F.
+    """The blocks in order on the stream pair (block `index` reads `sides[index]`); each y2 seam also normalises for the next block's F.
 
     `before_block(index, x1, x2)` sees every block's input pair (the drift probe keeps them).
     """
-    n2 = normalised(x2, blocks[0].f.lead) if blocks else x2
+    n2 = blocks[0].seam.normalised(x2, blocks[0].f.lead) if blocks else x2
     for i, block in enumerate(blocks):
         if before_block is not None:
             before_block(block.index, x1, x2)
         after = blocks[i + 1].f.lead if i + 1 < len(blocks) else None
-        x1, x2, n2 = block.forward(x1, x2, n2, side, dtype, seeds, after)
+        x1, x2, n2 = block.forward(x1, x2, n2, sides[block.index], dtype, seeds, after)
     return x1, x2

@@ -14,6 +14,7 @@ Every `TextSplits` carries a one-line `description` of where each split came fro
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,14 @@ class TextSplits:
     valid: str
     test: str
     description: str
+
+    def sha256(self) -> str:
+        """A hash of the three texts (each length-prefixed, so text cannot move between splits unnoticed)."""
+        digest = hashlib.sha256()
+        for name in SPLITS:
+            data = getattr(self, name).encode("utf-8", "surrogatepass")
+            digest.update(len(data).to_bytes(8, "little") + data)
+        return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -88,14 +97,20 @@ def split_fractions(rule: str) -> tuple[float, float, float]:
     return parts[0] / 100, parts[1] / 100, parts[2] / 100
 
 
-def load_tokenizer(path: str | Path):
-    """A `tokenizers.Tokenizer` from a tokenizer.json file, or from a folder holding one."""
-    from tokenizers import Tokenizer
-
+def tokenizer_file(path: str | Path) -> Path:
+    """The tokenizer.json file `path` names: itself, or the one in the folder it names."""
     path = Path(path)
     file = path / "tokenizer.json" if path.is_dir() else path
     if not file.is_file():
         raise SourceError(f"{path}: no tokenizer.json there (pass --tokenizer PATH/tokenizer.json)")
+    return file
+
+
+def load_tokenizer(path: str | Path):
+    """A `tokenizers.Tokenizer` from a tokenizer.json file, or from a folder holding one."""
+    from tokenizers import Tokenizer
+
+    file = tokenizer_file(path)
     try:
         return Tokenizer.from_file(str(file))
     except Exception as error:

@@ -45,7 +45,7 @@ from bwsk.training.optimizer_step import TrainingDiverged
 from bwsk.training.progress import RunsProgress
 from bwsk.training.results import RunResult
 from bwsk.training.run_device import resolve_device
-from bwsk.training.run_folder import RUN_FILE
+from bwsk.training.run_folder import RUN_FILE, require_writable
 from bwsk.training.runs import PreparedData, RunSpec, prepare_data
 from bwsk.training.start import StartModel, load_start_model
 from bwsk.training.trainer import train
@@ -112,8 +112,7 @@ def run_experiment(
     """
     out = Path(out)
     variants = variant_grid(tuple(experiments), tuple(modes))
-    if seeds < 1:
-        raise BwskError(f"--seeds must be at least 1, not {seeds}")
+    config.require_seeds(seeds)
     seam_kernels(config.kernels, "reversible" if "reversible" in modes else modes[0], resolve_device(config.device))  # before any run
     _check_out(out, variants, force=force)
     data = prepare_data(spec)
@@ -135,7 +134,7 @@ def run_experiment(
                         pretrained=start.pretrained,
                         source=start.source,
                         tokenizer=data.tokenizer,
-                        inputs={"experiment": variant.experiment, "variant": variant.folder, **dataclasses.asdict(spec)},
+                        inputs={"experiment": variant.experiment, "variant": variant.folder, **spec.recorded(), "sha256": data.sha256},
                         force=force,
                         progress=progress,
                     )
@@ -150,6 +149,7 @@ def run_experiment(
                         f"interrupted in {variant.folder} seed {seed} at step {error.step}; the experiment wrote no {RESULTS_JSON} "
                         "(run it again with --force to start over)",
                         error.step,
+                        error.signum,
                     ) from None
                 runs.setdefault(variant.folder, []).append((folder.relative_to(out).as_posix(), result))
                 bar.advance()
@@ -178,6 +178,7 @@ class _Starts:
             layers=spec.layers,
             seed=seed,
             trust_remote_code=spec.trust_remote_code,
+            trust_pickle=spec.trust_pickle,
         )
         if finetune_modes and not self.base.pretrained:
             raise BwskError(
@@ -207,9 +208,9 @@ def random_init(model: nn.Module, seed: int) -> nn.Module:
 
 
 def _check_out(out: Path, variants: list[Variant], *, force: bool) -> None:
-    """Refuse an OUT that holds an experiment unless `force`; with `force`, remove the extra seed folders of this grid's variants."""
-    if out.exists() and not out.is_dir():
-        raise BwskError(f"{out}: exists and is not a folder")
+    """Refuse an OUT that holds an experiment, or cannot be written, unless `force`; with `force`, remove the extra seed
+    folders of this grid's variants. OUT itself is made by its first run, once every check has passed."""
+    require_writable(out)
     found = [name for name in (RESULTS_JSON, *(v.folder for v in variants)) if (out / name).exists()]
     if found and not force:
         raise BwskError(f"{out}: already holds an experiment ({found[0]}); pass --force to replace it")
@@ -217,7 +218,6 @@ def _check_out(out: Path, variants: list[Variant], *, force: bool) -> None:
         for extra in (out / variant.folder).glob(SEED_FOLDER.format("*")):
             if (extra / RUN_FILE).is_file():
                 shutil.rmtree(extra)
-    out.mkdir(parents=True, exist_ok=True)
 
 
 def _run_line(variant: Variant, seed: int, result: RunResult, *, done: int, total: int) -> str:

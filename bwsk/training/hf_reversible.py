@@ -43,9 +43,12 @@ def layout_to_json(model: nn.Module) -> dict[str, Any]:
     report = reversible_runtime(model).report
 
     def steps(found: tuple[Step, ...]) -> list[dict[str, Any]]:
-        return [{"path": step.path, "keywords": list(step.keywords)} for step in found]
+        return [{"path": s.path, "keywords": list(s.keywords), **({} if s.dropout is None else {"dropout": s.dropout})} for s in found]
 
-    layers = [{"layer": h.layer, "kind": h.kind, "f": steps(h.f), "g": steps(h.g)} for h in report.layers]
+    layers = [
+        {"layer": h.layer, "kind": h.kind, "f": steps(h.f), "g": steps(h.g), **({} if h.outputs is None else {"outputs": h.outputs})}
+        for h in report.layers
+    ]
     return {"format": LAYOUT_FORMAT, "container": report.container, "combination": report.combination, "layers": layers}
 
 
@@ -60,9 +63,12 @@ def layout_from_json(coupling: dict[str, Any] | None) -> tuple[str, list[LayerHa
         )
 
     def steps(found: list[dict[str, Any]]) -> tuple[Step, ...]:
-        return tuple(Step(step["path"], tuple(step["keywords"])) for step in found)
+        return tuple(Step(step["path"], tuple(step["keywords"]), step.get("dropout")) for step in found)
 
-    layers = [LayerHalves(layer["layer"], layer["kind"], steps(layer["f"]), steps(layer["g"])) for layer in coupling["layers"]]
+    layers = [
+        LayerHalves(layer["layer"], layer["kind"], steps(layer["f"]), steps(layer["g"]), layer.get("outputs"))
+        for layer in coupling["layers"]
+    ]
     return coupling["container"], layers
 
 

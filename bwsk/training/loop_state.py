@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
+
+from bwsk.errors import BwskError, SourceError
+from bwsk.training.field_types import is_count, is_number, require_field_types
 
 
 @dataclass
@@ -27,3 +30,52 @@ class LoopState:
     pending_validation: bool = False  # interrupted during the validation of `step`: it runs first on resume
     drift: dict[str, Any] | None = None
     evaluations: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, values: Any, where: str) -> LoopState:
+        """The state a checkpoint's state.json holds (`asdict` of one; `where` names it in messages); wrong types,
+        negative counts or missing positions are a one-line SourceError. Fields an older bwsk did not write take their defaults."""
+        if not isinstance(values, dict):
+            raise SourceError(f"{where}: not a JSON object")
+        unknown = sorted(set(values) - {field.name for field in fields(cls)})
+        if unknown:
+            raise SourceError(f"{where}: unknown field {unknown[0]!r}")
+        missing = [name for name in REQUIRED if name not in values]
+        if missing:
+            raise SourceError(f"{where}: no {missing[0]}")
+        try:
+            require_field_types(cls, values, lambda name: f"{where}.{name}")
+        except BwskError as error:
+            raise SourceError(error.message) from None
+        counts = [name for name in COUNTS if values.get(name) is not None and not is_count(values[name])]
+        if counts:
+            raise SourceError(f"{where}.{counts[0]} must be a whole number >= 0, not {values[counts[0]]!r}")
+        state = cls(**values)
+        state.evaluations = [_evaluation(record, where) for record in _list(state.evaluations, f"{where}.evaluations")]
+        if state.peak_memory_per_rank is not None and not all(
+            is_count(v) for v in _list(state.peak_memory_per_rank, f"{where}.peak_memory_per_rank")
+        ):
+            raise SourceError(f"{where}.peak_memory_per_rank must be whole numbers >= 0")
+        if state.drift is not None and not (
+            isinstance(state.drift, dict) and is_count(state.drift.get("step")) and is_number(state.drift.get("max_relative_error"))
+        ):
+            raise SourceError(f"{where}.drift must be an object with a step and a max_relative_error")
+        return state
+
+
+REQUIRED = ("step", "epoch", "batch", "tokens", "metrics_bytes", "evaluations")  # where the loop is: never defaulted
+COUNTS = ("step", "epoch", "batch", "tokens", "best_step", "stale_evaluations", "metrics_bytes", "peak_memory_bytes")
+EVALUATION = {"step": is_count, "split": lambda value: isinstance(value, str), "nll": is_number, "perplexity": is_number}
+
+
+def _list(value: Any, name: str) -> list:
+    if not isinstance(value, list):
+        raise SourceError(f"{name} must be a list, not {value!r}")
+    return value
+
+
+def _evaluation(record: Any, where: str) -> dict[str, Any]:
+    """One validation record: an object with a whole step, a split name and numeric nll and perplexity."""
+    if not (isinstance(record, dict) and all(check(record.get(key)) for key, check in EVALUATION.items())):
+        raise SourceError(f"{where}.evaluations: {record!r} is not an evaluation (step, split, nll, perplexity)")
+    return record

@@ -7,11 +7,13 @@ lines of a resumed run are those of an uninterrupted one (timing fields aside).
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
 
 from bwsk.errors import SourceError
+from bwsk.training.optimizer_step import TrainingDiverged
 
 TIMING_FIELDS = ("tokens_per_s", "step_seconds", "seconds", "peak_memory_bytes")
 
@@ -21,14 +23,21 @@ class MetricsLog:
 
     def __init__(self, path: Path, *, resume_at: int | None = None):
         self.path = path
-        if resume_at is not None:
-            if not path.is_file() or path.stat().st_size < resume_at:
-                raise SourceError(f"{path}: shorter than the checkpoint recorded ({resume_at} bytes); cannot resume its metrics")
-            with open(path, "r+b") as stream:
-                stream.truncate(resume_at)
-        self._stream = open(path, "ab")
+        try:
+            if resume_at is not None:
+                if not path.is_file() or path.stat().st_size < resume_at:
+                    raise SourceError(f"{path}: shorter than the checkpoint recorded ({resume_at} bytes); cannot resume its metrics")
+                with open(path, "r+b") as stream:
+                    stream.truncate(resume_at)
+            self._stream = open(path, "ab")
+        except OSError as error:
+            raise SourceError(f"{path}: cannot write ({error.strerror or error})") from None
 
     def append(self, record: dict[str, Any]) -> None:
+        """Write `record`; a NaN or infinite value in it is a diverged run (`TrainingDiverged`), never a line of the file."""
+        bad = [key for key, value in record.items() if isinstance(value, float) and not math.isfinite(value)]
+        if bad:
+            raise TrainingDiverged(f"{bad[0]} is {record[bad[0]]} at step {record.get('step')}; the run stopped, no results were written")
         self._stream.write((json.dumps(record, allow_nan=False) + "\n").encode())
         self._stream.flush()
 

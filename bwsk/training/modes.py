@@ -13,6 +13,10 @@
                 runs its own norm), "triton" (bwsk's fused seam kernels: the stream update and the
                 norm the next half starts with in one pass) or "auto" (Triton on CUDA, torch elsewhere).
 
+Checkpoint, analyzed and reversible run their graph-building forwards without a KV cache (the recompute
+would append to it a second time; see `bwsk.training.kv_cache`); inference and `generate` keep the
+user's cache setting. The attention implementation is the user's in every mode.
+
 The first three compute the same function as the model; modes are applied to a model
 once (a model already in a mode is refused). A model that is already reversible (converted,
 e.g. loaded from a `bwsk_reversible` folder) trains in the reversible mode as it is, in its own
@@ -35,13 +39,17 @@ from torch.utils.checkpoint import checkpoint
 
 import bwsk
 from bwsk.errors import BwskError
+from bwsk.frontend.zoo import max_positions, model_inputs
 from bwsk.passes.analysis import Analysis
+from bwsk.passes.memory import Memory
+from bwsk.training.kv_cache import cache_off_while_training
 from bwsk.training.layers import block_list, block_paths
 from bwsk.training.seam import require_known_kernels, seam_for
 from bwsk.training.selective import DEFAULT_BUDGET, SelectivePlan, plan_selective
 
 MODES = ("conventional", "checkpoint", "analyzed", "reversible")
 ANALYSIS_PASSES = ("classify", "partition", "couple", "memory")
+PLANNING_BATCH, PLANNING_SEQ = 2, 16
 
 
 @dataclass(frozen=True)
@@ -77,8 +85,8 @@ def apply_mode(
 ) -> nn.Module:
     """Put `model` in training mode `mode`; returns the model to train (the converted copy for `reversible`).
 
-    `analyzed` needs the analysis of the model, given or made from `example_input`
-    (the analysis is shape-specific: its prediction holds at that shape). `kernels`: the
+    `analyzed` needs the analysis of the model, given or made from `example_input` (default: `planning_input`;
+    the analysis is shape-specific: its prediction holds at that shape). `kernels`: the
     reversible mode's seam arithmetic, on the model's device (see `seam_kernels`).
     """
     if mode not in MODES:
@@ -100,17 +108,28 @@ def apply_mode(
     plan = None
     if mode == "analyzed":
         if analysis is None:
-            if example_input is None:
-                raise BwskError("the analyzed mode needs example_input (or an analysis) to plan what to store")
-            analysis = analyze_model(model, example_input)
+            analysis = analyze_model(model, planning_input(model) if example_input is None else example_input)
         plan = plan_selective(analysis, block_paths(model), budget=budget)
     for index, block in enumerate(blocks):
         options: dict[str, Any] = {"use_reentrant": False}
         if plan is not None:
             options["context_fn"] = plan.context_fn(index)
         block.forward = functools.partial(checkpoint, block.forward, **options)
+    cache_off_while_training(model)
     _APPLIED[model] = AppliedMode(mode, plan)
     return model
+
+
+def planning_input(model: nn.Module) -> tuple[torch.Tensor, ...]:
+    """The input the analyzed mode plans on when none is given: the model's main input at batch 2, sequence 16 (or
+    its position limit), random values (one-line BwskError for a model whose input bwsk cannot make: pass example_input).
+    """
+    config = getattr(model, "config", None)
+    if config is None:
+        raise BwskError(
+            f"the analyzed mode needs example_input (or an analysis) for a {type(model).__name__}: it has no config to make one from"
+        )
+    return model_inputs(model, batch=PLANNING_BATCH, seq=min(PLANNING_SEQ, max_positions(config) or PLANNING_SEQ))
 
 
 def seam_kernels(kernels: str, mode: str, device: torch.device | str) -> str | None:
@@ -166,4 +185,4 @@ def predicted_activation_bytes(analysis: Analysis, mode: str, plan: SelectivePla
         if plan is None:
             raise ValueError("the analyzed prediction is the plan's: pass the plan apply_mode made")
         return plan.predicted_bytes
-    return analysis.result("memory").modes[mode].stored
+    return analysis.result(Memory).modes[mode].stored

@@ -13,7 +13,9 @@ Invariants that users of earlier reversible libraries found broken:
 - every trainable parameter of the segment is an input of the Function, so it
   gets its gradient even when the streams do not require grad (frozen embeddings);
 - the rebuild runs under the autocast state captured in forward and with the
-  same per-half RNG seeds (dropout masks are replayed exactly);
+  same per-half RNG seeds (dropout masks are replayed exactly); with float64
+  streams the subtraction is exact too, so each half recomputes on the very
+  input it saw in forward and the gradients are plain autograd's;
 - under a sharding wrapper (FSDP2, `SegmentCall.sharded`) each half holds
   gathered parameter copies only while it runs; the rebuild then accumulates
   their gradients into `.grad` inside backward (so the wrapper's hooks reduce
@@ -38,7 +40,7 @@ from torch.utils._pytree import TreeSpec, tree_flatten, tree_unflatten
 from bwsk.training.coupling import CouplingBlock, run_blocks
 from bwsk.training.drift import DriftProbe
 from bwsk.training.rng import StackSeeds
-from bwsk.training.seam_norm import SeamNorm, normalised
+from bwsk.training.seam_norm import SeamNorm
 
 
 @dataclass(frozen=True)
@@ -62,26 +64,29 @@ class AutocastState:
 
 @dataclass(frozen=True)
 class SideInputs:
-    """Side inputs (mask, rotary cos/sin, ...) split into tensors (Function inputs) and the structure around them."""
+    """Side inputs (every block's mask, rotary cos/sin, ...) split into distinct tensors (Function inputs, each once
+    however many blocks share it: identity decides) and the structure around them."""
 
     spec: TreeSpec
     leaves: tuple[Any, ...]  # the non-tensor leaves; None where a tensor goes
-    is_tensor: tuple[bool, ...]
+    slots: tuple[int | None, ...]  # per leaf, the index of its tensor among the distinct tensors (None: not a tensor)
+    count: int  # distinct tensors
 
     @classmethod
-    def split(cls, side: dict[str, Any]) -> tuple[SideInputs, list[torch.Tensor]]:
+    def split(cls, side: Any) -> tuple[SideInputs, list[torch.Tensor]]:
         leaves, spec = tree_flatten(side)
-        is_tensor = tuple(isinstance(leaf, torch.Tensor) for leaf in leaves)
-        tensors = [leaf for leaf, tensor in zip(leaves, is_tensor) if tensor]
-        return cls(spec, tuple(None if tensor else leaf for leaf, tensor in zip(leaves, is_tensor)), is_tensor), tensors
+        slot_of: dict[int, int] = {}
+        tensors: list[torch.Tensor] = []
+        for leaf in leaves:
+            if isinstance(leaf, torch.Tensor) and id(leaf) not in slot_of:
+                slot_of[id(leaf)] = len(tensors)
+                tensors.append(leaf)
+        slots = tuple(slot_of[id(leaf)] if isinstance(leaf, torch.Tensor) else None for leaf in leaves)
+        kept = tuple(None if slot is not None else leaf for leaf, slot in zip(leaves, slots))
+        return cls(spec, kept, slots, len(tensors)), tensors
 
-    @property
-    def count(self) -> int:
-        return sum(self.is_tensor)
-
-    def join(self, tensors: Sequence[torch.Tensor]) -> dict[str, Any]:
-        values = iter(tensors)
-        return tree_unflatten([next(values) if tensor else leaf for leaf, tensor in zip(self.leaves, self.is_tensor)], self.spec)
+    def join(self, tensors: Sequence[torch.Tensor]) -> Any:
+        return tree_unflatten([leaf if slot is None else tensors[slot] for leaf, slot in zip(self.leaves, self.slots)], self.spec)
 
 
 @dataclass
@@ -133,7 +138,7 @@ class ReversibleFunction(torch.autograd.Function):
             """Run `half` on a leaf copy of its input `start` with a local graph; return (output, d start) and accumulate the rest."""
             leaf = start.detach().requires_grad_(True)
             with torch.enable_grad(), call.autocast.enter(), block.scope(call.seeds, which), _quiet_view_warning(call.sharded):
-                out = half(leaf, side, call.dtype)
+                out = half(leaf, side[block.index], call.dtype)
             if call.sharded:
                 return out.detach(), accumulated_grad(out, grad_out, leaf)
             params = [p for p in half.parameters() if id(p) in slot]
@@ -166,7 +171,7 @@ class ReversibleFunction(torch.autograd.Function):
             return leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
 
         blocks = call.blocks
-        n1 = normalised(y1, blocks[-1].g.lead)  # G's input as the forward seam gave it
+        n1 = blocks[-1].seam.normalised(y1, blocks[-1].g.lead)  # G's input as the forward seam gave it
         for k in reversed(range(len(blocks))):
             block = blocks[k]
             g, d_n1 = local_grad(block.g, n1, dy2, block, 1)

@@ -26,7 +26,9 @@ def resolve_device(name: str) -> torch.device:
     except RuntimeError:
         raise BwskError(f"unknown device {name!r} (expected auto, cpu, cuda or cuda:N)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise BwskError("--device cuda: no CUDA device on this machine")
+        raise BwskError(f"--device {name}: no CUDA device on this machine")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise BwskError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), numbered from 0")
     return device
 
 

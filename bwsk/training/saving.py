@@ -20,7 +20,8 @@ from torch import nn
 
 from bwsk.frontend.hugging_face import isolated_transformers
 from bwsk.training.checkpoint import save_weights, write_tensors
-from bwsk.training.hf_reversible import as_pretrained
+from bwsk.training.hf_reversible import MODEL_TYPE
+from bwsk.training.modes import is_reversible
 
 
 def save_model(model: nn.Module, folder: Path, *, tokenizer=None, weights: dict[str, torch.Tensor] | None = None) -> str:
@@ -48,11 +49,8 @@ def _write(model: nn.Module, folder: Path, tokenizer, weights: dict[str, torch.T
 
         PreTrainedTokenizerFast(tokenizer_object=tokenizer).save_pretrained(str(folder))
     if hasattr(model, "save_pretrained"):
-        pretrained = as_pretrained(model)
-        if weights is not None and pretrained is not model:  # the wrapper holds the model under its base prefix
-            weights = {f"{pretrained.base_model_prefix}.{name}": tensor for name, tensor in weights.items()}
-        pretrained.save_pretrained(str(folder), state_dict=weights)
-        return f"{type(pretrained).__name__} via save_pretrained (safetensors)"
+        model.save_pretrained(str(folder), state_dict=weights)  # a reversible model writes its own type (`SaveAsReversible`)
+        return f"{MODEL_TYPE if is_reversible(model) else type(model).__name__} via save_pretrained (safetensors)"
     if weights is not None:
         write_tensors(weights, folder / "model.safetensors")
     else:

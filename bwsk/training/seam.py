@@ -8,9 +8,12 @@ does the stream update and the normalisation in one pass over memory; in backwar
 pass) and returns the norm's weight and bias gradients. Every stream update goes
 through one seam object, so the autograd logic does not change with the arithmetic.
 
-Invariants: streams are fp32 whatever precision the half ran in; `add` and
-`subtract` return (fp32 stream of the input's shape, n), n being the stream itself
-when there is no norm.
+Invariants: the stream keeps its dtype (float64 by default, see `bwsk.training.stack`)
+whatever precision the half ran in, and the update is computed in it (at least fp32), so
+with float64 streams `subtract` inverts `add` exactly; `add` and `subtract` return
+(stream of the input's shape, n), n being the stream itself when there is no norm;
+`normalised(x, norm)` is the n that `add` or `subtract` gives for the stream value x, by
+the same arithmetic (a segment's first half starts from it, forward and rebuild alike).
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ class TorchSeam:
         y = stream + branch
         return y, normalised(y, norm)
 
+    def normalised(self, stream: torch.Tensor, norm: SeamNorm | None) -> torch.Tensor:
+        return normalised(stream, norm)
+
     def subtract(self, stream: torch.Tensor, branch: torch.Tensor, norm: SeamNorm | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         x = stream - branch
         return x, normalised(x, norm)
@@ -57,7 +63,7 @@ class TorchSeam:
 
 
 class TritonSeam:
-    """The seam as bwsk's generated Triton kernels (`bwsk.kernels.runtime`): one pass over memory, fp32 arithmetic."""
+    """The seam as bwsk's generated Triton kernels (`bwsk.kernels.runtime`): one pass over memory, the stream's arithmetic."""
 
     name = "triton"
     fuses_norms = True
@@ -71,6 +77,10 @@ class TritonSeam:
         from bwsk.kernels.runtime import seam_rebuild
 
         return seam_rebuild(stream, branch, *_norm_arguments(norm), kernels="triton")
+
+    def normalised(self, stream: torch.Tensor, norm: SeamNorm | None) -> torch.Tensor:
+        """The rebuild kernel's n of `stream` minus zero (bitwise the n a seam kernel gives for that stream value)."""
+        return stream if norm is None else self.subtract(stream, torch.zeros_like(stream), norm)[1]
 
     def norm_backward(
         self, value: torch.Tensor, grad_stream: torch.Tensor, grad_normed: torch.Tensor, norm: SeamNorm | None

@@ -26,6 +26,7 @@ of an operator's outputs).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +38,7 @@ from torch.utils.checkpoint import SAC_IGNORED_OPS, CheckpointPolicy, create_sel
 from bwsk.ir import ops
 from bwsk.passes.analysis import Analysis, layer_of
 from bwsk.passes.dataflow import Call
-from bwsk.passes.memory import Decision, Replay, fill_operands, replay
+from bwsk.passes.memory import Decision, Memory, Replay, fill_operands, replay
 from bwsk.passes.memory.saved_tensors import flat_outputs, storage_key
 
 DEFAULT_BUDGET = 0.5
@@ -144,11 +145,25 @@ def _expand(call: Call, replayed: Replay) -> tuple[list[tuple[Any, list[torch.Te
     return recorder.calls, saved, outputs, {storage_key(t) for t in operands}
 
 
+def _not_saved_when_mutated(steps: list[Step], outputs: list[list[int]]) -> list[Step]:
+    """`steps` with no save of a storage an in-place operator writes at or after that step (it is recomputed instead).
+
+    Selective checkpointing cannot cache such a tensor: it checks that a cached tensor's version does not change, and
+    autograd bumps the version of an in-place operator's output after the policy has seen it (dropout fills
+    `empty_like` with `bernoulli_`, then scales it with `div_`: its mask is recomputed, from the same RNG state).
+    """
+    written = {key: index for index, (step, keys) in enumerate(zip(steps, outputs)) if step.op._schema.is_mutable for key in keys}
+    return [
+        dataclasses.replace(step, save=False) if step.save and any(written.get(key, -1) >= index for key in keys) else step
+        for index, (step, keys) in enumerate(zip(steps, outputs))
+    ]
+
+
 class _Planner:
     def __init__(self, analysis: Analysis, blocks: list[str], budget: float):
         self.analysis = analysis
         self.replayed = replay(analysis)
-        decisions = analysis.result("memory").decisions
+        decisions = analysis.result(Memory).decisions
         self.block_index = {path: index for index, path in enumerate(blocks)}
         self.units = {d.storage: d for d in decisions if d.storage is not None}
         self.buffers = {d.call: d for d in decisions if d.storage is None}
@@ -199,7 +214,7 @@ class _Planner:
                 elif key in saved:
                     save = save or store_buffers
             steps.append(Step(op, save, nbytes, storage))
-        return steps
+        return _not_saved_when_mutated(steps, [[storage_key(t) for t in tensors] for _, tensors in dispatched])
 
     def plan(self, budget: float) -> SelectivePlan:
         kept = {id(d) for d in self.kept}

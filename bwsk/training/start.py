@@ -17,7 +17,8 @@ from torch import nn
 
 from bwsk.errors import SourceError
 from bwsk.frontend import zoo
-from bwsk.frontend.hugging_face import isolated_transformers, load_hf_directory, load_hub, read_config
+from bwsk.frontend.hf_files import read_config
+from bwsk.frontend.hugging_face import check_directory, isolated_transformers, load_hf_directory, load_hub
 from bwsk.frontend.sources import HUB_ID
 from bwsk.training.checkpoint import latest_checkpoint
 from bwsk.training.hf_reversible import MODEL_TYPE, load_reversible
@@ -42,16 +43,22 @@ def load_start_model(
     layers: int | None = None,
     seed: int = 0,
     trust_remote_code: bool = False,
+    trust_pickle: bool = False,
 ) -> StartModel:
-    """Load `spec` (see the module docstring). `vocab_size`: a zoo model's vocabulary grows to hold it (rounded up to 64)."""
+    """Load `spec` (see the module docstring). `vocab_size`: a zoo model's vocabulary grows to hold it (rounded up to 64).
+
+    A folder's own code (`auto_map`) runs only with `trust_remote_code`, pickled weights load only with `trust_pickle`.
+    """
     path = Path(spec)
     if path.is_dir():
         folder = latest_checkpoint(path) or path
-        if read_config(folder).get("model_type") == MODEL_TYPE:
+        config = read_config(folder)
+        if config.get("model_type") == MODEL_TYPE:
+            check_directory(folder, config, trust_pickle=False, trust_remote_code=False, device="cpu")  # safetensors only, no code
             with isolated_transformers():
                 start = StartModel(load_reversible(folder), True, f"reversible run {folder} ({MODEL_TYPE})")
         else:
-            model = load_hf_directory(folder, device="cpu", seed=seed, trust_remote_code=trust_remote_code)
+            model = load_hf_directory(folder, device="cpu", seed=seed, trust_remote_code=trust_remote_code, trust_pickle=trust_pickle)
             pretrained = any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
             start = StartModel(model, pretrained, f"Hugging Face directory {folder}")
     elif path.exists():
@@ -59,7 +66,7 @@ def load_start_model(
     elif spec in zoo.names():
         start = StartModel(_zoo_model(spec, vocab_size, tiny, layers, seed), False, f"zoo {spec}{' (tiny)' if tiny else ''}, random init")
     elif HUB_ID.fullmatch(spec):
-        start = StartModel(load_hub(spec, trust_remote_code=trust_remote_code), True, f"Hugging Face Hub {spec}")
+        start = StartModel(load_hub(spec, trust_remote_code=trust_remote_code, trust_pickle=trust_pickle), True, f"Hugging Face Hub {spec}")
     else:
         raise SourceError(f"{spec}: no such folder, zoo model ({', '.join(language_model_names())}) or Hub id (org/name)")
     _require_causal_lm(start.model, spec)

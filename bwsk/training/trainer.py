@@ -15,10 +15,11 @@ Invariants:
   - data order and RNG depend only on the seed and the step, and a checkpoint holds
     everything else, so a run resumed from any checkpoint ends with the weights and
     metrics (timing fields aside) of the uninterrupted run;
-  - SIGINT (Ctrl-C) finishes the current step, writes a checkpoint and raises
+  - SIGINT (Ctrl-C) or SIGTERM finishes the current step, writes a checkpoint and raises
     `TrainingInterrupted`, whose message is the command that resumes (under torchrun, the
-    same launcher: `bwsk.training.launcher`); a second SIGINT, or one during an evaluation,
+    same launcher: `bwsk.training.launcher`); a second signal, or one during an evaluation,
     interrupts at once (`bwsk.training.interrupt`);
+  - a checkpoint is checked against the run before it is loaded (`bwsk.training.checkpoint_fit`);
   - a checkpoint folder loads with `AutoModelForCausalLM` as the function being trained
     (a reversible run's as the `bwsk_reversible` model type);
   - peak memory is the CUDA allocator's maximum over training steps, or on the cpu
@@ -49,11 +50,12 @@ from torch import nn
 from bwsk.errors import BwskError
 from bwsk.frontend.zoo import max_positions
 from bwsk.training.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, read_tensors, save_checkpoint, write_tensors
+from bwsk.training.checkpoint_fit import require_checkpoint_fits, require_position_fits
 from bwsk.training.config import TrainConfig
 from bwsk.training.data import TokenSplits
 from bwsk.training.distributed import DistInfo, all_reduce_mean, broadcast_from_main, run_on_main, unwrap_model, wrap_model
 from bwsk.training.hf_reversible import saved_config
-from bwsk.training.interrupt import SigintFlag, TrainingInterrupted
+from bwsk.training.interrupt import InterruptFlag, TrainingInterrupted, stopped_by
 from bwsk.training.launcher import resume_command
 from bwsk.training.loop_state import LoopState
 from bwsk.training.metrics import MetricsLog
@@ -64,7 +66,7 @@ from bwsk.training.perplexity import Perplexity, perplexity
 from bwsk.training.progress import TrainingProgress
 from bwsk.training.results import RunResult
 from bwsk.training.run_device import describe_device, join_process_group, resolve_device, synchronized_time
-from bwsk.training.run_folder import CHECKPOINTS, METRICS_FILE, prepare_new, read_run_file, write_run_file
+from bwsk.training.run_folder import CHECKPOINTS, METRICS_FILE, prepare_new, read_run_file, require_writable, write_run_file
 from bwsk.training.sampler import BlockSampler
 from bwsk.training.saving import save_model
 from bwsk.training.whole_state import WholeState
@@ -91,11 +93,13 @@ def train(
 
     `inputs` (JSON) is stored in run.json for the caller to rebuild the run on `resume`
     (which needs the same `config`); `observer` sees every metrics record as it is written;
-    `progress`: a progress bar on stderr (None: when stderr is a TTY). Seams that cannot run on the run's
-    device (`config.kernels`, see `bwsk.training.modes.seam_kernels`) are refused before the folder is touched.
+    `progress`: a progress bar on stderr (None: when stderr is a TTY). Every refusal comes before the folder
+    is touched: a folder that cannot be written, seams that cannot run on the run's device (`config.kernels`,
+    see `bwsk.training.modes.seam_kernels`), a sequence the model cannot take, a checkpoint that does not fit.
     """
     out = Path(out)
-    require_mode_fits(model, config.mode)  # before the folder is touched
+    require_writable(out)  # every check comes before the folder is made: a refused run leaves none behind
+    require_mode_fits(model, config.mode)
     info = join_process_group(config)
     world_size = 1 if info is None else info.world_size
     seam_kernels(config.kernels, config.mode, resolve_device(config.device) if info is None else info.device)  # the seams run here
@@ -112,8 +116,8 @@ def train(
                 f"{out}: the run trained on {saved.get('world_size', 1)} process(es) and resumes only on as many (this job has {world_size})"
             )
 
-    run_on_main(prepare_folder, info)
     run = Run(model, splits, config, out, pretrained=pretrained, tokenizer=tokenizer, observer=observer, info=info)
+    run_on_main(prepare_folder, info)
     if not resume and run.whole.is_main:
         document = {"config": config.to_json(), "resolved": run.config.to_json(), "pretrained": pretrained, "source": source}
         write_run_file(out, {**document, "world_size": world_size, "data": splits.description, "inputs": inputs or {}})
@@ -156,7 +160,7 @@ class Run:
         self.update = OptimizerStep(self.model, self.config, planned_steps=self.planned, device=self.device, info=info)
         self.whole = WholeState(self.model, self.update.optimizer, info)
         self.state = LoopState()
-        self.sigint = SigintFlag(distributed=info is not None)
+        self.sigint = InterruptFlag(distributed=info is not None)
 
     def _reversible_runtime(self):
         if self.config.mode != "reversible":
@@ -165,7 +169,7 @@ class Run:
         from bwsk.training.drift import DriftMonitor
 
         runtime = reversible_runtime(unwrap_model(self.model))
-        runtime.stack.monitor = DriftMonitor(every=self.config.drift_every)
+        runtime.stack.monitor = DriftMonitor(every=self.config.drift_every, tolerance=self.config.drift_tolerance)
         return runtime
 
     # --- the loop -------------------------------------------------------------------------------------------
@@ -191,16 +195,21 @@ class Run:
                 self.metrics.close()
 
     def _restore(self, checkpoints: Path) -> None:
-        """Load the latest checkpoint (read by rank 0; every rank gets its state)."""
+        """Load the latest checkpoint (read and checked against this run by rank 0; every rank gets its state)."""
+        weights, rng, scaler = self.whole.weights(), self.whole.rng_states(), self.update.scaler_state()  # collectives: every rank
 
-        def read() -> Checkpoint:
+        def read() -> tuple[Checkpoint, LoopState]:
             folder = latest_checkpoint(checkpoints)
             if folder is None:
                 raise BwskError(f"{self.out}: no checkpoint to resume from (the run stopped before its first one)")
-            return load_checkpoint(folder)
+            checkpoint = load_checkpoint(folder)
+            state = LoopState.from_json(checkpoint.trainer, f"{folder / 'state.json'}: trainer")
+            require_position_fits(state, folder, batches_per_epoch=self.sampler.batches_per_epoch, world_size=self.world_size)
+            require_checkpoint_fits(checkpoint, folder, weights=weights, optimizer=self.update.optimizer, rng=rng, scaler=scaler)
+            return checkpoint, state
 
-        checkpoint = run_on_main(read, self.info)
-        self.state = LoopState(**self._from_main(checkpoint.trainer if checkpoint else None))
+        checkpoint, state = run_on_main(read, self.info) or (None, None)
+        self.state = LoopState(**self._from_main(asdict(state) if state else None))
         if self.state.peak_memory_per_rank is not None:
             self.state.peak_memory_bytes = self.state.peak_memory_per_rank[0 if self.info is None else self.info.rank]
         self.whole.load_weights(checkpoint.weights if checkpoint else {})
@@ -253,6 +262,7 @@ class Run:
         if drift is not None and (state.drift is None or state.drift["step"] != drift.step):
             state.drift = {"step": drift.step, "max_relative_error": drift.max_error}
             record["drift_max_relative_error"] = drift.max_error
+            record |= self.runtime.stack.drift_record(drift)
         self._record(record)
         self.bar.update(state.step, loss=loss, tokens_per_s=tokens / seconds, memory=state.peak_memory_bytes)
 
@@ -266,7 +276,9 @@ class Run:
         if self.sigint.raised:
             self._checkpoint()
             raise TrainingInterrupted(
-                f"interrupted at step {state.step}; checkpoint saved (continue with: {self._resume_command()})", state.step
+                f"{stopped_by(self.sigint.signum)} at step {state.step}; checkpoint saved (continue with: {self._resume_command()})",
+                state.step,
+                self.sigint.signum,
             )
         return stopped
 
@@ -304,16 +316,21 @@ class Run:
             state.pending_validation = True
             self._checkpoint()
             raise TrainingInterrupted(
-                f"interrupted during the validation at step {state.step}; checkpoint saved (continue with: {self._resume_command()})",
+                f"{stopped_by(self.sigint.signum)} during the validation at step {state.step}; "
+                f"checkpoint saved (continue with: {self._resume_command()})",
                 state.step,
+                self.sigint.signum,
             ) from None
         exclude_evaluation(self.device)
+        if not (math.isfinite(result.nll) and math.isfinite(result.perplexity)):  # before it reaches a file
+            raise TrainingDiverged(
+                f"the validation loss is {result.nll} (perplexity {result.perplexity}) at step {state.step}; "
+                "the run stopped, no results were written"
+            )
         record = {"step": state.step, "split": "valid", "nll": result.nll, "perplexity": result.perplexity}
         state.evaluations.append(record)
         self._record({**record, "seconds": time.perf_counter() - start})
         self.bar.note(f"step {state.step}: valid loss {result.nll:.4f}, perplexity {result.perplexity:.2f}")
-        if not math.isfinite(result.nll):
-            raise TrainingDiverged(f"the validation loss is {result.nll} at step {state.step}; the run stopped, no results were written")
         if state.best_valid_nll is None or result.nll < state.best_valid_nll:
             state.best_valid_nll, state.best_step, state.stale_evaluations = result.nll, state.step, 0
             weights = self.whole.weights()

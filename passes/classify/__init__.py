@@ -19,13 +19,12 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 
 from bwsk.ir.types import TupleType
-from bwsk.passes.analysis import Analysis, Classification
+from bwsk.passes.analysis import Analysis, Classification, Pass
 from bwsk.passes.classify.composite import Composite, judge_composites
 from bwsk.passes.classify.conditions import check_conditions
 from bwsk.passes.classify.rules import GETITEM, Verdict
 from bwsk.passes.classify.rules import classify as judge
 from bwsk.passes.dataflow import Call, Dataflow
-from bwsk.passes.registry import Pass, register
 
 
 @dataclass(frozen=True)
@@ -157,8 +156,7 @@ def _checked_conditions(analysis: Analysis, classes: dict[int, Classification]) 
     return updated
 
 
-@register
-class Classify(Pass):
+class Classify(Pass[ClassifyResult]):
     name = "classify"
     summary = "S/K verdict with a reason for every primitive call"
 
@@ -180,14 +178,3 @@ class Classify(Pass):
             unknown,
             tuple(composites),
         )
-
-    def notes(self, analysis: Analysis) -> dict[str, list[str]]:
-        notes: dict[str, list[str]] = defaultdict(list)
-        seen: set[tuple[str, str, str]] = set()
-        for call in analysis.calls:
-            verdict = analysis.classes[call.index]
-            line = f"classify: {call.target} {verdict.kind}: {verdict.reason}" + (f" [if {verdict.condition}]" if verdict.condition else "")
-            if (call.scope, call.target, line) not in seen:
-                seen.add((call.scope, call.target, line))
-                notes[call.scope].append(line)
-        return notes

@@ -77,6 +77,7 @@ def check_conditions(
     program: Program, flow: Dataflow, varying: Mapping[int, int], weights: Mapping[str, torch.Tensor], sizes: Mapping[str, int]
 ) -> dict[int, ConditionCheck]:
     """For each call index in `varying` (mapped to the argument position judged), the condition check, if one applies."""
+    flow.require_cpu_budget(weights, "checking conditions on the weights")
     capture = _Capture(set(varying))
     generator = torch.Generator().manual_seed(0)
     inputs = []

@@ -42,7 +42,7 @@ from bwsk.passes.classify.oracle_collisions import bisect
 from bwsk.passes.classify.oracle_operands import in_domain
 from bwsk.passes.classify.rules import GETITEM, operand_name
 from bwsk.passes.dataflow import Dataflow, meta_tensor
-from bwsk.passes.partition import Phase
+from bwsk.passes.partition import Partition, Phase
 
 MAX_INPUT_ELEMENTS = 4096
 MAX_JACOBIAN_ENTRIES = 16_000_000
@@ -161,6 +161,7 @@ def capture(
 
     State missing from `weights` is drawn at random, inside the domain the rules reading it assume.
     """
+    flow.require_cpu_budget(weights or {}, "--check-classification")
     generator = torch.Generator().manual_seed(seed)
     by_source = {v.source: v.id for v in flow.values.values() if v.source is not None}
     inputs = [
@@ -321,7 +322,7 @@ def check_phases(analysis: Analysis) -> list[PhaseCheck]:
     threads, rng = torch.get_num_threads(), torch.get_rng_state()
     torch.set_num_threads(1)  # tiny operands: thread pools only contend
     try:
-        for phase in analysis.result("partition").phases:
+        for phase in analysis.result(Partition).phases:
             if phase.kind != "S":
                 continue
             for varying in (v for v in phase.inputs if flow.values[v].activation):

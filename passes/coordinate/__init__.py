@@ -9,7 +9,7 @@ rule does not model) is *unknown*: it mixes every axis it sees, its result is
 taken as cut along all of them in every dimension, so what follows is costed
 conservatively; such ops are reported.
 
-Inputs, by rank unless the `inputs` option names their axes ("batch,sequence";
+Inputs, by rank unless `coordinate(flow, inputs)` names their axes ("batch,sequence";
 "-" for none): 1 [batch], 2 [batch, sequence] (token ids, masks), 3 [batch,
 sequence, hidden], 4 images [batch, hidden, sequence, sequence]: channels count
 as hidden, height and width as sequence-like space, and with one boundary per
@@ -28,14 +28,14 @@ all-reducing the shared input's gradient once, costs one (docs/analysis.md,
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from bwsk.errors import BwskError
 from bwsk.ir.types import TensorType, TupleType
-from bwsk.passes.analysis import Analysis, layer_of
+from bwsk.passes.analysis import Analysis, Pass, layer_of
 from bwsk.passes.coordinate.labels import (
     AXES,
     DEFAULT_INPUTS,
@@ -52,7 +52,6 @@ from bwsk.passes.coordinate.labels import (
 )
 from bwsk.passes.coordinate.rules import RULES, Site, pointwise, settle
 from bwsk.passes.dataflow import Dataflow
-from bwsk.passes.registry import Pass, register
 
 
 @dataclass(frozen=True)
@@ -68,16 +67,10 @@ class Coordination:
     reasons: dict[str, str] = field(default_factory=dict)  # for every axis in `mixes`, `needs_comm` or `backward_comm`
     unknown: bool = False
 
-    def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "mixes": list(self.mixes)}
-
 
 @dataclass(frozen=True)
 class CoordinateResult:
-    """Per-call records (by call index), per-axis totals, the ops without a rule, and the labels of every activation.
-
-    `to_json` lists only the calls that mix an axis or communicate.
-    """
+    """Per-call records (by call index), per-axis totals, the ops without a rule, and the labels of every activation."""
 
     calls: dict[int, Coordination]
     summary: dict[str, dict[str, Any]]  # axis -> {"calls", "per_layer", "kinds", "backward": the same for the backward}
@@ -92,17 +85,8 @@ class CoordinateResult:
         """The logical axes of each dimension of activation `value` (sorted names)."""
         return [sorted(axes_of(d)) for d in self.labels[value]]
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "axes": list(AXES),
-            "inputs": {name: list(axes) for name, axes in self.inputs.items()},
-            "summary": self.summary,
-            "unknown": list(self.unknown_targets),
-            "calls": [{"index": i, **r.to_json()} for i, r in sorted(self.calls.items()) if r.mixes or r.needs_comm or r.backward_comm],
-        }
 
-
-def input_axes(name: str, shape: Sequence[int], given: dict[str, str]) -> tuple[str, ...]:
+def input_axes(name: str, shape: Sequence[int], given: Mapping[str, str]) -> tuple[str, ...]:
     spec = given.get(name, DEFAULT_INPUTS.get(len(shape), ",".join("-" * len(shape))))
     names = tuple(part.strip() for part in spec.split(",")) if shape else ()
     if len(names) != len(shape) or not set(names) <= {*AXES, "-"}:
@@ -128,8 +112,12 @@ def label(site: Site) -> tuple[Labels | Items | None, str | None]:
         return fill(site.out, seen), why
 
 
-def coordinate(flow: Dataflow, given: dict[str, str]) -> CoordinateResult:
-    """Label every activation, keeping whole the column-parallel products that make communication other than a row-parallel one."""
+def coordinate(flow: Dataflow, inputs: Mapping[str, str] | None = None) -> CoordinateResult:
+    """Label every activation, keeping whole the column-parallel products that make communication other than a row-parallel one.
+
+    `inputs` names the axes of a program input's dimensions ("batch,sequence"; "-" for none) where the default by rank does not fit.
+    """
+    given = dict(inputs or {})
     whole: set[int] = set()
     while True:
         result = labelled(flow, given, whole)
@@ -165,7 +153,7 @@ def column_products_blamed(flow: Dataflow, result: CoordinateResult) -> set[int]
     return blamed
 
 
-def labelled(flow: Dataflow, given: dict[str, str], whole: set[int]) -> CoordinateResult:
+def labelled(flow: Dataflow, given: Mapping[str, str], whole: set[int]) -> CoordinateResult:
     """Label every activation from the inputs, call by call, and record what each call mixes and costs."""
     labels: dict[int, Labels | Items] = {}
 
@@ -217,28 +205,9 @@ def summarise(records: dict[int, Coordination]) -> dict[str, dict[str, Any]]:
     return {name: {**forward[name], "backward": backward[name]} for name in AXES}
 
 
-@register
-class Coordinate(Pass):
+class Coordinate(Pass[CoordinateResult]):
     name = "coordinate"
     summary = "logical axes (batch, sequence, hidden) each call mixes, and the communication sharding along each costs"
 
-    @classmethod
-    def options(cls) -> dict[str, Any]:
-        return {"inputs": {}}  # input name -> "batch,sequence,..." ("-" for a dimension without an axis)
-
     def run(self, analysis: Analysis) -> CoordinateResult:
-        return coordinate(analysis.flow, dict(self.config["inputs"]))
-
-    def notes(self, analysis: Analysis) -> dict[str, list[str]]:
-        result: CoordinateResult = analysis.result(self.name)
-        notes: dict[str, list[str]] = defaultdict(list)
-        for call in analysis.calls:
-            record = result.calls[call.index]
-            for name, why in record.reasons.items():
-                kind, back = record.needs_comm.get(name), record.backward_comm.get(name)
-                cost = f"{name}-sharding needs {kind}" if kind else f"local under {name}-sharding"
-                cost += f", {back} in backward" if back else ""
-                line = f"coordinate: {call.target} {'mixes' if name in record.mixes else 'moves'} {name} ({why}) -> {cost}"
-                if line not in notes[call.scope]:
-                    notes[call.scope].append(line)
-        return notes
+        return coordinate(analysis.flow)

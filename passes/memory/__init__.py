@@ -20,15 +20,12 @@ the training level, so pythia is predicted from the core IR.
 
 from __future__ import annotations
 
-from collections import defaultdict
-
-from bwsk.passes.analysis import Analysis
+from bwsk.passes.analysis import Analysis, Pass
 from bwsk.passes.memory.couplings import definition_values
 from bwsk.passes.memory.modes import plan
 from bwsk.passes.memory.operator_probe import Layout, Probed, fill_operands, probe_call
 from bwsk.passes.memory.result import DROPPED, MODES, Decision, LayerTotal, MemoryResult, ModeTotal, mode_total
 from bwsk.passes.memory.storages import Replay, Storage, replay
-from bwsk.passes.registry import Pass, register
 
 __all__ = [
     "DROPPED",
@@ -51,22 +48,10 @@ __all__ = [
 ]
 
 
-@register
-class Memory(Pass):
+class Memory(Pass[MemoryResult]):
     name = "memory"
     requires = ("classify", "partition")
     summary = "activation bytes backward needs: store, recompute or invert each; totals per training mode"
 
     def run(self, analysis: Analysis) -> MemoryResult:
         return plan(analysis)
-
-    def notes(self, analysis: Analysis) -> dict[str, list[str]]:
-        result: MemoryResult = analysis.result("memory")
-        notes: dict[str, list[str]] = defaultdict(list)
-        if analysis.program.defs:
-            totals = ", ".join(f"{mode} {total.total:,} B" for mode, total in result.modes.items())
-            notes[analysis.program.defs[0].name].append(f"memory: activation bytes for backward: {totals}")
-        for d in result.decisions:
-            shape = f"{d.type}, " if d.type else ""
-            notes[analysis.calls[d.call].scope].append(f"memory: {d.decision} {d.name} ({shape}{d.bytes:,} B): {d.reason}")
-        return dict(notes)

@@ -14,9 +14,11 @@ from typing import NamedTuple
 
 from bwsk.ir.types import TupleType
 from bwsk.passes.analysis import Analysis, layer_of
+from bwsk.passes.couple import Couple
 from bwsk.passes.memory.couplings import coupled_streams, definition_values
 from bwsk.passes.memory.result import DROPPED, Decision
 from bwsk.passes.memory.storages import Replay
+from bwsk.passes.partition import Partition
 
 
 class Choice(NamedTuple):
@@ -33,7 +35,7 @@ class Planner:
     def __init__(self, analysis: Analysis, replay: Replay):
         self.flow = analysis.flow
         self.replay = replay
-        partition = analysis.result("partition")
+        partition = analysis.result(Partition)
         self.phase_of: dict[int, int] = partition.phase_of
         self.phases = {phase.id: phase for phase in partition.phases}
         self.saver: dict[int, int] = {}  # storage -> first call saving it
@@ -51,7 +53,7 @@ class Planner:
                         self.phase_input.setdefault(storage, phase.id)
         definitions = definition_values(analysis)
         self.names = {value: f"%{name}" for name, value in definitions.items()}
-        self.streams = coupled_streams(self.flow, replay, definitions, analysis.results.get("couple") or [])
+        self.streams = coupled_streams(self.flow, replay, definitions, analysis.get(Couple) or [])
 
     def layer(self, call: int) -> str:
         return layer_of(self.flow.calls[call].module)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 MODES = ("conventional", "checkpoint", "analyzed", "reversible")
 
@@ -78,11 +78,3 @@ class MemoryResult:
     decisions: list[Decision]
     layers: list[LayerTotal]
     inexact: list[str]  # operators whose probe failed (every operand assumed saved)
-
-    def to_json(self) -> dict:
-        return {
-            "modes": {name: asdict(total) for name, total in self.modes.items()},
-            "decisions": [asdict(d) for d in self.decisions],
-            "layers": [asdict(layer) for layer in self.layers],
-            "inexact": list(self.inexact),
-        }

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bwsk.cli.compile import EXIT_MISMATCH, main
 from bwsk.passes.classify.check import ClassificationCheck
 from bwsk.passes.classify.phase_check import PhaseCheck
 
 
+@pytest.mark.slow
 def test_a_tiny_model_is_confirmed_verdict_by_verdict_and_phase_by_phase(capsys):
     assert main(["gpt2", "--tiny", "--layers", "1", "--seq", "8", "--check-classification"]) == 0
     out = capsys.readouterr().out

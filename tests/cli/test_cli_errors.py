@@ -90,6 +90,7 @@ def test_the_console_entry_reports_an_argparse_error_in_one_line(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_an_input_shape_the_model_rejects_is_one_line_without_torch_logs(tmp_path):
     torch.save(torch.nn.Linear(4, 4), tmp_path / "linear.pt")
     result = subprocess.run(

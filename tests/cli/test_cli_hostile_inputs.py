@@ -86,6 +86,7 @@ def test_saved_hugging_face_programs_lower_and_verify(tmp_path, capsys, name):
     assert parse((tmp_path / "out.bwsk").read_text()).inputs[0].type.shape == (1, 8)
 
 
+@pytest.mark.slow
 def test_a_saved_hugging_face_program_loads_in_a_fresh_process(tmp_path):
     """No transformers module is imported when the archive is read: bwsk registers the output type itself."""
     archive = tmp_path / "neox.pt2"

@@ -9,6 +9,7 @@ import shlex
 import sys
 
 import pytest
+from cli.train_runs import one_line_error, run
 from training.tiny_models import tiny_model
 from training.tiny_text import write_corpus
 
@@ -17,21 +18,6 @@ from bwsk.training.interrupt import TrainingInterrupted
 from bwsk.training.results import RESULTS_FILE
 
 FAST = ["--precision", "fp32", "--device", "cpu", "--seq-len", "16", "--max-steps", "3", "--lr", "3e-3"]
-
-
-def run(argv, capsys) -> tuple[int, str, str]:
-    try:
-        code = cli.main([str(a) for a in argv])
-    except SystemExit as stop:  # argparse errors leave through sys.exit
-        code = stop.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line_error(argv, capsys, code: int = 2) -> str:
-    got, out, err = run(argv, capsys)
-    assert got == code and len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
 
 
 @pytest.fixture

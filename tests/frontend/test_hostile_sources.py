@@ -29,9 +29,11 @@ from frontend.hostile_archives import (
     write_members,
     write_remote_code_directory,
 )
+from frontend.hostile_folders import HOSTILE_FOLDERS, edit_json_file, redirect_config
 
 from bwsk.errors import SourceError
-from bwsk.frontend import archive_check, hf_outputs, sources
+from bwsk.frontend import archive_check, hf_outputs, sources, zoo
+from bwsk.frontend.hf_files import read_config
 
 
 @pytest.fixture(scope="module")
@@ -295,3 +297,26 @@ def test_unreadable_inputs_are_one_line(tmp_path):
         sources.resolve("/proc/self/mem")
     with pytest.raises(SourceError, match="not a valid path"):
         sources.resolve("model\0.pt2")
+
+
+@pytest.mark.parametrize("case", HOSTILE_FOLDERS)
+def test_a_folder_is_checked_as_transformers_reads_it(tmp_path, case):
+    """The config transformers builds from and every weight file it reads are what bwsk checks."""
+    build, message = HOSTILE_FOLDERS[case]
+    marker, folder = tmp_path / "marker", tmp_path / "model"
+    zoo.build("pythia-70m", tiny=True, layers=1, device="cpu").save_pretrained(folder)
+    build(folder, marker)
+    with pytest.raises(SourceError, match=message) as caught:
+        sources.resolve(str(folder), seq=8)
+    assert "\n" not in str(caught.value) and not marker.exists()
+
+
+def test_the_config_read_is_the_one_transformers_builds_from(tmp_path):
+    from transformers import AutoConfig
+
+    zoo.build("pythia-70m", tiny=True, layers=1).config.save_pretrained(tmp_path)
+    honest = read_config(tmp_path)
+    redirect_config(tmp_path, {**honest, "num_hidden_layers": 3}, name="config.4.0.0.json")
+    (tmp_path / "config.999.0.0.json").write_text("{}")  # for a later transformers: not read by this one
+    edit_json_file(tmp_path / "config.json", lambda c: c["configuration_files"].append("config.999.0.0.json"))
+    assert read_config(tmp_path)["num_hidden_layers"] == 3 == AutoConfig.from_pretrained(tmp_path).num_hidden_layers

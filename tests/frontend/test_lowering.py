@@ -6,9 +6,9 @@ import re
 
 import pytest
 import torch
+from zoo_exports import tiny_compiled, tiny_program, zoo_sweep
 
 from bwsk.errors import LoweringError
-from bwsk.frontend import zoo
 from bwsk.frontend.compile import compile_source, lower, state_tensors
 from bwsk.frontend.faithfulness import faithfulness
 from bwsk.ir.parser import parse
@@ -16,9 +16,9 @@ from bwsk.ir.printer import print_program
 from bwsk.ir.terms import App, Comb, Ref, spine
 
 
-@pytest.mark.parametrize("name", zoo.names())
+@pytest.mark.parametrize("name", zoo_sweep())
 def test_every_zoo_model_lowers_prints_parses_and_matches_its_export(name):
-    compiled = compile_source(name, tiny=True, layers=2, device="cpu", seq=16, progress=False)
+    compiled = tiny_compiled(name, device="cpu")
     text = print_program(compiled.program)
     assert parse(text) == compiled.program
     assert print_program(parse(text)) == text
@@ -29,7 +29,7 @@ def test_every_zoo_model_lowers_prints_parses_and_matches_its_export(name):
 
 @pytest.mark.parametrize("name", ["pythia-70m", "gpt2", "smollm-135m", "bert-base", "resnet18"])
 def test_residual_blocks_read_as_S_terms(name):
-    program = compile_source(name, tiny=True, layers=2, device="meta", seq=16, progress=False).program
+    program = tiny_program(name)
     residuals = []
     for definition in program.defs:
         head, args = spine(definition.term)
@@ -38,17 +38,17 @@ def test_residual_blocks_read_as_S_terms(name):
     assert len(residuals) >= 2, residuals
 
 
-@pytest.mark.parametrize("name", zoo.names())
+@pytest.mark.parametrize("name", zoo_sweep())
 def test_every_zoo_model_lowers_at_the_training_level_too(name):
     """Grad-mode wrappers (e.g. rotary embeddings under no_grad) are inlined, so every model lowers."""
-    compiled = compile_source(name, level="training", tiny=True, layers=1, device="cpu", seq=8, progress=False)
+    compiled = tiny_compiled(name, "training", device="cpu")
     assert compiled.program.attr("level") == "training"
     assert "wrap_with" not in print_program(compiled.program)
     assert faithfulness(compiled).ok
 
 
 def test_training_level_is_recorded_and_faithful():
-    compiled = compile_source("gpt2", level="training", tiny=True, layers=1, device="cpu", seq=8, progress=False)
+    compiled = tiny_compiled("gpt2", "training", device="cpu")
     assert compiled.program.attr("level") == "training"
     ops = {m.group(1) for m in re.finditer(r"(aten\.[a-z_0-9]+\.[A-Za-z_0-9]+)", print_program(compiled.program))}
     assert "aten.linear.default" in ops  # not decomposed at the training level
@@ -70,7 +70,7 @@ def test_dynamic_batch_prints_a_symbolic_dimension_and_evaluates_at_two_sizes():
 
 
 def test_a_tied_weight_stays_one_reference():
-    compiled = compile_source("smollm-135m", tiny=True, layers=1, device="cpu", seq=8, progress=False)
+    compiled = tiny_compiled("smollm-135m", device="cpu")
     text = print_program(compiled.program)
     tied = [s.name for s in compiled.program.state if "embed_tokens" in s.name or "lm_head" in s.name]
     assert len(tied) == 1, tied
@@ -78,6 +78,7 @@ def test_a_tied_weight_stays_one_reference():
     assert faithfulness(compiled).ok
 
 
+@pytest.mark.slow
 def test_full_size_pythia_410m_lowers_from_the_meta_device_without_weights():
     compiled = compile_source("pythia-410m", device="meta", seq=128, progress=False)
     assert all(t.device.type == "meta" for t in compiled.state.values())

@@ -175,6 +175,18 @@ def test_hf_directory_with_weights_loads_them(tmp_path):
     torch.testing.assert_close(resolved.program.module()(ids), zoo.traceable(saved)(ids))
 
 
+def test_hf_directory_with_sharded_weights_loads_every_shard_its_index_names(tmp_path):
+    from bwsk.frontend.hf_files import read_config, weight_files
+
+    saved = zoo.build("pythia-70m", tiny=True, layers=1, device="cpu", seed=5)
+    saved.save_pretrained(tmp_path / "sharded", max_shard_size="100KB")
+    shards = weight_files(tmp_path / "sharded", read_config(tmp_path / "sharded"), trust_pickle=False)
+    assert len(shards) > 1 and sorted(shards) == sorted((tmp_path / "sharded").glob("model-*.safetensors"))
+    loaded = sources.resolve(str(tmp_path / "sharded"), seq=8).module.model
+    for key, value in saved.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+
+
 def test_hf_directory_without_weights_is_randomly_initialised(tmp_path):
     zoo.build("pythia-70m", tiny=True, layers=1).config.save_pretrained(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
@@ -190,7 +202,7 @@ def test_hf_directory_with_pickled_weights_is_refused(tmp_path):
     zoo.build("pythia-70m", tiny=True, layers=1).config.save_pretrained(tmp_path)
     marker = tmp_path.parent / "marker"
     write_armed(tmp_path / "pytorch_model.bin", marker, "torch-save-zip")
-    with pytest.raises(SourceError, match=r"refusing to unpickle the \*\.bin weights"):
+    with pytest.raises(SourceError, match=r"refusing to unpickle the weights in .*torch.load pytorch_model.bin"):
         sources.resolve(str(tmp_path))
     assert not marker.exists()
 

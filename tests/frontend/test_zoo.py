@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from zoo_exports import SEQ, tiny_compiled, zoo_sweep
 
 from bwsk.errors import SourceError
 from bwsk.frontend import zoo
@@ -30,18 +31,17 @@ def test_names_are_the_published_zoo():
         assert entry.source
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", zoo_sweep())
 def test_tiny_two_layer_model_exports_and_matches_eager(name):
-    model = zoo.build(name, tiny=True, layers=2, device="cpu")
-    args = zoo.example_inputs(name, model, batch=1, seq=16)
-    eager = zoo.traceable(model)
+    source = tiny_compiled(name, device="cpu").source  # the export the lowering and pass tests share
+    eager, args = source.module, source.example_inputs
+    assert eager is zoo.traceable(eager) and args[0].shape[0] == 1
+    torch.testing.assert_close(source.program.module()(*args), eager(*args))
 
-    program = zoo.export(model, args)
-    torch.testing.assert_close(program.module()(*args), eager(*args))
-
-    dynamic = zoo.export(model, args, dynamic_batch=True)
+    dynamic = zoo.export(eager, args, dynamic_batch=True)
     assert dynamic.example_inputs[0] == args
-    bigger = zoo.example_inputs(name, model, batch=3, seq=16, seed=1)
+    model = eager.model if isinstance(eager, zoo.TensorOutputs) else eager
+    bigger = zoo.example_inputs(name, model, batch=3, seq=SEQ, seed=1)
     for inputs in (args, bigger):
         torch.testing.assert_close(dynamic.module()(*inputs), eager(*inputs))
 
@@ -94,6 +94,7 @@ def test_full_size_has_the_published_parameter_count(name, parameters):
     assert sum(p.numel() for p in model.parameters()) == parameters
 
 
+@pytest.mark.slow
 def test_full_size_pythia_410m_exports_on_meta():
     model = zoo.build("pythia-410m")
     args = zoo.example_inputs("pythia-410m", model)

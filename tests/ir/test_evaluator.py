@@ -12,7 +12,7 @@ from paths import EXAMPLES
 from torch.testing import assert_close
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from bwsk.ir.evaluator import Closure, EvaluationError, evaluate_term
+from bwsk.ir.evaluator import Closure, EvaluationError, evaluate, evaluate_term
 from bwsk.ir.parser import parse
 from bwsk.ir.terms import HOLE, App, B, C, I, K, Prim, Ref, S, W, apply
 
@@ -268,3 +268,27 @@ def test_applying_a_value_is_an_evaluation_error(rng: torch.Generator) -> None:
     with pytest.raises(EvaluationError) as info:
         evaluate_term(App(Ref("value", "a"), Ref("value", "a")), values={"a": rand(rng, 2)})
     assert one_line_error(info) == "a Tensor value is applied to an argument"
+
+
+# ---- the evaluation device -------------------------------------------------------------------
+
+BIG = "[20000, 20000]"  # 1.6 GB in f32, were it allocated
+CONSTRUCTORS = {
+    "no-device": f"aten.ones.default({BIG})",
+    "device-literal": f'aten.full.default({BIG}, 1.0, device=device("cpu"))',
+    "device-string": f'aten.empty.memory_format({BIG}, device="cpu")',
+    "positional-device": f'aten.to.device(aten.zeros.default({BIG}), "cpu", f32)',
+    "prims": f'prims.full.default({BIG}, 1.0, dtype=f32, device=device("cpu"), requires_grad=false)',
+    "like-an-input": f"aten.new_ones.default(%x, {BIG})",
+}
+
+
+@pytest.mark.parametrize("term", CONSTRUCTORS.values(), ids=CONSTRUCTORS.keys())
+def test_every_device_argument_becomes_the_evaluation_device(term: str) -> None:
+    """However a constructor names its device (or does not), on "meta" it allocates nothing; on the CPU it runs there."""
+    program = parse(f'program "c"\ninput %x : f32[2]\n%c = {term}\noutput %c : f32[20000, 20000]\n', verify=False)
+    on_meta = evaluate(program, [torch.empty(2, device="meta")], {}, device=torch.device("meta"))
+    assert on_meta.device.type == "meta" and on_meta.shape == (20000, 20000)
+    small = parse(f'program "c"\ninput %x : f32[2]\n%c = {term.replace(BIG, "[2, 3]")}\noutput %c : f32[2, 3]\n', verify=False)
+    on_cpu = evaluate(small, [torch.empty(2, device="meta")], {}, device=torch.device("cpu"))
+    assert on_cpu.device.type == "cpu" and on_cpu.shape == (2, 3)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.distributed._tools.mem_tracker import MemTracker
 
 from bwsk.cli.compile import main
 from bwsk.errors import ParseError
@@ -23,6 +24,8 @@ from bwsk.ir.dims import MAX_DEPTH
 from bwsk.ir.lexer import MAX_NESTING
 from bwsk.ir.parser import parse
 from bwsk.ir.printer import print_program
+from bwsk.passes.classify.check import check_verdicts
+from bwsk.passes.dataflow import trace
 
 MARKER = "PWNED"  # created in the working folder by any payload below that ran
 HEADER = 'program "p"\ninput %x : f32[2]\n'  # the case under test starts on line 3
@@ -168,3 +171,58 @@ def test_the_limits_leave_room_for_deep_but_legal_programs() -> None:
         parse(HEADER + f"%y = {nested('aten.neg.default(', '%x', ')', depth + 1)}\n")
     with pytest.raises(ParseError, match="more than 256 arguments"):
         parse(HEADER + f"%z = I {long_spine}\n")
+
+
+def cpu_peak_bytes(run) -> tuple[object, int]:
+    """`run()`'s result and the most bytes of CPU tensors alive while it ran (MemTracker)."""
+    tracker = MemTracker()
+    with tracker:
+        result = run()
+    peak = tracker.get_tracker_snapshot("peak")
+    return result, peak.get(torch.device("cpu"), {}).get("Total", 0)
+
+
+GIGABYTES_OF_ONES = {  # 1.6 GB of f32 if a constructor allocated on the CPU
+    "no-device": "aten.ones.default([20000, 20000])",
+    "device-named-by-a-string": 'aten.full.default([20000, 20000], 1.0, device="cpu")',
+}
+
+
+@pytest.mark.parametrize("term", GIGABYTES_OF_ONES.values(), ids=GIGABYTES_OF_ONES.keys())
+def test_the_analysis_evaluates_constructors_on_the_meta_device(term: str, tmp_path: Path) -> None:
+    source = tmp_path / "ones.bwsk"
+    source.write_text(HEADER + f"%y : f32[2] = aten.add.Tensor(%x, aten.sum.default({term}))\noutput %y : f32[2]\n")
+    code, peak = cpu_peak_bytes(lambda: main([str(source), "--emit", "json", "-o", str(tmp_path / "out.json")]))
+    assert code == 0 and (tmp_path / "out.json").exists()
+    assert peak < 2**20, f"{peak:,} bytes of CPU tensors"
+
+
+CPU_RUNS_OVER_BUDGET = {  # --check-classification runs the program on the CPU: 8 GB of tensors each
+    "declared-input": "input %n : f32[65536, 32768]\n%y : f32[2] = aten.add.Tensor(%x, aten.sum.default(%n))\n",
+    "constructor": "%y : f32[2] = aten.add.Tensor(%x, aten.sum.default(aten.ones.default([65536, 32768])))\n",
+}
+
+
+@pytest.mark.parametrize("text", CPU_RUNS_OVER_BUDGET.values(), ids=CPU_RUNS_OVER_BUDGET.keys())
+def test_a_cpu_check_over_the_byte_budget_is_refused_before_it_allocates(text: str, tmp_path: Path, capsys) -> None:
+    source = tmp_path / "big.bwsk"
+    source.write_text(HEADER + text + "output %y : f32[2]\n")
+    code, peak = cpu_peak_bytes(lambda: main([str(source), "--check-classification"]))
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "--check-classification would run it on the CPU with 8,589,934,6" in err and "(at most 2**32)" in err
+    assert peak < 2**20, f"{peak:,} bytes of CPU tensors"
+
+
+BROADCASTS = {  # 1024 elements in, 2**26 out: a Jacobian of 2**34 entries were it checked
+    "expand": "aten.expand.default(%x, [65536, 1024])",
+    "repeat": "aten.repeat.default(%x, [65536, 1])",
+}
+
+
+@pytest.mark.parametrize("term", BROADCASTS.values(), ids=BROADCASTS.keys())
+def test_a_verdict_whose_jacobian_would_be_huge_is_skipped(term: str) -> None:
+    """A small operand with a huge output is within the byte budget, but its Jacobian is not computed."""
+    program = parse(f'program "p"\ninput %x : f32[1, 1024]\n%y : f32[65536, 1024] = {term}\noutput %y : f32[65536, 1024]\n')
+    [(_, _, _, evidence, outcome)] = check_verdicts(trace(program))
+    assert (evidence, outcome) == ("the output has 67,108,864 elements", "skipped")

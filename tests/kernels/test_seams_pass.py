@@ -1,4 +1,4 @@
-"""The `seams` pass finds each coupling's seam norms in the IR; `emit_triton` writes a module whose kernels are correct."""
+"""The `seams` pass finds each coupling's seam norms in the IR; `codegen.emit_model` of them writes a module whose kernels are correct."""
 
 import functools
 
@@ -7,9 +7,10 @@ import torch
 from seam_checks import check_against_reference, operands
 
 import bwsk
-from bwsk.kernels import cache, runtime
+from bwsk.kernels import cache, codegen, runtime
 from bwsk.kernels.patterns import SeamPattern
-from bwsk.passes.seams import emit_triton, find_seams
+from bwsk.passes.couple import Couple
+from bwsk.passes.seams import find_seams
 
 LAYERNORM = SeamPattern("add", "layernorm", True, True, 1e-5)
 RMSNORM = SeamPattern("add", "rmsnorm", True, False, 1e-5)
@@ -23,7 +24,7 @@ def analysed(model: str, level: str):
 @pytest.mark.parametrize("level", ["core", "training"])
 def test_pythia_seams_are_layer_norms_of_the_consumer(level):
     analysis = analysed("pythia-70m", level)
-    seams = find_seams(analysis, analysis.result("couple"))
+    seams = find_seams(analysis, analysis.result(Couple))
     assert [(s.block, s.stream) for s in seams] == [(f"gpt_neox.layers.{i}", stream) for i in (0, 1) for stream in ("y1", "y2")]
     assert {s.pattern for s in seams} == {LAYERNORM}
     # The parallel residual's G half (attention) starts with input_layernorm; y2 feeds the next block's F (the MLP) or the final norm.
@@ -39,7 +40,7 @@ def test_pythia_seams_are_layer_norms_of_the_consumer(level):
 @pytest.mark.parametrize("level", ["core", "training"])
 def test_smollm_seams_are_rms_norms_recognised_from_their_arithmetic(level):
     analysis = analysed("smollm-135m", level)
-    seams = find_seams(analysis, analysis.result("couple"))
+    seams = find_seams(analysis, analysis.result(Couple))
     assert {s.pattern for s in seams} == {RMSNORM}
     assert [s.weight for s in seams] == [
         "@model.layers.0.post_attention_layernorm.weight",
@@ -53,9 +54,10 @@ def test_smollm_seams_are_rms_norms_recognised_from_their_arithmetic(level):
 @pytest.mark.parametrize("model, pattern", [("pythia-70m", LAYERNORM), ("smollm-135m", RMSNORM)])
 def test_emitted_module_imports_and_its_kernels_match_the_reference(model, pattern):
     analysis = analysed(model, "core")
-    text = emit_triton(analysis)
+    seams = find_seams(analysis, analysis.result(Couple))
+    text = codegen.emit_model(analysis.program.name, seams)
     assert text.count("@triton.jit") == 3
-    assert all(f"#   {model} {seam.block} ({seam.stream})\n" in text for seam in analysis.result("seams"))
+    assert all(f"#   {model} {seam.block} ({seam.stream})\n" in text for seam in seams)
     module = cache.load(text)
     assert list(module.PATTERNS) == [pattern.name]
     kernels = runtime.kernels_in(module, pattern)

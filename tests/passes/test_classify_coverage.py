@@ -1,7 +1,8 @@
-"""Core ATen coverage: every `core` operator has a rule, and on torch's OpInfo samples the oracle agrees.
+"""Core ATen coverage: on torch's OpInfo samples of every `core` operator, the oracle agrees with the rules.
 
 The samples come from torch.testing's op_db (shapes and arguments torch itself tests); the oracle
-draws fresh values. One harvest serves every test in this module (about half a minute).
+draws fresh values. One harvest serves every test in this module (about a minute); the module is
+marked `opinfo`, which `make test` runs and `make test-fast` leaves out.
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ import pytest
 from paths import ROOT
 
 from bwsk.passes.classify.coverage import Sample, core_targets, judge_samples, sample_calls
-from bwsk.passes.classify.rules import covered_targets
 from bwsk.render.markdown import section_body
 
 pytest.importorskip("expecttest", reason="torch's OpInfo database imports expecttest")
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.opinfo
 
 # K verdicts whose witness the oracle's searches do not construct (the reason names the collision).
 WITNESS_GAPS = {
@@ -42,12 +42,6 @@ def samples() -> list[Sample]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return judge_samples(sample_calls())
-
-
-def test_every_core_operator_has_a_rule() -> None:
-    missing = [t for t in core_targets() if t not in covered_targets()]
-    assert not missing
-    assert len(core_targets()) > 150
 
 
 def test_every_rule_is_exercised(samples: list[Sample]) -> None:

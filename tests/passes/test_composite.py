@@ -9,12 +9,13 @@ import pytest
 import torch
 from lambda_module import Lambda
 from torch import nn
+from zoo_exports import tiny_program
 
 import bwsk
-from bwsk.frontend.compile import compile_source
-from bwsk.passes import PassManager
 from bwsk.passes.analysis import Analysis
+from bwsk.passes.classify import Classify
 from bwsk.passes.classify.composite import GELU_TANH, SILU, SQUARE
+from bwsk.passes.manager import PassManager
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -39,7 +40,7 @@ class Rotary(nn.Module):
 def verdicts(fn_or_module, shape=(4, 8), level: str = "core") -> dict[str, list[tuple[str, str]]]:
     module = fn_or_module if isinstance(fn_or_module, nn.Module) else Lambda(fn_or_module)
     program = bwsk.lower_module(module, (torch.randn(*shape),), level=level)
-    analysis = PassManager(["classify"]).run(Analysis.of(program))
+    analysis = PassManager([Classify]).run(Analysis.of(program))
     found: dict[str, list[tuple[str, str]]] = {}
     for call in analysis.calls:
         verdict = analysis.classes[call.index]
@@ -112,9 +113,8 @@ def test_decomposed_rms_norm_erases_at_its_mean():
 
 def layer_summary(name: str, level: str) -> dict[str, tuple[int, float]]:
     """Per numbered layer: the number of K calls and the S share by FLOPs."""
-    program = compile_source(name, tiny=True, layers=1, seq=8, device="meta", progress=False, level=level).program
-    analysis = PassManager(["classify"]).run(Analysis.of(program))
-    result = analysis.result("classify")
+    analysis = PassManager([Classify]).run(Analysis.of(tiny_program(name, level)))
+    result = analysis.result(Classify)
     barriers = Counter(analysis.layer(c) for c in analysis.calls if analysis.classes[c.index].kind == "K")
     return {layer: (barriers[layer], share.by_flops) for layer, share in result.per_layer.items() if layer[-1].isdigit()}
 

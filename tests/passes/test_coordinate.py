@@ -10,12 +10,16 @@ import time
 import pytest
 import torch
 import torch.nn.functional as F
+from zoo_exports import tiny_program
 
-from bwsk.frontend.compile import compile_source, lower
-from bwsk.passes import PassError, PassManager, lookup
+from bwsk.errors import BwskError
+from bwsk.frontend.compile import lower
 from bwsk.passes.analysis import Analysis, layer_of
-from bwsk.passes.coordinate import CoordinateResult
+from bwsk.passes.coordinate import Coordinate, CoordinateResult, coordinate
 from bwsk.passes.coordinate.labels import PAIRS, Factor, reshape
+from bwsk.passes.manager import PassManager
+from bwsk.render.notes import coordinate_notes
+from bwsk.render.report import coordination_json
 
 TRANSFORMERS = ("pythia-70m", "gpt2", "bert-base")
 MATMULS = ("aten.addmm.default", "aten.mm.default")
@@ -24,17 +28,16 @@ NORMS = ("aten.native_layer_norm.default",)
 
 @functools.cache
 def zoo_analysis(name: str) -> Analysis:
-    program = compile_source(name, tiny=True, layers=2, device="meta", seq=16, progress=False).program
-    return PassManager(["coordinate"]).run(Analysis.of(program))
+    return PassManager([Coordinate]).run(Analysis.of(tiny_program(name)))
 
 
-def module_analysis(module: torch.nn.Module, *inputs: torch.Tensor, level: str = "core", **options) -> Analysis:
+def module_analysis(module: torch.nn.Module, *inputs: torch.Tensor, level: str = "core") -> Analysis:
     program = lower(torch.export.export(module, inputs), level=level)
-    return PassManager(["coordinate"], options={"coordinate": options}).run(Analysis.of(program))
+    return PassManager([Coordinate]).run(Analysis.of(program))
 
 
 def result(analysis: Analysis) -> CoordinateResult:
-    return analysis.result("coordinate")
+    return analysis.result(Coordinate)
 
 
 def numbered_layers(analysis: Analysis) -> list[str]:
@@ -207,7 +210,7 @@ def test_an_op_without_a_rule_is_reported_and_costed_conservatively():
 
 
 def note_lines(analysis: Analysis) -> list[str]:
-    return [line for notes in lookup("coordinate")().notes(analysis).values() for line in notes]
+    return [line for notes in coordinate_notes(analysis).values() for line in notes]
 
 
 def test_views_keep_the_factors_so_splitting_heads_and_merging_tokens_round_trip():
@@ -230,20 +233,21 @@ def test_notes_and_json_name_the_attention_gather():
         f"coordinate: aten.bmm.default mixes sequence ({PAIRS}) -> sequence-sharding needs all-gather, reduce-scatter in backward" in lines
     )
     assert "coordinate: aten._softmax.default mixes sequence (softmax) -> local under sequence-sharding" in lines
-    document = json.loads(json.dumps(result(analysis).to_json()))
+    document = json.loads(json.dumps(coordination_json(result(analysis))))
     assert document["summary"]["sequence"]["per_layer"] == {"transformer.h.0": 2, "transformer.h.1": 2}
     assert all(call["mixes"] or call["needs_comm"] or call["backward_comm"] for call in document["calls"])
 
 
-def test_the_inputs_option_names_axes_and_rejects_what_it_cannot_read():
-    analysis = module_analysis(Reduce(0), torch.randn(5, 6), inputs={"x": "sequence,hidden"})
-    assert result(analysis).summary["sequence"]["kinds"] == {"all-reduce": 1}
-    with pytest.raises(PassError, match="coordinate.*%x"):
-        module_analysis(Reduce(0), torch.randn(5, 6), inputs={"x": "tokens,hidden"})
+def test_named_input_axes_replace_the_default_and_unknown_names_are_rejected():
+    flow = Analysis.of(lower(torch.export.export(Reduce(0), (torch.randn(5, 6),)))).flow
+    assert coordinate(flow).inputs == {"x": ("batch", "sequence")}
+    assert coordinate(flow, {"x": "sequence,hidden"}).summary["sequence"]["kinds"] == {"all-reduce": 1}
+    with pytest.raises(BwskError, match="input %x: axes 'tokens,hidden'"):
+        coordinate(flow, {"x": "tokens,hidden"})
 
 
 def test_the_pass_is_fast_on_a_traced_model():
     analysis = zoo_analysis("pythia-70m")
     start = time.perf_counter()
-    lookup("coordinate")().run(analysis)
+    Coordinate().run(analysis)
     assert time.perf_counter() - start < 1.0

@@ -16,15 +16,17 @@ import re
 import pytest
 import torch
 from paths import EXAMPLES
+from zoo_exports import tiny_compiled
 
-from bwsk.frontend.compile import Compiled, compile_source
 from bwsk.ir.parser import parse, parse_file
-from bwsk.passes import PassManager
 from bwsk.passes.analysis import Analysis
-from bwsk.passes.memory import MODES, Memory, MemoryResult, replay
+from bwsk.passes.couple import Couple
+from bwsk.passes.manager import PassManager
+from bwsk.passes.memory import MODES, Memory, replay
 from bwsk.passes.memory.saved_tensors import measure, probe
+from bwsk.render.notes import memory_notes
+from bwsk.render.report import memory_json
 
-SEQ = 16
 MODELS = [
     ("gpt2", "training"),
     ("gpt2", "core"),
@@ -48,12 +50,7 @@ output %y : f32[4, 8]
 """
 
 
-@functools.cache
-def compiled(name: str, level: str, layers: int = 2, device: str = "cpu") -> Compiled:
-    return compile_source(name, tiny=True, layers=layers, device=device, seq=SEQ, level=level, progress=False)
-
-
-def analyzed(program, passes: tuple[str, ...] = ("memory",), **sizes: int) -> Analysis:
+def analyzed(program, passes: tuple[type, ...] = (Memory,), **sizes: int) -> Analysis:
     analysis = Analysis.of(program, sizes=sizes or None)
     PassManager(passes).run(analysis)
     return analysis
@@ -61,7 +58,7 @@ def analyzed(program, passes: tuple[str, ...] = ("memory",), **sizes: int) -> An
 
 @functools.cache
 def model_analysis(name: str, level: str) -> Analysis:
-    return analyzed(compiled(name, level).program)
+    return analyzed(tiny_compiled(name, level, device="cpu").program)
 
 
 def test_probe_matches_saved_operands_outputs_and_buffers():
@@ -83,16 +80,16 @@ def test_measure_counts_activations_not_weights():
 
 @pytest.mark.parametrize(("name", "level"), MODELS)
 def test_conventional_prediction_matches_autograd(name: str, level: str):
-    source = compiled(name, level)
+    source = tiny_compiled(name, level, device="cpu")
     measured = measure(source.source.module, source.example_inputs)
-    predicted = model_analysis(name, level).results["memory"].modes["conventional"].total
+    predicted = model_analysis(name, level).result(Memory).modes["conventional"].total
     assert abs(predicted - measured.bytes) <= 0.10 * measured.bytes, (predicted, measured)
 
 
 @pytest.mark.parametrize(("name", "level"), MODELS)
 def test_modes_order_and_every_saved_storage_has_one_decision(name: str, level: str):
     analysis = model_analysis(name, level)
-    result: MemoryResult = analysis.results["memory"]
+    result = analysis.result(Memory)
     modes = result.modes
     assert modes["checkpoint"].total < modes["conventional"].total
     assert modes["analyzed"].total <= modes["conventional"].total
@@ -109,24 +106,24 @@ def test_modes_order_and_every_saved_storage_has_one_decision(name: str, level: 
 def test_program_without_k_calls_recomputes_everything_but_its_inputs():
     analysis = analyzed(parse(S_ONLY))
     assert all(c.kind == "S" for c in analysis.classes.values())
-    decisions = analysis.results["memory"].decisions
+    decisions = analysis.result(Memory).decisions
     assert {d.name for d in decisions if d.decision == "store"} == {"%x"}
     assert {d.name for d in decisions if d.decision == "recompute"} == {"%h", "%y"}
-    analyzed_mode = analysis.results["memory"].modes["analyzed"]
+    analyzed_mode = analysis.result(Memory).modes["analyzed"]
     assert (analyzed_mode.stored, analyzed_mode.peak) == (4 * 8 * 4, 2 * 4 * 8 * 4)
 
 
 def test_k_barrier_output_is_stored():
     analysis = analyzed(parse_file(str(EXAMPLES / "mlp.bwsk")), batch=4)
-    relu = next(d for d in analysis.results["memory"].decisions if d.name == "%h")
+    relu = next(d for d in analysis.result(Memory).decisions if d.name == "%h")
     assert relu.decision == "store" and relu.reason.startswith("K-barrier output")
 
 
 def test_coupling_inverts_the_stream_and_keeps_stored_bytes_flat_in_depth():
     stored = []
     for layers in (2, 3):
-        analysis = analyzed(compiled("gpt2", "training", layers, "meta").program, ("couple", "memory"))
-        result: MemoryResult = analysis.results["memory"]
+        analysis = analyzed(tiny_compiled("gpt2", "training", layers=layers).program, (Couple, Memory))
+        result = analysis.result(Memory)
         assert any(d.decision == "invert" for d in result.decisions)
         assert result.modes["reversible"].total < result.modes["analyzed"].total
         stored.append((result.modes["reversible"].stored, result.modes["analyzed"].stored))
@@ -135,11 +132,11 @@ def test_coupling_inverts_the_stream_and_keeps_stored_bytes_flat_in_depth():
 
 def test_notes_and_json():
     analysis = model_analysis("gpt2", "training")
-    notes = Memory().notes(analysis)
+    notes = memory_notes(analysis)
     lines = [line for group in notes.values() for line in group]
     assert lines[0].startswith("memory: activation bytes for backward: conventional ")
     pattern = re.compile(r"memory: (store|recompute|invert) \S.* \((\S.*, )?[\d,]+ B\): \S")
     assert all(pattern.match(line) for line in lines[1:]), [line for line in lines[1:] if not pattern.match(line)][:3]
-    payload = json.loads(json.dumps(analysis.results["memory"].to_json()))
+    payload = json.loads(json.dumps(memory_json(analysis.result(Memory))))
     assert set(payload["modes"]) == set(MODES)
-    assert payload["modes"]["conventional"]["total"] == analysis.results["memory"].modes["conventional"].total
+    assert payload["modes"]["conventional"]["total"] == analysis.result(Memory).modes["conventional"].total

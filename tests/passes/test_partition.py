@@ -6,13 +6,14 @@ import networkx as nx
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from zoo_exports import tiny_program
 
-from bwsk.frontend.compile import compile_source
 from bwsk.ir.program import Definition, Input, Output, Program
 from bwsk.ir.terms import Prim, Ref
 from bwsk.ir.types import TensorType
-from bwsk.passes import PassManager
 from bwsk.passes.analysis import Analysis
+from bwsk.passes.manager import PassManager
+from bwsk.passes.partition import Partition
 
 T = TensorType(torch.float32, (4, 8))
 UNARY = ["aten.neg.default", "aten.tanh.default", "aten.relu.default", "aten.abs.default", "aten.exp.default", "aten.sigmoid.default"]
@@ -39,11 +40,11 @@ def random_programs(draw) -> Program:
 
 
 def partitioned(program: Program) -> Analysis:
-    return PassManager(["partition"]).run(Analysis.of(program))
+    return PassManager([Partition]).run(Analysis.of(program))
 
 
 def check_invariants(analysis: Analysis) -> None:
-    result = analysis.result("partition")
+    result = analysis.result(Partition)
     classes = analysis.classes
     calls = analysis.flow.graph()
     seen = [c for phase in result.phases for c in phase.calls]
@@ -71,18 +72,17 @@ def test_partition_invariants_hold_on_random_programs(program):
 
 
 def test_partition_invariants_on_a_transformer():
-    program = compile_source("gpt2", tiny=True, layers=2, seq=8, device="meta", progress=False).program
-    analysis = partitioned(program)
+    analysis = partitioned(tiny_program("gpt2"))
     check_invariants(analysis)
-    per_layer = analysis.result("partition").per_layer()
+    per_layer = analysis.result(Partition).per_layer()
     first, second = per_layer["transformer.h.0"], per_layer["transformer.h.1"]
     assert first["K"] == second["K"]  # a barrier is one call, so identical layers have identical barriers
     assert abs(first["S"] - second["S"]) <= 1  # an S-phase may span a layer boundary and count for one side
 
 
 def test_boundary_values_carry_their_bytes():
-    analysis = partitioned(compile_source("pythia-70m", tiny=True, layers=1, seq=8, device="meta", progress=False).program)
-    result = analysis.result("partition")
+    analysis = partitioned(tiny_program("pythia-70m"))
+    result = analysis.result(Partition)
     for source, target, data in result.graph.edges(data=True):
         assert data["bytes"] == sum(analysis.flow.values[v].nbytes for v in data["values"])
         produced = {analysis.calls[c].output for c in result.phases[source].calls}

@@ -9,18 +9,20 @@ import jsonschema
 import pytest
 import torch
 from paths import GOLDEN, ROOT
+from zoo_exports import tiny_program, zoo_sweep
 
 import bwsk
 from bwsk.cli.compile import main, printer_after
 from bwsk.errors import BwskError
-from bwsk.frontend import zoo
-from bwsk.frontend.compile import compile_source, state_tensors
+from bwsk.frontend.compile import state_tensors
 from bwsk.ir.parser import parse
 from bwsk.ir.printer import print_program
 from bwsk.ir.program import Definition
 from bwsk.ir.terms import Ref
-from bwsk.passes import REGISTRY, Pass, PassError, PassManager, complete
-from bwsk.passes.analysis import Analysis, layer_of
+from bwsk.passes.analysis import Analysis, Pass, layer_of
+from bwsk.passes.classify import Classify
+from bwsk.passes.couple import Couple
+from bwsk.passes.manager import PASSES, PassError, PassManager, complete
 from bwsk.passes.pipeline import analyze
 from bwsk.render.report import analysis_json
 
@@ -30,20 +32,39 @@ RESIDUAL = (ROOT / "grammar/examples/residual.bwsk").read_text()
 
 @pytest.fixture(scope="module")
 def pythia():
-    program = compile_source("pythia-70m", tiny=True, layers=2, seq=8, device="meta", progress=False).program
-    return analyze(program, passes=["classify", "partition", "couple"])
+    return analyze(tiny_program("pythia-70m"), passes=["classify", "partition", "couple"])
 
 
 def test_pipelines_are_completed_with_required_passes_in_order():
-    assert complete(["partition"]) == ["classify", "partition"]
-    assert complete(["couple", "partition", "classify"]) == ["couple", "classify", "partition"]
+    assert [p.name for p in complete(["partition"])] == ["classify", "partition"]
+    assert [p.name for p in complete(["couple", "partition", Classify])] == ["couple", "classify", "partition"]
     with pytest.raises(BwskError, match="unknown pass 'nope'"):
         complete(["nope"])
 
 
-def test_unknown_options_are_rejected_by_name():
-    with pytest.raises(BwskError, match="no option 'speed'"):
-        PassManager(["classify"], options={"classify": {"speed": 1}}).run(Analysis.of(parse(MLP)))
+def test_every_pass_the_package_defines_is_listed_by_its_name():
+    defined = {cls for cls in Pass.__subclasses__() if cls.__module__.startswith("bwsk.passes.")}
+    assert set(PASSES.values()) == defined
+    assert all(PASSES[cls.name] is cls for cls in defined)
+
+
+def test_a_result_is_read_by_its_pass_and_a_missing_one_names_the_pass_to_run():
+    analysis = analyze(parse(MLP), passes=[Classify])
+    assert analysis.result(Classify).overall.calls == len(analysis.calls)
+    assert analysis.get(Couple) is None
+    with pytest.raises(KeyError, match="run the 'couple' pass first"):
+        analysis.result(Couple)
+
+
+class _Requires(Pass):
+    name = "test-requires-itself"
+    requires = ("test-requires-itself",)
+
+
+def test_a_requirement_cycle_is_named(monkeypatch):
+    monkeypatch.setitem(PASSES, _Requires.name, _Requires)
+    with pytest.raises(BwskError, match="cycle: test-requires-itself -> test-requires-itself"):
+        complete([_Requires])
 
 
 class _Breaks(Pass):
@@ -62,10 +83,9 @@ class _Corrupts(Pass):
 
 
 @pytest.mark.parametrize("broken, message", [(_Breaks, "boom"), (_Corrupts, "undefined name: %nowhere")])
-def test_the_failing_pass_is_named_and_the_verifier_runs_after_each_pass(broken, message, monkeypatch):
-    monkeypatch.setitem(REGISTRY, broken.name, broken)
+def test_the_failing_pass_is_named_and_the_verifier_runs_after_each_pass(broken, message):
     with pytest.raises(PassError, match=rf"pass '{broken.name}' failed: .*{message}"):
-        PassManager(["classify", broken.name]).run(Analysis.of(parse(MLP)))
+        PassManager(["classify", broken]).run(Analysis.of(parse(MLP)))
 
 
 def test_print_after_annotates_the_program_and_still_parses():
@@ -82,8 +102,7 @@ def test_a_pass_that_keeps_the_program_costs_no_verification(monkeypatch):
     monkeypatch.setattr("bwsk.passes.manager.verify", lambda program: calls.append(program))
     PassManager(["classify"]).run(Analysis.of(parse(MLP)))
     assert calls == []
-    monkeypatch.setitem(REGISTRY, _Corrupts.name, _Corrupts)
-    analysis = PassManager([_Corrupts.name]).run(Analysis.of(parse(MLP)))
+    analysis = PassManager([_Corrupts]).run(Analysis.of(parse(MLP)))
     assert calls == [analysis.program]
 
 
@@ -106,10 +125,9 @@ def test_old_research_code_errors_are_corrected_on_a_real_model(pythia):
 
 
 @pytest.mark.parametrize("level", ["core", "training"])
-@pytest.mark.parametrize("name", zoo.names())
+@pytest.mark.parametrize("name", zoo_sweep())
 def test_every_zoo_operator_has_a_rule(name, level):
-    program = compile_source(name, tiny=True, layers=1, seq=8, level=level, device="meta", progress=False).program
-    assert analyze(program, passes=["classify"]).result("classify").unknown_targets == ()
+    assert analyze(tiny_program(name, level), passes=[Classify]).result(Classify).unknown_targets == ()
 
 
 def test_shares_are_consistent_with_the_per_op_records(pythia):
@@ -131,15 +149,14 @@ def test_json_validates_against_the_documented_schema(pythia):
 
 
 def test_parallel_residuals_become_coupling_candidates(pythia):
-    couplings = pythia.result("couple")
+    couplings = pythia.result(Couple)
     assert [c.kind for c in couplings] == ["parallel", "parallel"]
     assert all("mlp" in c.f and "attention" in c.g for c in couplings)
     assert all(c.activation_bytes > 0 and c.rebuild_flops > 0 for c in couplings)
 
 
 def test_sequential_residual_pairs_become_coupling_candidates():
-    program = compile_source("gpt2", tiny=True, layers=2, seq=8, device="meta", progress=False).program
-    couplings = analyze(program, passes=["couple"]).result("couple")
+    couplings = analyze(tiny_program("gpt2"), passes=[Couple]).result(Couple)
     assert [c.kind for c in couplings] == ["sequential", "sequential"]
     assert [layer_of(c.residuals[0].rsplit(".", 1)[0]) for c in couplings] == ["transformer.h.0", "transformer.h.1"]
 

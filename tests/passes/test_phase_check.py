@@ -6,14 +6,15 @@ import pytest
 import torch
 from lambda_module import Lambda
 from torch import nn
+from zoo_exports import tiny_program
 
 import bwsk
-from bwsk.frontend.compile import compile_source, state_tensors
-from bwsk.passes import PassManager
+from bwsk.frontend.compile import state_tensors
 from bwsk.passes.analysis import Analysis
 from bwsk.passes.classify import classify_call, read_outputs
 from bwsk.passes.classify.phase_check import capture, check_phases
-from bwsk.passes.partition import partition
+from bwsk.passes.manager import PassManager
+from bwsk.passes.partition import Partition, partition
 
 
 class Crafted(nn.Module):
@@ -33,7 +34,7 @@ def per_call_analysis(program) -> Analysis:
     analysis = Analysis.of(program)
     flow, read = analysis.flow, read_outputs(analysis.flow)
     old = {call.index: classify_call(flow, call, read).kind == "S" for call in flow.calls}
-    analysis.results["partition"] = partition(flow, old)
+    analysis.results[Partition] = partition(flow, old)
     return analysis
 
 
@@ -48,7 +49,7 @@ def test_per_call_s_phases_fail_the_phase_check_on_shared_operands():
 
 def test_sound_verdicts_pass_the_phase_check_on_the_crafted_program():
     program = bwsk.lower_module(Crafted(), (torch.randn(3, 6),))
-    analysis = PassManager(["partition"]).run(Analysis.of(program))
+    analysis = PassManager([Partition]).run(Analysis.of(program))
     checks = check_phases(analysis)
     assert checks and all(c.outcome == "ok" for c in checks), checks
 
@@ -68,8 +69,7 @@ def test_strictly_monotone_phase_passes_the_scan():
 
 @pytest.mark.parametrize("name", ["gpt2", "pythia-70m"])
 def test_every_s_phase_of_a_tiny_model_is_injective_as_a_whole(name):
-    program = compile_source(name, tiny=True, layers=1, seq=8, device="meta", progress=False).program
-    checks = check_phases(PassManager(["partition"]).run(Analysis.of(program)))
+    checks = check_phases(PassManager([Partition]).run(Analysis.of(tiny_program(name))))
     outcomes = [c.outcome for c in checks]
     assert "FAILED" not in outcomes, [c for c in checks if c.outcome == "FAILED"]
     assert outcomes.count("ok") >= 5
@@ -98,7 +98,7 @@ def zero_scale_analysis() -> Analysis:
     model = ZeroScaleNormThenMix().eval()
     exported = torch.export.export(model, (torch.randn(4, 4), torch.randn(4, 4)))
     program = bwsk.lower(exported)
-    return PassManager(["partition"]).run(Analysis.of(program, weights=state_tensors(exported.run_decompositions())))
+    return PassManager([Partition]).run(Analysis.of(program, weights=state_tensors(exported.run_decompositions())))
 
 
 def test_a_phase_erasing_only_at_degenerate_model_weights_is_undecided_not_failed():

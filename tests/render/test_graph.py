@@ -7,10 +7,12 @@ import warnings
 import xml.etree.ElementTree as ET
 
 import pytest
+from zoo_exports import tiny_program
 
 from bwsk.frontend.compile import compile_source
-from bwsk.passes import PassManager
 from bwsk.passes.analysis import Analysis
+from bwsk.passes.manager import PassManager
+from bwsk.passes.partition import Partition
 from bwsk.render.graph import DETAIL, K_FILL, S_FILL, to_dot, to_svg
 from bwsk.render.units import human_bytes
 
@@ -18,20 +20,18 @@ SVG = "{http://www.w3.org/2000/svg}"
 XLINK_TITLE = "{http://www.w3.org/1999/xlink}title"
 
 
-def analysed(name: str, **options) -> Analysis:
-    analysis = Analysis.of(compile_source(name, device="meta", progress=False, **options).program)
-    PassManager(["partition"]).run(analysis)
-    return analysis
+def partitioned(program) -> Analysis:
+    return PassManager([Partition]).run(Analysis.of(program))
 
 
 @pytest.fixture(scope="module")
 def two_layers() -> Analysis:
-    return analysed("pythia-70m", tiny=True, layers=2, seq=16)
+    return partitioned(tiny_program("pythia-70m"))
 
 
 @pytest.fixture(scope="module")
 def four_layers() -> Analysis:
-    return analysed("pythia-70m", tiny=True, layers=4, seq=16)
+    return partitioned(tiny_program("pythia-70m", layers=4, seq=16))  # at sequence 8 layer 0's phases differ from the rest
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def shape(node: ET.Element) -> tuple[str, int]:
 
 
 def test_a_cluster_per_layer_and_per_s_phase_and_a_node_per_k_barrier(two_layers: Analysis, svg: ET.Element):
-    partition = two_layers.result("partition")
+    partition = two_layers.result(Partition)
     clusters, nodes = groups(svg, "cluster"), groups(svg, "node")
     for phase in partition.phases:
         if phase.kind == "S":
@@ -78,7 +78,7 @@ def test_a_cluster_per_layer_and_per_s_phase_and_a_node_per_k_barrier(two_layers
 
 def test_every_call_is_drawn_once(two_layers: Analysis):
     dot = to_dot(two_layers)
-    partition = two_layers.result("partition")
+    partition = two_layers.result(Partition)
     drawn = set()
     for phase in partition.phases:
         if phase.kind == "K":
@@ -92,7 +92,7 @@ def test_every_call_is_drawn_once(two_layers: Analysis):
 
 
 def test_s_and_k_differ_in_fill_and_shape(two_layers: Analysis, svg: ET.Element):
-    partition = two_layers.result("partition")
+    partition = two_layers.result(Partition)
     nodes = groups(svg, "node")
     s_call = next(c for p in partition.phases if p.kind == "S" and len(p.calls) <= DETAIL for c in p.calls)
     k_phase = next(p for p in partition.phases if p.kind == "K" and two_layers.classes[p.calls[0]].kind == "K")
@@ -119,7 +119,7 @@ def test_tooltips_give_operator_shapes_and_reason(two_layers: Analysis, svg: ET.
 
 def test_edges_are_labelled_with_the_bytes_crossing(two_layers: Analysis):
     dot = to_dot(two_layers)
-    graph = two_layers.result("partition").graph
+    graph = two_layers.result(Partition).graph
     labels = re.findall(r'tooltip="phase (\d+) -> phase (\d+): ([^"\\]+)', dot)
     assert len(labels) == graph.number_of_edges()
     for tail, head, label in labels:
@@ -144,7 +144,7 @@ def test_collapse_folds_identical_layers(four_layers: Analysis):
     assert "gpt_neox.layers.0 … gpt_neox.layers.3 (x4, identical)" in text(folded[0])
     assert not any(re.search(r"^gpt_neox\.layers\.[1-3]\b", text(g)) for g in layers)
     drawn = {g.get("id") for g in root.iter(f"{SVG}g")}
-    for phase in four_layers.result("partition").phases:
+    for phase in four_layers.result(Partition).phases:
         assert (f"phase{phase.id}" in drawn) == (phase.layer not in {f"gpt_neox.layers.{i}" for i in (1, 2, 3)})
 
 
@@ -157,7 +157,7 @@ def test_collapsed_edges_are_drawn_once(four_layers: Analysis):
 
 def test_output_is_deterministic(two_layers: Analysis):
     again = Analysis.of(two_layers.program)
-    PassManager(["partition"]).run(again)
+    PassManager([Partition]).run(again)
     assert to_dot(two_layers) == to_dot(two_layers) == to_dot(again)
     assert to_dot(two_layers, collapse="layers") == to_dot(again, collapse="layers")
     assert to_svg(two_layers) == to_svg(again)
@@ -186,7 +186,7 @@ def test_full_size_pythia_folds_its_24_layers_into_one_cluster():
     """Timing of this path is measured by benchmarks/analysis.py, not asserted here."""
     program = compile_source("pythia-410m", device="meta", progress=False).program
     analysis = Analysis.of(program)
-    PassManager(["partition"]).run(analysis)
+    PassManager([Partition]).run(analysis)
     svg = to_svg(analysis, collapse="layers")
     assert "gpt_neox.layers.0 … gpt_neox.layers.23 (x24, identical)" in svg
     ET.fromstring(svg)

@@ -9,13 +9,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from training.tiny_models import tiny_model
+from training.tiny_models import FAMILIES, tiny_model
 from transformers import AutoModelForCausalLM
 
 import bwsk.training  # noqa: F401  (registers the model type, as a user's import would)
+from bwsk.training.checkpoint import Checkpoint, save_checkpoint
 from bwsk.training.convert import make_reversible, reversible_runtime
 from bwsk.training.errors import ConversionError
-from bwsk.training.hf_reversible import MODEL_TYPE, BwskReversibleForCausalLM, as_pretrained, layout_from_json, layout_to_json
+from bwsk.training.hf_reversible import MODEL_TYPE, BwskReversibleForCausalLM, as_pretrained, layout_from_json, layout_to_json, saved_config
+from bwsk.training.saving import save_model
+from bwsk.training.whole_state import WholeState
 
 
 def _converted(family: str, seed: int = 0) -> torch.nn.Module:
@@ -31,24 +34,60 @@ def _save(model: torch.nn.Module, folder: Path) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("family", ["neox-parallel", "gpt2"])  # gpt2 ties its input and output embeddings
-def test_reloaded_reversible_model_gives_identical_logits(tmp_path: Path, family: str):
+def _checkpoint(model: torch.nn.Module, root: Path) -> Path:
+    """A trainer checkpoint of `model` (weights under the converted model's own names, tied tensors once); its folder."""
+    optimizer = torch.optim.AdamW(model.parameters())
+    whole = WholeState(model, optimizer, None)
+    state = Checkpoint(whole.weights(), optimizer.state_dict(), {}, {})
+    return save_checkpoint(root, 1, state, model_config=saved_config(model))
+
+
+def _trainer_output(model: torch.nn.Module, folder: Path) -> Path:
+    folder.mkdir()
+    save_model(model, folder)
+    return folder
+
+
+SAVERS = {  # each writes `model` under the folder it is given and returns the folder to load
+    "save_pretrained": lambda model, folder: model.save_pretrained(str(folder)) or folder,
+    "as_pretrained": lambda model, folder: as_pretrained(model).save_pretrained(str(folder)) or folder,
+    "trainer output": _trainer_output,
+    "checkpoint": _checkpoint,
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_way_of_saving_reloads_the_same_function(tmp_path: Path, family: str):
+    """`save_pretrained` of the converted model itself, `as_pretrained`, the trainer's output folder and a checkpoint all
+    write the reversible type; each reloads with AutoModelForCausalLM to the same logits (1e-6)."""
     model = _converted(family)
-    folder = _save(model, tmp_path / "model")
-    assert not list(folder.glob("*.py"))
-    config = json.loads((folder / "config.json").read_text())
-    assert config["model_type"] == MODEL_TYPE and "auto_map" not in config
-    loaded = AutoModelForCausalLM.from_pretrained(str(folder), attn_implementation="eager").eval()
-    assert isinstance(loaded, BwskReversibleForCausalLM)
     ids = torch.randint(0, 128, (3, 11))
     with torch.no_grad():
-        assert torch.equal(loaded(ids).logits, model(ids).logits)
-    assert reversible_runtime(loaded.model).report.layers == reversible_runtime(model).report.layers
+        expected = model(ids).logits
+    for how, save in SAVERS.items():
+        folder = save(model, tmp_path / how.replace(" ", "-"))
+        assert not list(folder.glob("*.py"))
+        config = json.loads((folder / "config.json").read_text())
+        assert config["model_type"] == MODEL_TYPE and "auto_map" not in config, how
+        loaded = AutoModelForCausalLM.from_pretrained(str(folder)).eval()
+        assert isinstance(loaded, BwskReversibleForCausalLM), how
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(ids).logits, expected, rtol=0, atol=1e-6, msg=how)
+        assert reversible_runtime(loaded.model).report.layers == reversible_runtime(model).report.layers
+
+
+def test_a_converted_model_saved_with_a_state_dict_writes_it_under_the_wrappers_prefix(tmp_path: Path):
+    model = _converted("llama")
+    state = {name: tensor + 1.0 for name, tensor in model.state_dict().items()}
+    model.save_pretrained(str(tmp_path), state_dict=state)
+    loaded = AutoModelForCausalLM.from_pretrained(str(tmp_path))
+    for name, tensor in loaded.model.state_dict().items():
+        assert torch.equal(tensor, state[name]), name
 
 
 def test_reloaded_reversible_model_trains_with_the_same_gradients(tmp_path: Path):
     model = _converted("neox-sequential").train()
-    loaded = AutoModelForCausalLM.from_pretrained(str(_save(model, tmp_path / "model")), attn_implementation="eager").train()
+    loaded = AutoModelForCausalLM.from_pretrained(str(_save(model, tmp_path / "model"))).train()
     ids = torch.randint(0, 128, (2, 9))
     model(ids, labels=ids).loss.backward()
     loaded(input_ids=ids, labels=ids).loss.backward()
@@ -59,7 +98,7 @@ def test_reloaded_reversible_model_trains_with_the_same_gradients(tmp_path: Path
 
 def test_reloaded_reversible_model_generates_what_the_saved_one_did(tmp_path: Path):
     model = _converted("neox-parallel", seed=3)
-    loaded = AutoModelForCausalLM.from_pretrained(str(_save(model, tmp_path / "model")), attn_implementation="eager")
+    loaded = AutoModelForCausalLM.from_pretrained(str(_save(model, tmp_path / "model")))
     prompt = torch.randint(0, 128, (1, 5))
     options = dict(max_new_tokens=6, do_sample=False, pad_token_id=0)
     generated = loaded.generate(prompt, **options)

@@ -95,3 +95,40 @@ def test_kernels_that_cannot_be_measured_are_one_line(bench, capsys, monkeypatch
     assert bench.main(["--mode", "reversible", "--kernels", "auto,triton"]) == 2
     err = capsys.readouterr().err
     assert "need a CUDA device" in err and err.strip().count("\n") == 0
+
+
+@pytest.mark.slow
+def test_drift_sweep_writes_its_section_and_keeps_the_rest_of_the_document(bench, tmp_path, capsys):
+    out, doc, figure = tmp_path / "drift.json", tmp_path / "memory.md", tmp_path / "drift.png"
+    doc.write_text("# Training memory per mode, measured\n\nthe modes' report\n\n## pythia-70m: against depth\n\n| a table |\n")
+    argv = ["--drift", "--sweep", "layers=2,3", "--batch", "1", "--seq", "16", "--dtype", "bf16,fp32", "--train-steps", "2"]
+    assert bench.main([*argv, "--json", str(out), "--plot", str(figure), "--doc", str(doc), "--force"]) == 0
+    records = json.loads(out.read_text())
+    keys = {(r["layers"], r["state"], r["dtype"], r["variant"]) for r in records}
+    assert len(records) == len(keys) == 2 * 2 * 2 * 3
+    for record in records:
+        exact = record["variant"] == "defaults"
+        assert len(record["drift"]) == record["layers"] and record["streams"] == ("float64" if exact else "float32")
+        assert (record["grad_error"] == 0.0 and max(record["drift"]) == 0.0) if exact else max(record["drift"]) > 0.0
+        assert 0 < record["stack_activation_bytes"] <= 3 * record["two_pairs_bytes"]
+        assert record["anchor_bytes"] == record["anchors"] * (16 if exact else 8) * 16 * 64  # stream pair bytes per anchor
+    text = doc.read_text()
+    assert text.startswith("# Training memory per mode, measured\n\nthe modes' report\n\n## pythia-70m: against depth\n\n| a table |")
+    assert "## Depth: gradient error and drift of the rebuild" in text and "](drift.png)" in text
+    assert text.count("| defaults |") == 8 and figure.read_bytes().startswith(b"\x89PNG")
+    assert "--dtype bf16,fp32" in text and "| fp32 streams + anchors |" in capsys.readouterr().out
+    modes = ["--mode", "checkpoint", "--layers", "1", "--batch", "1", "--seq", "8", "--repeats", "1", "--doc", str(doc), "--force"]
+    assert bench.main(modes) == 0
+    rewritten = doc.read_text()
+    assert "| checkpoint |" in rewritten and "the modes' report" not in rewritten
+    assert rewritten.count("## Depth: gradient error and drift of the rebuild") == 1 and rewritten.count("| defaults |") == 8
+
+
+def test_drift_arguments_are_refused_in_one_line(bench, capsys):
+    assert bench.main(["--drift", "--sweep", "tokens=8,16"]) == 2
+    assert "--drift sweeps depth only" in capsys.readouterr().err
+    assert bench.main(["--dtype", "bf16,fp32", "--mode", "checkpoint"]) == 2
+    assert "with --drift only" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        bench.main(["--drift", "--dtype", "fp16"])
+    assert stop.value.code == 2 and "comma-separated list of fp32, bf16" in capsys.readouterr().err

@@ -8,14 +8,15 @@ import functools
 
 import pytest
 import torch
-from training.tiny_models import tiny_model
+from training.gradient_check import FP32_RTOL, assert_same_gradients, batch, gradients
+from training.tiny_models import FAMILIES, tiny_model
 
 from bwsk.errors import BwskError
 from bwsk.frontend.zoo import build, model_inputs
 from bwsk.training.convert import make_reversible
 from bwsk.training.layers import block_paths
 from bwsk.training.measure import lm_loss, logits_of, loss_gradients
-from bwsk.training.modes import analyze_model, applied_mode, apply_mode, seam_kernels
+from bwsk.training.modes import MODES, PLANNING_SEQ, analyze_model, applied_mode, apply_mode, planning_input, seam_kernels
 from bwsk.training.selective import plan_selective
 
 FP32 = dict(rtol=1e-5, atol=1e-6)
@@ -61,8 +62,6 @@ def test_apply_mode_refuses_misuse():
     model, ids, analysis = tiny("pythia-70m")
     with pytest.raises(BwskError, match="unknown training mode"):
         apply_mode(copy.deepcopy(model), "fast")
-    with pytest.raises(BwskError, match="example_input"):
-        apply_mode(copy.deepcopy(model), "analyzed")
     with pytest.raises(ValueError, match="budget"):
         apply_mode(copy.deepcopy(model), "analyzed", analysis=analysis, budget=1.5)
     applied = apply_mode(copy.deepcopy(model), "checkpoint")
@@ -123,3 +122,72 @@ def test_kernels_are_refused_in_one_line_where_they_mean_nothing_or_cannot_run(m
         apply_mode(copy.deepcopy(model), "reversible", kernels="triton")
     assert "\n" not in str(refused.value)
     assert seam_kernels("auto", "reversible", "cpu") == "torch" and seam_kernels("torch", "analyzed", "cpu") is None
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("mode", MODES)
+def test_every_mode_trains_a_step_on_every_family_built_with_its_defaults(family, mode):
+    """sdpa attention, `use_cache` on, the config's dropout: one step's loss and every gradient equal the reference
+    (conventional for checkpoint and analyzed; plain autograd on the converted model for reversible), the optimizer moves
+    the weights, and the user's attention and cache settings stay for inference."""
+    reference = tiny_model(family)
+    assert reference.config._attn_implementation == "sdpa" and reference.config.use_cache
+    model = apply_mode(copy.deepcopy(reference), mode)
+    ids = batch()
+    loss, got = gradients(model, [ids], plain=False)
+    if mode == "reversible":
+        want_loss, want = gradients(model, [ids], plain=True)
+    else:
+        want_loss, want = gradients(reference, [ids], plain=False) if mode != "conventional" else (loss, got)
+    assert loss == pytest.approx(want_loss, rel=1e-6)
+    assert_same_gradients(model, got, want, FP32_RTOL)
+    before = [p.detach().clone() for p in model.parameters()]
+    torch.optim.AdamW(model.parameters(), lr=1e-3).step()
+    assert all(not torch.equal(b, p) for b, p in zip(before, model.parameters()) if p.grad is not None)
+    assert model.config._attn_implementation == "sdpa" and model.config.use_cache
+    with torch.no_grad():
+        assert model(ids).past_key_values is not None, "inference keeps the KV cache"
+    if mode != "conventional":
+        assert model(ids).past_key_values is None, "a graph-building forward of a recomputing mode runs without one"
+
+
+def test_the_analyzed_mode_plans_on_a_default_input():
+    model = tiny_model("gpt2")
+    (ids,) = planning_input(model)
+    assert ids.shape == (2, PLANNING_SEQ) and int(ids.max()) < 128
+    plan = applied_mode(apply_mode(model, "analyzed")).plan
+    assert plan.predicted_bytes > 0 and plan.alignment.matched == 0  # nothing has run yet
+
+
+class Blocks(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.blocks = torch.nn.ModuleList([torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)])
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+def test_the_analyzed_mode_needs_example_input_for_a_model_without_config():
+    with pytest.raises(BwskError, match="needs example_input .* for a Blocks: it has no config"):
+        apply_mode(Blocks(), "analyzed")
+
+
+def test_analyzed_dropout_plan_recomputes_the_masks_it_cannot_cache():
+    """Planned on the model in training mode, dropout's mask buffer is written in place (bernoulli_, div_) after it is
+    created: selective checkpointing cannot cache it, so the plan recomputes it (same RNG state, same mask)."""
+    model = tiny_model("gpt2", dropout=0.3)
+    (ids,) = planning_input(model)
+    analysis = analyze_model(model, (ids,))
+    plan = plan_selective(analysis, block_paths(model), budget=0.5)
+    ops = [step for step in plan.blocks[0]]
+    filled = [i for i, step in enumerate(ops) if str(step.op) == "aten.bernoulli_.float"]
+    assert filled, "the plan sees the training-mode dropout"
+    for i in filled:
+        assert not any(step.save for step in ops[i - 1 : i + 2]), "neither the buffer, its fill nor its scaling is cached"
+    applied = apply_mode(copy.deepcopy(model), "analyzed", analysis=analysis)
+    _, got = gradients(applied, [ids], plain=False)
+    _, want = gradients(model, [ids], plain=False)
+    assert_same_gradients(applied, got, want, FP32_RTOL)

@@ -7,9 +7,9 @@ import torch
 from training.toy_stack import WIDTH, ToyHalf, assert_close, inputs, run, toy_stack
 
 from bwsk.training.coupling import Half, Step
-from bwsk.training.drift import Segment
+from bwsk.training.drift import DriftMonitor, Segment
 from bwsk.training.errors import ConversionError
-from bwsk.training.seam import seam_for
+from bwsk.training.seam import TorchSeam, seam_for
 
 
 @pytest.mark.parametrize("anchors", [None, 2, [1, 3]])
@@ -111,3 +111,35 @@ def test_seam_kernels_choice():
     assert seam_for("triton").name == "triton"
     with pytest.raises(ConversionError, match="one of"):
         seam_for("cuda")
+
+
+@pytest.mark.parametrize(
+    "seam, autocast",
+    [("torch", False), ("torch", True), pytest.param("triton", False, marks=pytest.mark.interpreter)],
+    ids=["torch-fp32", "torch-bf16", "triton-fp32"],  # the interpreter computes bf16 wrongly
+)
+def test_float64_streams_make_the_rebuild_exact(seam, autocast):
+    """Every block's inputs rebuilt bit for bit; the gradients are plain autograd's (fused norms included)."""
+    monitor = DriftMonitor(every=1, blocks="all", rows=None)
+    root, stack = toy_stack(6, gain=2.0, seam=seam_for(seam), fuse_norm=seam == "triton", monitor=monitor)
+    assert stack.streams == torch.float64
+    out, got = run(root, stack, plain=False, autocast=autocast)
+    plain_out, want = run(root, stack, plain=True, autocast=autocast)
+    assert monitor.last.max_error == 0.0 and sorted(monitor.last.errors) == list(range(6))
+    torch.testing.assert_close(out, plain_out, rtol=0, atol=0)
+    assert_close(got, want, 1e-12)
+
+
+def test_the_streams_are_float64_in_every_regime():
+    seam, streams, halves = TorchSeam(), [], []
+    add = seam.add
+    seam.add = lambda stream, branch, norm=None: (streams.append(stream.dtype), halves.append(branch.dtype), add(stream, branch, norm))[-1]
+    root, stack = toy_stack(2, dropout=0.0, seam=seam)
+    x, scale, _ = inputs()
+    for plain in (False, True):
+        stack.plain = plain
+        assert stack(x, {"scale": scale}).dtype == x.dtype
+    with torch.no_grad():
+        stack(x, {"scale": scale})
+    assert len(streams) == 3 * 2 * 2 and set(streams) == {torch.float64} and set(halves) == {torch.float32}
+    assert stack.pair_bytes == 2 * x.numel() * 8

@@ -73,15 +73,15 @@ def test_saved_folder_loads_with_the_auto_classes_and_reproduces_its_perplexity(
 
 
 class _StopAt:
-    """An observer that, at `step`, sends SIGINT (as Ctrl-C would) or raises (as a crash would)."""
+    """An observer that, at `step`, sends SIGINT (as Ctrl-C would) or SIGTERM (as a scheduler would), or raises (as a crash would)."""
 
     def __init__(self, step: int, how: str):
         self.step, self.how = step, how
 
     def __call__(self, record: dict) -> None:
         if record.get("step") == self.step and "loss" in record:
-            if self.how == "sigint":
-                signal.raise_signal(signal.SIGINT)
+            if self.how in ("sigint", "sigterm"):
+                signal.raise_signal(getattr(signal, self.how.upper()))
             else:
                 raise RuntimeError("killed")
 
@@ -93,7 +93,7 @@ def _sigint_in_first_evaluation(module, args, output) -> None:
         signal.raise_signal(signal.SIGINT)
 
 
-@pytest.mark.parametrize("how,first_step_after", [("sigint", 6), ("crash", 5), ("sigint-in-validation", 3)])
+@pytest.mark.parametrize("how,first_step_after", [("sigint", 6), ("sigterm", 6), ("crash", 5), ("sigint-in-validation", 3)])
 def test_resume_ends_with_the_weights_and_metrics_of_an_uninterrupted_run(how, first_step_after, data, tmp_path):
     tokenizer, splits = data
     config = TrainConfig(max_steps=8, eval_every=3, checkpoint_every=2, **FAST)
@@ -102,9 +102,11 @@ def test_resume_ends_with_the_weights_and_metrics_of_an_uninterrupted_run(how, f
     model = tiny_model("neox-sequential", seed=1)
     if how == "sigint-in-validation":
         model.register_forward_hook(_sigint_in_first_evaluation)
-    with pytest.raises(RuntimeError if how == "crash" else TrainingInterrupted):
+    with pytest.raises(RuntimeError if how == "crash" else TrainingInterrupted) as stopped:
         observer = None if how == "sigint-in-validation" else _StopAt(5, how)
         train(model, splits, config, broken, pretrained=False, progress=False, observer=observer)
+    if how == "sigterm":
+        assert stopped.value.exit_code == 143 and str(stopped.value).startswith("terminated (SIGTERM) at step 5")
     assert not (broken / RESULTS_FILE).exists()
     resumed_from = []
     result = train(
@@ -182,3 +184,11 @@ def test_triton_seams_that_cannot_run_are_refused_before_the_folder_is_touched(m
     assert not (tmp_path / "run").exists()
     with pytest.raises(BwskError, match="unknown kernels 'fast'"):
         TrainConfig(kernels="fast")
+
+
+@pytest.mark.parametrize("config", [dict(seq_len=65), dict(eval_window=65), dict(eval_stride=32, eval_window=32)])
+def test_a_refused_setting_leaves_no_folder(config, data, tmp_path):
+    _, splits = data
+    with pytest.raises(BwskError, match="exceeds the model's 64 positions|shorter than the evaluation window"):
+        train(tiny_model("neox-parallel"), splits, TrainConfig(max_steps=1, **{**FAST, **config}), tmp_path / "run", pretrained=False)
+    assert not (tmp_path / "run").exists()

@@ -7,7 +7,6 @@ shares (empty operands, outputs emptied by broadcasting) and never raises.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from bwsk.ir.ops import signature
@@ -41,10 +40,6 @@ __all__ = [
     "primary_outputs",
     "resolve_op",
 ]
-
-_DEFERRED: Mapping[str, str] = {
-    "wrap_with_set_grad_enabled": "higher-order op: classify its body graph (the submodule) instead",
-}
 
 
 def covered_targets() -> frozenset[str]:
@@ -101,7 +96,7 @@ def classify(
     """
     rule = RULES.get(target)
     if rule is None:
-        return U(_DEFERRED.get(target, f"no rule for {target}"))
+        return U(f"no rule for {target}")
     try:
         name = operand_name(target, varying) if varying < len(args) else list(kwargs)[varying - len(args)]
         call = Call(target, bind_arguments(target, args, kwargs), name, varying_item, outputs or primary_outputs(target))

@@ -26,21 +26,10 @@ from typing import Any
 import torch
 
 from bwsk.ir.ops import resolve
+from bwsk.passes.tensor_info import TensorInfo
 
 GETITEM = "operator.getitem"  # the name a program (and so the dataflow) gives Python's tuple projection
 DOMAINS = ("positive", "nonzero", "open_unit", "above_one", "above_minus_one")
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    """An operand's static type: its shape and dtype, values unknown."""
-
-    shape: tuple[int, ...]
-    dtype: torch.dtype
-
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
 
 
 @dataclass(frozen=True)
