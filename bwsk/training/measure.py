@@ -10,14 +10,17 @@ Activation bytes after forward: the storages a forward creates that are still
 alive once the caller has dropped the output but kept its autograd graph, i.e.
 what the graph holds for backward (saved tensors, checkpoint inputs, anything a
 custom Function keeps). The model inputs are cloned inside the tracker first, so
-they count when, and only when, the graph keeps them.
+they count when, and only when, the graph keeps them. A reversible model's drift
+monitor is paused for that forward: the step measured is one it does not probe
+(a probed step, one in `DriftMonitor.every`, also keeps a few sampled rows of the
+probed blocks' input pairs; `benchmarks/memory.py --drift` reports them).
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -61,6 +64,23 @@ def lm_loss(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits[:, :-1].reshape(-1, vocab).float(), input_ids[:, 1:].reshape(-1))
 
 
+@contextlib.contextmanager
+def drift_paused(model: nn.Module) -> Iterator[None]:
+    """While active, a reversible model's drift monitor (if any) neither probes nor counts steps."""
+    from bwsk.training.convert import RUNTIME_ATTRIBUTE
+
+    stack = getattr(getattr(model, RUNTIME_ATTRIBUTE, None), "stack", None)
+    monitor = getattr(stack, "monitor", None)
+    if monitor is None:
+        yield
+        return
+    stack.monitor = None
+    try:
+        yield
+    finally:
+        stack.monitor = monitor
+
+
 def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
@@ -84,7 +104,7 @@ def activation_bytes(model: nn.Module, input_ids: torch.Tensor, *, dtype: torch.
         return _cuda_activation_bytes(model, input_ids, dtype)
     tracker = MemTracker()
     tracker.track_external(model, input_ids)
-    with tracker:
+    with tracker, drift_paused(model):
         ids = input_ids.clone()
         with autocast(device, dtype):
             logits = logits_of(model(ids))
@@ -99,7 +119,7 @@ def _cuda_activation_bytes(model: nn.Module, input_ids: torch.Tensor, dtype: tor
     torch.cuda.synchronize()
     before = torch.cuda.memory_allocated()
     ids = input_ids.clone()
-    with autocast(ids.device, dtype):
+    with autocast(ids.device, dtype), drift_paused(model):
         logits = logits_of(model(ids))
     graph = logits.grad_fn
     del logits, ids

@@ -80,7 +80,7 @@ class Planner:
             layer = self.streams.invert[storage]
             return Choice("invert", f"residual stream of coupled block {layer}: rebuilt by inverting it", f"block {layer}")
         if storage in self.streams.final:
-            return Choice("store", "output of the last coupled blocks (combined from their two fp32 streams, which are kept too)", None)
+            return Choice("store", "output of the last coupled blocks (combined from their two float64 streams, which are kept too)", None)
         producer = self.replay.storages[storage].producer
         if producer is not None and self.layer(producer) in self.streams.layers:
             return self.in_block(producer)

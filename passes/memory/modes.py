@@ -12,7 +12,7 @@ reversible:   analyzed, but with a `couple` result: the residual stream
               entering each coupled block is inverted from the block's output
               and the block's own activations are rebuilt by running F and G
               again, so neither is stored; only the last block's outputs (and
-              their two fp32 streams), the stack's side inputs and what autograd
+              their two float64 streams), the stack's side inputs and what autograd
               saves outside the blocks are. Peak: the largest rebuilt block (its
               activations plus its inverted input) or S-phase. Assumed: every
               block of the stack is coupled (then the stored bytes do not grow
@@ -31,6 +31,8 @@ from bwsk.passes.memory.decisions import Planner
 from bwsk.passes.memory.result import DROPPED, Decision, LayerTotal, MemoryResult, ModeTotal, mode_total
 from bwsk.passes.memory.storages import Replay, replay
 
+STREAM_ITEMSIZE = 8  # bytes per element of the reversible stack's streams (float64: `bwsk.training.stack.STREAMS`)
+
 
 def plan(analysis: Analysis) -> MemoryResult:
     """Replay the program, decide every unit, and total the bytes per mode and per layer."""
@@ -38,12 +40,12 @@ def plan(analysis: Analysis) -> MemoryResult:
     planner = Planner(analysis, replayed)
     decisions, analyzed_units = planner.decisions()
     saved = [d for d in decisions if d.saved]
-    fp32_streams = _fp32_stream_bytes(analysis.flow, replayed, planner.streams.final)
+    streams = _stream_bytes(analysis.flow, replayed, planner.streams.final)
     modes = {
         "conventional": mode_total((d.bytes, None) for d in saved),
         "checkpoint": _checkpoint(analysis.flow, replayed),
         "analyzed": mode_total(analyzed_units),
-        "reversible": mode_total([(d.bytes, d.rebuilt_by) for d in decisions if d.decision != DROPPED] + [(fp32_streams, None)]),
+        "reversible": mode_total([(d.bytes, d.rebuilt_by) for d in decisions if d.decision != DROPPED] + [(streams, None)]),
     }
     return MemoryResult(modes, decisions, _layer_totals(decisions), sorted(replayed.inexact))
 
@@ -75,13 +77,13 @@ def _checkpoint(flow: Dataflow, replay: Replay) -> ModeTotal:
     return mode_total(units)
 
 
-def _fp32_stream_bytes(flow: Dataflow, replay: Replay, final: set[int]) -> int:
-    """The two fp32 streams of the last coupled blocks, kept beside the combined output the program has there."""
+def _stream_bytes(flow: Dataflow, replay: Replay, final: set[int]) -> int:
+    """The two streams of the last coupled blocks, kept beside the combined output the program has there."""
     extra = 0
     for storage in final:
         value = flow.values[replay.storages[storage].owner]
         itemsize = value.type.dtype.itemsize if isinstance(value.type, TensorType) else 4
-        extra += 2 * value.nbytes * 4 // itemsize
+        extra += 2 * value.nbytes * STREAM_ITEMSIZE // itemsize
     return extra
 
 
