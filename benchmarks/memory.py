@@ -322,17 +322,16 @@ def measure_drift(args: argparse.Namespace, console: Console, command: str) -> N
             base, label = build_model(args, spec, layers)
             progress.update(task, description=f"{label}: {layers or 'all'} blocks, {args.batch} x {args.seq}")
             model = converted(base.train())
-            del base
             ids = next(text_batches(args.batch, args.seq, model.config.vocab_size)).to(args.device)
             records += measure_depth(model, ids, dtypes=args.dtype, state="random init", name=label)
             if args.train_steps:
                 train(model, args.train_steps, batch=args.batch, seq=args.seq, dtype=DTYPES[args.dtype[0]])
                 records += measure_depth(model, ids, dtypes=args.dtype, state=f"trained {args.train_steps} steps", name=label)
-            del model
+            del model, base
+            if args.json:  # after every run: what was measured survives a later one that fails
+                write_atomic(args.json, json.dumps([r.to_json() for r in records], indent=2) + "\n", force=True)
             progress.advance(task)
     Console(width=None if sys.stdout.isatty() else 200).print("\n".join(depth_report.table_lines(records)))
-    if args.json:
-        write_atomic(args.json, json.dumps([r.to_json() for r in records], indent=2) + "\n", force=args.force)
     if args.plot:
         write_atomic(args.plot, depth_report.plot(records), force=args.force)
     if args.doc:

@@ -97,14 +97,15 @@ def text_batches(batch: int, seq: int, vocab: int) -> Iterator[torch.Tensor]:
 
 
 def converted(model: nn.Module) -> nn.Module:
-    """`model` converted with the defaults (a copy; the seams `make_reversible` picks for its device)."""
-    return make_reversible(model, measure_gap=False)
+    """`model` itself converted with the defaults (the seams `make_reversible` picks for its device)."""
+    return make_reversible(model, inplace=True, measure_gap=False)
 
 
 def train(model: nn.Module, steps: int, *, batch: int, seq: int, dtype: torch.dtype | None, lr: float = 3e-4) -> list[float]:
     """`steps` AdamW steps of a converted model in the reversible mode with its defaults (warmup 10%, cosine); the losses."""
     device = next(model.parameters()).device
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.01)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.01, foreach=False)  # no full-size temporaries
     batches = text_batches(batch, seq, model.config.vocab_size)
     losses = []
     warmup = max(1, steps // 10)
