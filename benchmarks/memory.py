@@ -26,6 +26,7 @@ existing depth section too). Outputs are never overwritten without --force.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import shlex
@@ -328,6 +329,7 @@ def measure_drift(args: argparse.Namespace, console: Console, command: str) -> N
                 train(model, args.train_steps, batch=args.batch, seq=args.seq, dtype=DTYPES[args.dtype[0]])
                 records += measure_depth(model, ids, dtypes=args.dtype, state=f"trained {args.train_steps} steps", name=label)
             del model, base
+            gc.collect()  # a converted model is a reference cycle (each layer's forward refers to the layer): free it now
             if args.json:  # after every run: what was measured survives a later one that fails
                 write_atomic(args.json, json.dumps([r.to_json() for r in records], indent=2) + "\n", force=True)
             progress.advance(task)
