@@ -16,7 +16,7 @@ MemTracker on the CPU or the CUDA allocator on a GPU. Conventional is always
 measured: step times are ratios to it, gradients are compared with ordinary
 autograd on the same function. --kernels measures the reversible mode once per
 seam arithmetic, side by side. --drift measures the reversible stack at depth instead
-(`bwsk.training.depth_drift`): gradient error against plain autograd, rebuild error
+(`bwsk.training.experiments.depth_drift`): gradient error against plain autograd, rebuild error
 per block, the stack's activation bytes and what drift control costs, with fp32 streams
 and with the defaults, at random init and after --train-steps steps; with --doc it
 writes its own section of the document and keeps the rest (a modes report keeps an
@@ -41,11 +41,10 @@ from bwsk.atomic import write_atomic
 from bwsk.cli.arguments import ArgumentParser
 from bwsk.errors import BwskError
 from bwsk.frontend import zoo
-from bwsk.training import depth_report
-from bwsk.training.compare import DTYPES, MIB, Record, compare_modes, records_table, variants
-from bwsk.training.modes import MODES
-from bwsk.training.seam import KERNELS
-from bwsk.training.selective import DEFAULT_BUDGET
+from bwsk.training.experiments import depth_report
+from bwsk.training.modes import DEFAULT_BUDGET, MODES
+from bwsk.training.modes.compare import DTYPES, MIB, Record, compare_modes, records_table, variants
+from bwsk.training.reversible.seams import KERNELS
 
 DEFAULT_MODEL = "pythia-70m"
 TITLE = "# Training memory per mode, measured"
@@ -309,7 +308,7 @@ def measure_modes(args: argparse.Namespace, console: Console, command: str) -> N
 
 def measure_drift(args: argparse.Namespace, console: Console, command: str) -> None:
     """The reversible stack at each depth of each model: at random init, then after --train-steps steps (see --drift)."""
-    from bwsk.training.depth_drift import converted, measure_depth, text_batches, train
+    from bwsk.training.experiments.depth_drift import converted, measure_depth, text_batches, train
 
     if any(axis != "layers" for axis, _ in args.sweep or []):
         raise BwskError("--drift sweeps depth only (--sweep layers=N,N,...)")

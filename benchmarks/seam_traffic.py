@@ -83,8 +83,8 @@ class StepTraffic(TorchDispatchMode):
 def measure(model_name: str, layers: int, batch: int, seq: int, seams: str) -> Traffic:
     """One reversible step (forward, loss, backward) of `model_name` with `seams`, its stream-sized traffic counted."""
     from bwsk.kernels import runtime
-    from bwsk.training.convert import make_reversible, reversible_runtime
-    from bwsk.training.measure import lm_loss, logits_of
+    from bwsk.training.language_model import lm_loss, logits_of
+    from bwsk.training.reversible.convert import make_reversible, reversible_runtime
 
     model = make_reversible(zoo.build(model_name, layers=layers, device="cpu"), kernels=seams, measure_gap=False).train()
     (ids,) = zoo.model_inputs(model, batch=batch, seq=seq)

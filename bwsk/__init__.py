@@ -6,35 +6,56 @@ program = bwsk.load("pythia-70m")     # export archive, Hugging Face model or zo
 outputs = program(*inputs, params={name: tensor})
 analysis = bwsk.analyze(program)      # classify, partition, couple, memory, coordinate
 
-`lower`, `lower_module`, `load` (bwsk.frontend.compile) and `analyze` (bwsk.passes.pipeline)
-are imported on first use, so `import bwsk` loads neither the frontend nor the passes.
+model = bwsk.make_reversible(model)   # a Hugging Face causal LM whose layers train as reversible coupling blocks
+model = bwsk.apply_mode(model, "checkpoint")   # conventional | checkpoint | analyzed | reversible
+with bwsk.plain_autograd(model): ...  # a converted model with ordinary autograd (the reference)
+
+Everything but `parse` and `Program` is imported on first use, so `import bwsk` loads neither
+the frontend, the passes, nor the training runtime.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bwsk.errors import BwskError
 from bwsk.ir.parser import parse
 from bwsk.ir.program import Program
+from bwsk.lazy import on_first_use
 
 if TYPE_CHECKING:
     from bwsk.frontend.compile import load, lower, lower_module
     from bwsk.passes.pipeline import analyze
+    from bwsk.training.modes.apply import apply_mode
+    from bwsk.training.reversible.convert import make_reversible, plain_autograd
+    from bwsk.training.reversible.huggingface import load_reversible, register
 
-_ON_FIRST_USE = {
-    "lower": "bwsk.frontend.compile",
-    "lower_module": "bwsk.frontend.compile",
-    "load": "bwsk.frontend.compile",
-    "analyze": "bwsk.passes.pipeline",
-}
+__getattr__, __dir__ = on_first_use(
+    __name__,
+    {
+        "lower": "bwsk.frontend.compile",
+        "lower_module": "bwsk.frontend.compile",
+        "load": "bwsk.frontend.compile",
+        "analyze": "bwsk.passes.pipeline",
+        "make_reversible": "bwsk.training.reversible.convert",
+        "plain_autograd": "bwsk.training.reversible.convert",
+        "apply_mode": "bwsk.training.modes.apply",
+        "load_reversible": "bwsk.training.reversible.huggingface",
+        "register": "bwsk.training.reversible.huggingface",
+    },
+)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _ON_FIRST_USE:
-        return getattr(importlib.import_module(_ON_FIRST_USE[name]), name)
-    raise AttributeError(f"module 'bwsk' has no attribute {name!r}")
-
-
-__all__ = ["BwskError", "Program", "analyze", "load", "lower", "lower_module", "parse"]
+__all__ = [
+    "BwskError",
+    "Program",
+    "analyze",
+    "apply_mode",
+    "load",
+    "load_reversible",
+    "lower",
+    "lower_module",
+    "make_reversible",
+    "parse",
+    "plain_autograd",
+    "register",
+]

@@ -45,6 +45,8 @@ def test_import_contracts_hold_on_the_tree(tmp_path):
         ("bwsk/ir/terms.py", "import bwsk.passes.partition", "layers"),
         ("bwsk/passes/partition.py", "import bwsk.frontend.zoo", "layers"),
         ("bwsk/kernels/__init__.py", "import transformers", "transformers"),
+        ("bwsk/training/reversible/stack.py", "import bwsk.training.trainer.config", "Training"),
+        ("bwsk/training/modes/measure.py", "import bwsk.training.distributed", "Training"),
     ],
 )
 def test_a_wrong_import_breaks_a_contract(tmp_path, module, wrong_import, contract):

@@ -83,7 +83,7 @@ def _demo(args: argparse.Namespace, console: Console) -> int:
 
 def _training_step(args: argparse.Namespace, console: Console) -> None:
     """One training step of the same model in conventional and reversible mode, measured side by side."""
-    from bwsk.training.compare import compare_modes, records_table
+    from bwsk.training.modes.compare import compare_modes, records_table
 
     layers = args.train_layers
     console.rule("training in less memory: conventional beside reversible")

@@ -42,7 +42,7 @@ test.tokens; the results say so).
 Results in OUT: training_results.json (perplexity token-weighted over sliding
 windows, the method stated), metrics.jsonl, the final model as a Hugging Face
 folder (a reversible run's loads with AutoModelForCausalLM after
-`import bwsk.training`), checkpoints/ (each checkpoint a loadable model folder).
+`bwsk.register()`), checkpoints/ (each checkpoint a loadable model folder).
 Distributed (--distributed ddp|fsdp, under torchrun): every mode; --batch-size
 is per process (global batch = batch size x processes); nccl on GPUs (one per
 process, by local rank), gloo with --device cpu; rank 0 alone writes; --resume
@@ -75,15 +75,15 @@ from rich.table import Table
 from bwsk.cli.arguments import EXIT_USER_ERROR, ArgumentParser, positive_int
 from bwsk.errors import BwskError, first_line, one_line
 from bwsk.render.units import human_bytes
-from bwsk.training.config import MAX_SEED, PRECISIONS, TrainConfig
 from bwsk.training.distributed import STRATEGIES, is_main_process, shutdown_distributed
-from bwsk.training.interrupt import TrainingInterrupted, signals_interrupt, stopped_by
+from bwsk.training.experiments.runs import RunSpec, resume_training, run_seeds, run_training
+from bwsk.training.experiments.start import language_model_names
 from bwsk.training.modes import MODES
-from bwsk.training.optimizer_step import TrainingDiverged
-from bwsk.training.results import RunResult
-from bwsk.training.runs import RunSpec, resume_training, run_seeds, run_training
-from bwsk.training.seam import KERNELS
-from bwsk.training.start import language_model_names
+from bwsk.training.reversible.seams import KERNELS
+from bwsk.training.trainer.config import MAX_SEED, PRECISIONS, TrainConfig
+from bwsk.training.trainer.interrupt import TrainingInterrupted, signals_interrupt, stopped_by
+from bwsk.training.trainer.optimizer import TrainingDiverged
+from bwsk.training.trainer.run_folder import RunResult
 
 EXIT_DIVERGED = 1
 EXIT_INTERNAL_ERROR = 3
@@ -113,7 +113,7 @@ Writes OUT/README.md (the model card: tables with the noise floor, the spread
 between seeds, beside every difference between modes; the configuration; the
 perplexity method; plots), OUT/results.json, and one folder per variant
 (finetune-conventional/, finetune-bwsk-reversible/, ...) that loads with
-AutoModelForCausalLM (after `import bwsk.training`); other seeds in
+AutoModelForCausalLM (after `bwsk.register()`); other seeds in
 VARIANT/seed-N/. Prints a line per finished run (and a bar over the runs on a
 terminal).
 """
@@ -374,9 +374,9 @@ def _experiment(argv: list[str]) -> int:
     args = _experiment_parser().parse_args(argv)
     modes, experiments = _choices(args.modes, MODES, "--modes"), _choices(args.experiments, EXPERIMENTS, "--experiments")
     try:
-        from bwsk.training.experiment import run_experiment
+        from bwsk.training.experiments.grid import run_experiment
     except ImportError:
-        raise BwskError("the experiment runner (bwsk.training.experiment) is not part of this installation yet") from None
+        raise BwskError("the experiment runner (bwsk.training.experiments.grid) is not part of this installation yet") from None
     out = Path(args.out)
     run_experiment(
         spec_from(args, args.model), config_from(args, modes[0]), out,
@@ -396,7 +396,7 @@ def _choices(text: str, allowed: tuple[str, ...], flag: str) -> list[str]:
 
 
 def _demo(console: Console) -> int:
-    from bwsk.training.demo import write_demo_inputs
+    from bwsk.training.experiments.demo_data import write_demo_inputs
 
     folder = Path(tempfile.mkdtemp(prefix="bwsk-train-demo-"))
     text, tokenizer = write_demo_inputs(folder)

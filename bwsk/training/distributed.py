@@ -23,11 +23,32 @@ Strategies, applied after `apply_mode` (wrapping first would hide the blocks fro
         sub-modules of each F and each G are sharded as one group, gathered when the half
         runs (in forward and again in the rebuild in backward), and their gradients are
         accumulated in the rebuild and reduce-scattered half by half (`SegmentCall.sharded`).
+
+Where a run computes: one device (`resolve_device`), or one process of a torchrun job (`join_process_group`).
+
+Under `config.distributed` each process takes the device `setup_distributed` gives it: the GPU
+of its local rank with nccl, or the cpu with gloo when `--device cpu` is asked for. A run that
+is not distributed refuses to start as several processes (each would train alone into the same folder).
+
+The whole state of a run's model, optimizer and random generators in one process's layout, distributed or not.
+
+    whole = WholeState(model, optimizer, info)          # info None: one process; else the model is DDP- or FSDP2-wrapped
+    weights = whole.weights()                           # under DDP/FSDP2 a collective: every rank calls
+    if whole.is_main: write(weights)                    # whole on rank 0, {} on the other ranks
+    whole.load_weights(read() if whole.is_main else {}) # also a collective: rank 0's tensors reach every shard
+
+Invariants: weights carry the unwrapped model's names, each tied (aliased) tensor once
+(loading restores the aliases); the optimizer state is laid out as one process's
+`optimizer.state_dict()` with the same parameter groups, so checkpoints of distributed and
+single-process runs have one form; RNG states are kept per rank, so a resumed rank draws
+what it would have drawn. Tensors may be the live ones (one process, DDP on the cpu):
+write them before the next step.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -47,7 +68,7 @@ from torch.distributed.fsdp import fully_shard
 from torch.nn.parallel import DistributedDataParallel
 
 from bwsk.errors import BwskError
-from bwsk.training.layers import block_list
+from bwsk.training.blocks import block_list
 
 STRATEGIES = ("ddp", "fsdp")
 T = TypeVar("T")
@@ -112,7 +133,7 @@ def wrap_model(model: nn.Module, strategy: str, info: DistInfo) -> nn.Module:
         raise BwskError(f"unknown distributed strategy {strategy!r} (expected one of {', '.join(STRATEGIES)})")
     if strategy == "ddp":
         return DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
-    from bwsk.training.convert import RUNTIME_ATTRIBUTE
+    from bwsk.training.reversible.convert import RUNTIME_ATTRIBUTE
 
     mesh = init_device_mesh(info.device.type, (info.world_size,))
     if hasattr(model, RUNTIME_ATTRIBUTE):
@@ -129,7 +150,7 @@ def _shard_halves(model: nn.Module, mesh: DeviceMesh) -> None:
 
     Halves run their leading norm as a module again (a fused seam would read the norm's sharded parameters).
     """
-    from bwsk.training.convert import reversible_runtime
+    from bwsk.training.reversible.convert import reversible_runtime
 
     stack = reversible_runtime(model).stack
     sharded: set[int] = set()
@@ -255,3 +276,129 @@ def run_on_main(function: Callable[[], T], info: DistInfo | None) -> T | None:
     if message is not None:
         raise BwskError(message)
     return result
+
+
+def resolve_device(name: str) -> torch.device:
+    """ "auto": CUDA when available, else the cpu."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise BwskError(f"unknown device {name!r} (expected auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BwskError(f"--device {name}: no CUDA device on this machine")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise BwskError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), numbered from 0")
+    return device
+
+
+def join_process_group(strategy: str | None, device: str) -> DistInfo | None:
+    """The process group of a run under `strategy` ("ddp", "fsdp") on `device` ("auto", "cpu", "cuda[:N]"); None for one process."""
+    if strategy is None:
+        processes = int(os.environ.get("WORLD_SIZE", "1"))
+        if processes > 1:
+            raise BwskError(
+                f"started as {processes} processes but not distributed: each would train alone into the same folder "
+                "(pass --distributed ddp or fsdp)"
+            )
+        return None
+    if device != "auto":
+        resolve_device(device)
+    return setup_distributed("gloo" if device == "cpu" else None)
+
+
+def synchronized_time(device: torch.device) -> float:
+    """`time.perf_counter()` once the device's queued work is done."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def describe_device(device: torch.device, info: DistInfo | None, strategy: str | None) -> str:
+    """The device in words for results, e.g. "2 x cpu (1 threads), fsdp over gloo"."""
+    one = f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    return one if info is None else f"{info.world_size} x {one}, {strategy} over {info.backend}"
+
+
+class WholeState:
+    """Reads and writes the whole state of `model` (wrapped when `info` is given) and `optimizer`."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, info: DistInfo | None):
+        self.model, self.optimizer, self.info = model, optimizer, info
+        self.aliases = tied_aliases(unwrap_model(model))
+
+    @property
+    def is_main(self) -> bool:
+        return self.info is None or self.info.is_main
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """Every weight and persistent buffer, each tied tensor once; {} on ranks other than 0."""
+        state = unwrap_model(self.model).state_dict() if self.info is None else full_model_state(self.model)
+        return {name: tensor for name, tensor in state.items() if name not in self.aliases}
+
+    def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        """Load `weights()`'s form (given on rank 0; {} elsewhere); every name must match."""
+        if weights:
+            weights = {**weights, **{alias: weights[kept] for alias, kept in self.aliases.items()}}
+        if self.info is None:
+            unwrap_model(self.model).load_state_dict(weights)
+        else:
+            load_full_model_state(self.model, weights)
+
+    def optimizer_state(self) -> dict[str, Any]:
+        """The optimizer's state as one process's `state_dict()`; {} on ranks other than 0."""
+        return self.optimizer.state_dict() if self.info is None else full_optimizer_state(self.model, self.optimizer)
+
+    def load_optimizer_state(self, state: dict[str, Any]) -> None:
+        if self.info is None:
+            self.optimizer.load_state_dict(state)
+        else:
+            load_full_optimizer_state(self.model, self.optimizer, state)
+
+    def rng_states(self) -> dict[str, torch.Tensor]:
+        """The generators' states: "cpu" and "cuda.I" (every device) for one process, "rank.R.cpu" / "rank.R.cuda" per rank."""
+        if self.info is None:
+            states = {"cpu": torch.get_rng_state()}
+            if torch.cuda.is_available():
+                states.update({f"cuda.{i}": state for i, state in enumerate(torch.cuda.get_rng_state_all())})
+            return states
+        gathered = [None] * self.info.world_size
+        torch.distributed.all_gather_object(gathered, self._own_rng())
+        return {f"rank.{rank}.{name}": state for rank, own in enumerate(gathered) for name, state in own.items()}
+
+    def load_rng_states(self, states: dict[str, torch.Tensor]) -> None:
+        """Restore `rng_states()`'s form (given on rank 0 when distributed; {} elsewhere)."""
+        if self.info is None:
+            torch.set_rng_state(states["cpu"])
+            if torch.cuda.is_available():
+                torch.cuda.set_rng_state_all([states[f"cuda.{i}"] for i in range(torch.cuda.device_count()) if f"cuda.{i}" in states])
+            return
+        states = broadcast_from_main(states, self.info)
+        prefix = f"rank.{self.info.rank}."
+        torch.set_rng_state(states[prefix + "cpu"])
+        if self.info.device.type == "cuda":
+            torch.cuda.set_rng_state(states[prefix + "cuda"], self.info.device)
+
+    def _own_rng(self) -> dict[str, torch.Tensor]:
+        own = {"cpu": torch.get_rng_state()}
+        if self.info is not None and self.info.device.type == "cuda":
+            own["cuda"] = torch.cuda.get_rng_state(self.info.device)
+        return own
+
+    def per_rank(self, value: int) -> list[int]:
+        """`value` from every rank in rank order (one process: [value]). A collective."""
+        return gather_per_rank(value) if self.info is not None else [int(value)]
+
+
+def tied_aliases(model: nn.Module) -> dict[str, str]:
+    """Names of the state dict that repeat an earlier name's tensor (tied weights), mapped to that first name."""
+    first: dict[int, str] = {}
+    aliases: dict[str, str] = {}
+    saved = model.state_dict().keys()
+    named = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
+    for name, tensor in named:
+        kept = first.setdefault(id(tensor), name)
+        if kept != name and name in saved:
+            aliases[name] = kept
+    return aliases

@@ -14,8 +14,8 @@ from training.tiny_models import tiny_model
 from training.tiny_text import write_corpus
 
 from bwsk.cli import train as cli
-from bwsk.training.interrupt import TrainingInterrupted
-from bwsk.training.results import RESULTS_FILE
+from bwsk.training.trainer.interrupt import TrainingInterrupted
+from bwsk.training.trainer.run_folder import RESULTS_FILE
 
 FAST = ["--precision", "fp32", "--device", "cpu", "--seq-len", "16", "--max-steps", "3", "--lr", "3e-3"]
 
@@ -113,7 +113,7 @@ def test_ctrl_c_exits_130_with_one_line(monkeypatch, capsys):
 
 
 def test_the_experiment_subcommand_says_clearly_when_its_runner_is_missing(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "bwsk.training.experiment", None)
+    monkeypatch.setitem(sys.modules, "bwsk.training.experiments.grid", None)
     err = one_line_error(["experiment", "--model", "m", "--data", "d", "--out", "o"], capsys)
     assert "experiment runner" in err
 

@@ -27,9 +27,9 @@ from training.tiny_models import tiny_model
 from training.tiny_text import write_corpus
 
 from bwsk.cli import train as cli
-from bwsk.training import runs
-from bwsk.training.checkpoint import latest_checkpoint
-from bwsk.training.results import RESULTS_FILE
+from bwsk.training.experiments import runs
+from bwsk.training.trainer.checkpoint import latest_checkpoint
+from bwsk.training.trainer.run_folder import RESULTS_FILE
 
 FAST = ["--precision", "fp32", "--device", "cpu", "--seq-len", "16", "--lr", "3e-3"]
 ZOO = ["pythia-70m", "--tiny", "--layers", "1"]
@@ -337,7 +337,7 @@ def test_sigterm_before_training_stops_at_once_leaving_no_folder(inputs, tmp_pat
 
 
 def test_sigterm_during_a_validation_checkpoints_and_names_the_resume(inputs, tmp_path, capsys, monkeypatch):
-    from bwsk.training import trainer
+    from bwsk.training.trainer import run as trainer
 
     measure = trainer.perplexity
 
@@ -358,7 +358,7 @@ def test_sigterm_during_a_validation_checkpoints_and_names_the_resume(inputs, tm
 
 SLOW_STEPS = """
 import sys, time
-from bwsk.training.metrics import MetricsLog
+from bwsk.training.trainer.run_folder import MetricsLog
 append = MetricsLog.append
 MetricsLog.append = lambda self, record: (time.sleep(0.5), append(self, record))[1]
 from bwsk.cli.train import main
@@ -396,7 +396,7 @@ def test_sigterm_from_outside_checkpoints_exits_143_and_the_run_resumes_from_ano
     "argv,target",
     [
         ([*ZOO, "--data", "x", "--out", "o"], "bwsk.cli.train.run_training"),
-        (["experiment", "--model", "pythia-70m", "--data", "x", "--out", "o"], "bwsk.training.experiment.run_experiment"),
+        (["experiment", "--model", "pythia-70m", "--data", "x", "--out", "o"], "bwsk.training.experiments.grid.run_experiment"),
     ],
 )
 def test_a_bug_is_one_line_exit_3_with_the_traceback_in_a_log(argv, target, capsys, monkeypatch, tmp_path):

@@ -31,8 +31,9 @@ from bwsk.training.distributed import (
     shutdown_distributed,
     wrap_model,
 )
-from bwsk.training.measure import lm_loss, logits_of
-from bwsk.training.modes import MODES, analyze_model, apply_mode
+from bwsk.training.language_model import lm_loss, logits_of
+from bwsk.training.modes import MODES
+from bwsk.training.modes.apply import analyze_model, apply_mode
 
 FAMILIES = ("neox-parallel", "llama")
 STEPS = 3

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from bwsk.cli import train as cli
-from bwsk.training import trainer
+from bwsk.training.trainer import run as trainer
 
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 CHANGING_EVENTS = ("os.rename", "os.mkdir", "os.remove", "os.rmdir", "shutil.rmtree", "os.truncate")

@@ -6,7 +6,7 @@ from contextlib import nullcontext
 
 import torch
 
-from bwsk.training.convert import plain_autograd
+from bwsk.training.reversible.convert import plain_autograd
 
 FP32_RTOL = 1e-5
 BF16_RTOL = 1e-3  # both under CPU bf16 autocast; measured 1e-7 (the rebuilt fp32 stream can flip a bf16 rounding)

@@ -140,7 +140,7 @@ def test_fsdp_runs_the_fused_norms_as_modules_again(tmp_path):
     import torch.distributed as dist
     from training.tiny_models import tiny_model
 
-    from bwsk.training.convert import make_reversible, reversible_runtime
+    from bwsk.training.reversible.convert import make_reversible, reversible_runtime
 
     dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
     try:

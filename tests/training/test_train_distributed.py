@@ -25,10 +25,9 @@ from training.tiny_models import tiny_model
 from training.tiny_text import write_corpus
 
 from bwsk.cli import train as cli
-from bwsk.training.checkpoint import latest_checkpoint
 from bwsk.training.distributed import STRATEGIES, shutdown_distributed
-from bwsk.training.metrics import read_metrics, without_timing
-from bwsk.training.results import RESULTS_FILE, read_result
+from bwsk.training.trainer.checkpoint import latest_checkpoint
+from bwsk.training.trainer.run_folder import RESULTS_FILE, read_metrics, read_result, without_timing
 
 TESTS = Path(__file__).resolve().parents[1]
 MODES = ("reversible", "checkpoint")
@@ -112,7 +111,9 @@ def saved_model_weights(folder: Path) -> dict[str, torch.Tensor]:
     """The weights of the model folder a run saved, as `AutoModelForCausalLM` loads it (reversible: the bwsk model type)."""
     from transformers import AutoModelForCausalLM
 
-    import bwsk.training  # noqa: F401  (registers the reversible model type)
+    import bwsk
+
+    bwsk.register()
 
     return AutoModelForCausalLM.from_pretrained(folder).state_dict()
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bwsk.training.coupling import CouplingBlock, Half, Step
-from bwsk.training.seam import TorchSeam, TritonSeam
-from bwsk.training.stack import ReversibleStack
+from bwsk.training.reversible.coupling import CouplingBlock, Half, Step
+from bwsk.training.reversible.seams import TorchSeam, TritonSeam
+from bwsk.training.reversible.stack import ReversibleStack
 
 
 class ToyHalf(nn.Module):

@@ -1,0 +1,330 @@
+"""What an experiment reports: `results.json` (every run; per variant the mean and spread over seeds; every
+difference between modes beside the noise floor) and the model card `README.md` with its two plots.
+
+The noise floor of a variant is the sample standard deviation of its metric over seeds (the
+same variant trained again with another seed). A difference between two modes is shown with
+the larger floor of the two; it is called within the noise when its size does not exceed that
+floor. With one seed there is no floor (null), and the card says so.
+
+The experiment's two figures as PNG bytes: training loss curves, and peak memory per variant.
+
+Drawn on a bare matplotlib `Figure` with the Agg canvas (no pyplot, no global backend).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+
+from bwsk.atomic import write_atomic
+from bwsk.render.units import human_bytes
+from bwsk.training.trainer.run_folder import METRICS_FILE, RUN_FILE, RunResult, read_metrics, summarize
+
+RESULTS_JSON = "results.json"
+CARD = "README.md"
+LOSS_PLOT = "loss_curves.png"
+MEMORY_PLOT = "peak_memory.png"
+RESULTS_FORMAT = 1
+METRICS = ("valid_perplexity", "test_perplexity")
+
+
+def experiment_results(
+    *, model: str, variants: list, runs: dict[str, list[tuple[str, RunResult]]], out: Path, seeds: int, first_seed: int
+) -> dict[str, Any]:
+    """The content of results.json for finished `runs`: per variant folder, (run folder relative to `out`, result) in seed order."""
+    first = runs[variants[0].folder][0][1]
+    resolved = json.loads((out / variants[0].folder / RUN_FILE).read_text())["resolved"]
+    shared = {key: value for key, value in resolved.items() if key not in ("mode", "seed", "kernels")}
+    reversible = [runs[variant.folder][0][1] for variant in variants if variant.mode == "reversible"]
+    if reversible:  # the seams of the reversible variants (the other modes have none)
+        shared["kernels"] = reversible[0].config["kernels"]
+    rows = [_variant_row(variant, runs[variant.folder]) for variant in variants]
+    return {
+        "format": RESULTS_FORMAT,
+        "model": model,
+        "data": first.data,
+        "tokens": first.tokens,
+        "perplexity_method": first.perplexity_method,
+        "config": shared,
+        "seeds": list(range(first_seed, first_seed + seeds)),
+        "device": first.device,
+        "software": {"torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version()},
+        "noise_floor_rule": "sample standard deviation over seeds of one variant; a difference is within the noise when |difference| <= the larger floor of the two variants",
+        "variants": rows,
+        "comparisons": _comparisons(rows),
+    }
+
+
+def _variant_row(variant, results: list[tuple[str, RunResult]]) -> dict[str, Any]:
+    runs = [
+        {
+            "seed": result.seed,
+            "folder": folder,
+            "valid_perplexity": result.valid_perplexity,
+            "test_perplexity": result.test_perplexity,
+            "peak_memory_bytes": result.peak_memory_bytes,
+            "tokens_per_s": result.tokens_per_s,
+            "wall_seconds": result.wall_seconds,
+            "steps": result.steps,
+            "best_valid_step": result.best_valid_step,
+            "stopped": result.stopped,
+            "drift": result.drift,
+            "conversion": result.conversion,
+        }
+        for folder, result in results
+    ]
+    row: dict[str, Any] = {"variant": variant.folder, "experiment": variant.experiment, "mode": variant.mode, "runs": runs}
+    for name in (*METRICS, "tokens_per_s", "wall_seconds"):
+        row[name] = summarize([run[name] for run in runs])
+    memory = [run["peak_memory_bytes"] for run in runs if run["peak_memory_bytes"] is not None]
+    row["peak_memory_bytes"] = summarize(memory) if memory else None
+    row["peak_memory_source"] = results[0][1].peak_memory_source
+    return row
+
+
+def _floor(a: dict[str, Any], b: dict[str, Any]) -> float | None:
+    """The larger seed spread of two summaries (None when either has one seed)."""
+    if a["n"] < 2 or b["n"] < 2:
+        return None
+    return max(a["std"], b["std"])
+
+
+def _comparisons(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each non-baseline mode of an experiment against its baseline (conventional, else the first mode)."""
+    found = []
+    experiments = dict.fromkeys(row["experiment"] for row in rows)
+    for experiment in experiments:
+        mine = [row for row in rows if row["experiment"] == experiment]
+        baseline = next((row for row in mine if row["mode"] == "conventional"), mine[0])
+        for row in mine:
+            if row is baseline:
+                continue
+            entry: dict[str, Any] = {"experiment": experiment, "variant": row["variant"], "baseline": baseline["variant"]}
+            for metric in METRICS:
+                difference = row[metric]["mean"] - baseline[metric]["mean"]
+                floor = _floor(row[metric], baseline[metric])
+                paired = [r[metric] - b[metric] for r, b in zip(row["runs"], baseline["runs"])]
+                entry[metric] = {
+                    "difference": difference,
+                    "noise_floor": floor,
+                    "within_noise": None if floor is None else abs(difference) <= floor,
+                    "paired_by_seed": paired,
+                }
+            if row["peak_memory_bytes"] and baseline["peak_memory_bytes"]:
+                entry["peak_memory_ratio"] = row["peak_memory_bytes"]["mean"] / baseline["peak_memory_bytes"]["mean"]
+            entry["tokens_per_s_ratio"] = row["tokens_per_s"]["mean"] / baseline["tokens_per_s"]["mean"]
+            found.append(entry)
+    return found
+
+
+def write_experiment_outputs(out: Path, summary: dict[str, Any], *, force: bool) -> None:
+    """Write the plots, the model card and (last) results.json into `out`, each atomically."""
+    curves: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for row in summary["variants"]:
+        curves.setdefault(row["experiment"], {})[row["variant"]] = [_curve(out / run["folder"], run["seed"]) for run in row["runs"]]
+    write_atomic(str(out / LOSS_PLOT), loss_curves_png(curves), force=force)
+    memory = {row["variant"]: row["peak_memory_bytes"]["mean"] for row in summary["variants"] if row["peak_memory_bytes"]}
+    if memory:
+        write_atomic(str(out / MEMORY_PLOT), peak_memory_png(memory), force=force)
+    write_atomic(str(out / CARD), model_card(summary, plots=bool(memory)), force=force)
+    write_atomic(str(out / RESULTS_JSON), json.dumps(summary, indent=2, allow_nan=False) + "\n", force=force)
+
+
+def _curve(folder: Path, seed: int) -> dict[str, Any]:
+    records = read_metrics(folder / METRICS_FILE)
+    steps = [r for r in records if "loss" in r and "split" not in r]
+    valid = [r for r in records if r.get("split") == "valid"]
+    return {
+        "seed": seed,
+        "steps": [r["step"] for r in steps],
+        "losses": [r["loss"] for r in steps],
+        "valid_steps": [r["step"] for r in valid],
+        "valid_losses": [r["nll"] for r in valid],
+    }
+
+
+def model_card(summary: dict[str, Any], *, plots: bool = True) -> str:
+    """The README.md of an experiment folder (Hugging Face model card with YAML front matter)."""
+    rows = summary["variants"]
+    seeds = summary["seeds"]
+    reversible = [row["variant"] for row in rows if row["mode"] == "reversible"]
+    lines = [
+        "---",
+        "library_name: transformers",
+        "tags:",
+        "- bwsk",
+        "- reversible",
+        "- activation-memory",
+        "---",
+        "",
+        f"# bwsk training experiment: {summary['model']}",
+        "",
+        f"{len(rows)} variants x {len(seeds)} seed(s) ({', '.join(map(str, seeds))}), trained with `bwsk-train experiment`.",
+        "",
+        f"- **Data:** {summary['data']}",
+        "- **Tokens:** " + ", ".join(f"{name} {count:,}" for name, count in summary["tokens"].items()),
+        f"- **Perplexity:** {summary['perplexity_method']}",
+        f"- **Device:** {summary['device']}; torch {summary['software']['torch']}, transformers {summary['software']['transformers']}",
+        f"- **Peak memory:** {rows[0]['peak_memory_source']}",
+        "",
+        "## Perplexity",
+        "",
+        "Mean ± sample standard deviation over seeds (± is the noise floor: the same variant trained with another seed).",
+        "Each variant folder holds the first seed's model; the other seeds' runs are in `VARIANT/seed-N/`.",
+        "",
+    ]
+    lines += _table(
+        ["variant", "mode", "valid ppl", "test ppl", "peak memory", "tokens/s", "steps"],
+        [
+            [
+                f"`{row['variant']}`",
+                row["mode"],
+                _spread(row["valid_perplexity"]),
+                _spread(row["test_perplexity"]),
+                human_bytes(row["peak_memory_bytes"]["mean"]) if row["peak_memory_bytes"] else "n/a",
+                f"{row['tokens_per_s']['mean']:,.0f}",
+                "/".join(str(run["steps"]) for run in row["runs"]),
+            ]
+            for row in rows
+        ],
+    )
+    lines += ["", "## Differences between modes, beside the noise floor", ""]
+    if summary["comparisons"]:
+        if len(seeds) < 2:
+            lines += ["One seed: there is no noise floor, so no difference below can be told apart from noise.", ""]
+        lines += _table(
+            [
+                "variant",
+                "vs",
+                "Δ valid ppl",
+                "Δ test ppl",
+                "noise floor (valid / test)",
+                "within noise?",
+                "memory ratio",
+                "throughput ratio",
+            ],
+            [_comparison_cells(entry) for entry in summary["comparisons"]],
+        )
+    else:
+        lines.append("Only one mode per experiment: nothing to compare.")
+    if plots:
+        lines += ["", "## Plots", "", f"![training and validation loss]({LOSS_PLOT})", "", f"![peak memory per variant]({MEMORY_PLOT})"]
+    lines += ["", "## Configuration", "", "Shared by every run (the mode and the seed vary):", "", "```json"]
+    lines += [
+        json.dumps(summary["config"], indent=2),
+        "```",
+        "",
+        "## Loading",
+        "",
+        "```python",
+        "from transformers import AutoModelForCausalLM",
+    ]
+    if reversible:
+        lines += ["import bwsk", "", "bwsk.register()  # the bwsk_reversible model type (reversible variants)"]
+    lines += [f'model = AutoModelForCausalLM.from_pretrained("PATH/TO/THIS/FOLDER", subfolder="{rows[0]["variant"]}")', "```", ""]
+    if reversible:
+        lines += [
+            "The reversible variants are the `bwsk_reversible` model type: the base architecture with its layers run as",
+            "reversible coupling blocks (a different function from the base model, trained as such); `config.json`",
+            "holds the base config and the coupling layout, and loading needs `bwsk.register()` first (no remote code).",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def _spread(summary: dict[str, Any]) -> str:
+    return f"{summary['mean']:.3f}" if summary["n"] < 2 else f"{summary['mean']:.3f} ± {summary['std']:.3f}"
+
+
+def _comparison_cells(entry: dict[str, Any]) -> list[str]:
+    valid, test = entry["valid_perplexity"], entry["test_perplexity"]
+
+    def floor(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    verdicts = {None: "n/a", True: "yes", False: "no"}
+    memory = entry.get("peak_memory_ratio")
+    return [
+        f"`{entry['variant']}`",
+        f"`{entry['baseline']}`",
+        f"{valid['difference']:+.3f}",
+        f"{test['difference']:+.3f}",
+        f"{floor(valid['noise_floor'])} / {floor(test['noise_floor'])}",
+        f"{verdicts[valid['within_noise']]} / {verdicts[test['within_noise']]}",
+        "n/a" if memory is None else f"{memory:.3f}",
+        f"{entry['tokens_per_s_ratio']:.3f}",
+    ]
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table (cells must not contain '|')."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+MIB = 1024**2
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def loss_curves_png(curves: dict[str, dict[str, list[dict[str, Any]]]]) -> bytes:
+    """Training loss against step, one panel per experiment: per variant the mean over seeds (line) and their range (band).
+
+    `curves[experiment][variant]` lists runs as {"seed", "steps", "losses", "valid_steps", "valid_losses"}; steps
+    every seed reached are drawn. Line styles differ so that variants computing the same function stay visible.
+    """
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.5 * len(curves), 4.2), layout="constrained")
+    axes = figure.subplots(1, len(curves), squeeze=False)[0]
+    for axis, (experiment, variants) in zip(axes, curves.items()):
+        for index, (variant, runs) in enumerate(variants.items()):
+            colour, style = f"C{index % 10}", LINE_STYLES[index % len(LINE_STYLES)]
+            steps, mean, low, high = _across_seeds([(run["steps"], run["losses"]) for run in runs])
+            axis.plot(steps, mean, color=colour, linestyle=style, linewidth=1.4, label=f"{variant} ({len(runs)} seeds)")
+            if len(runs) > 1:
+                axis.fill_between(steps, low, high, color=colour, alpha=0.15, linewidth=0)
+            valid_steps, valid_mean, _, _ = _across_seeds([(run["valid_steps"], run["valid_losses"]) for run in runs])
+            axis.plot(valid_steps, valid_mean, "o", color=colour, markersize=5, markerfacecolor="none")
+        axis.set_title(f"{experiment}: training loss (mean over seeds, band: range), validation loss (circles)", fontsize="medium")
+        axis.set_xlabel("optimizer step")
+        axis.set_ylabel("loss (nats per token)")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize="small")
+    return _png(figure)
+
+
+def _across_seeds(series: list[tuple[list[int], list[float]]]) -> tuple[list[int], list[float], list[float], list[float]]:
+    """(steps every series has, mean, min, max at each of them)."""
+    shared = sorted(set.intersection(*(set(steps) for steps, _ in series)))
+    values = [[dict(zip(steps, losses))[step] for steps, losses in series] for step in shared]
+    return shared, [sum(v) / len(v) for v in values], [min(v) for v in values], [max(v) for v in values]
+
+
+def peak_memory_png(memory: dict[str, float]) -> bytes:
+    """Horizontal bars: mean peak memory of each variant's training step, in MiB."""
+    from matplotlib.figure import Figure
+
+    names = list(memory)
+    figure = Figure(figsize=(7, 0.5 * len(names) + 1.4), layout="constrained")
+    axis = figure.subplots()
+    values = [memory[name] / MIB for name in names]
+    bars = axis.barh(names, values, color=[f"C{i % 10}" for i in range(len(names))])
+    axis.bar_label(bars, labels=[f"{v:,.1f}" for v in values], padding=3, fontsize="small")
+    axis.invert_yaxis()
+    axis.set_xlabel("peak memory of a training step (MiB)")
+    axis.set_xlim(0, max(values, default=1) * 1.2 or 1)
+    axis.grid(axis="x", alpha=0.3)
+    return _png(figure)
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
+    return buffer.getvalue()
