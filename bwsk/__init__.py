@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from bwsk.frontend.compile import load, lower, lower_module
     from bwsk.passes.pipeline import analyze
     from bwsk.training.modes.apply import apply_mode
-    from bwsk.training.reversible.convert import make_reversible, plain_autograd
+    from bwsk.training.reversible.convert import make_reversible, plain_autograd, set_kernels
     from bwsk.training.reversible.huggingface import load_reversible, register
 
 __getattr__, __dir__ = on_first_use(
@@ -39,6 +39,7 @@ __getattr__, __dir__ = on_first_use(
         "analyze": "bwsk.passes.pipeline",
         "make_reversible": "bwsk.training.reversible.convert",
         "plain_autograd": "bwsk.training.reversible.convert",
+        "set_kernels": "bwsk.training.reversible.convert",
         "apply_mode": "bwsk.training.modes.apply",
         "load_reversible": "bwsk.training.reversible.huggingface",
         "register": "bwsk.training.reversible.huggingface",
@@ -58,4 +59,5 @@ __all__ = [
     "parse",
     "plain_autograd",
     "register",
+    "set_kernels",
 ]

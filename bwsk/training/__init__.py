@@ -21,7 +21,7 @@ from bwsk.lazy import on_first_use
 
 if TYPE_CHECKING:
     from bwsk.training.modes.apply import apply_mode
-    from bwsk.training.reversible.convert import make_reversible, plain_autograd
+    from bwsk.training.reversible.convert import make_reversible, plain_autograd, set_kernels
     from bwsk.training.reversible.huggingface import load_reversible, register
     from bwsk.training.trainer.config import TrainConfig
     from bwsk.training.trainer.run import train
@@ -31,6 +31,7 @@ __getattr__, __dir__ = on_first_use(
     {
         "make_reversible": "bwsk.training.reversible.convert",
         "plain_autograd": "bwsk.training.reversible.convert",
+        "set_kernels": "bwsk.training.reversible.convert",
         "apply_mode": "bwsk.training.modes.apply",
         "load_reversible": "bwsk.training.reversible.huggingface",
         "register": "bwsk.training.reversible.huggingface",
@@ -39,4 +40,4 @@ __getattr__, __dir__ = on_first_use(
     },
 )
 
-__all__ = ["TrainConfig", "apply_mode", "load_reversible", "make_reversible", "plain_autograd", "register", "train"]
+__all__ = ["TrainConfig", "apply_mode", "load_reversible", "make_reversible", "plain_autograd", "register", "set_kernels", "train"]

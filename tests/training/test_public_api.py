@@ -12,7 +12,7 @@ import bwsk.training
 from bwsk.passes.memory.result import MODES as PREDICTED_MODES
 from bwsk.training.modes import MODES
 from bwsk.training.modes.apply import apply_mode
-from bwsk.training.reversible.convert import make_reversible, plain_autograd
+from bwsk.training.reversible.convert import make_reversible, plain_autograd, set_kernels
 from bwsk.training.reversible.huggingface import load_reversible, register
 
 
@@ -36,6 +36,7 @@ def test_public_names_are_the_runtime_objects():
         assert package.apply_mode is apply_mode
         assert package.load_reversible is load_reversible
         assert package.register is register
+        assert package.set_kernels is set_kernels
     with pytest.raises(AttributeError, match="no attribute 'convert_model'"):
         bwsk.training.convert_model  # noqa: B018
 

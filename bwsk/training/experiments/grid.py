@@ -38,7 +38,7 @@ from bwsk.render.units import human_bytes
 from bwsk.training.distributed import is_main_process, resolve_device
 from bwsk.training.experiments.report import RESULTS_JSON, experiment_results, write_experiment_outputs
 from bwsk.training.experiments.runs import PreparedData, RunSpec, prepare_data
-from bwsk.training.experiments.start import StartModel, load_start_model
+from bwsk.training.experiments.start import StartModel
 from bwsk.training.modes import MODES
 from bwsk.training.modes.apply import is_reversible, seam_kernels
 from bwsk.training.reversible.huggingface import MODEL_TYPE
@@ -170,15 +170,7 @@ class _Starts:
     """The start model of each run: random from the seed (scratch) or a fresh copy of MODEL's pretrained weights (finetune)."""
 
     def __init__(self, spec: RunSpec, data: PreparedData, *, finetune_modes: list[str], seed: int):
-        self.base = load_start_model(
-            spec.model,
-            vocab_size=data.splits.vocab_size,
-            tiny=spec.tiny,
-            layers=spec.layers,
-            seed=seed,
-            trust_remote_code=spec.trust_remote_code,
-            trust_pickle=spec.trust_pickle,
-        )
+        self.base = spec.start_model(data, seed=seed)
         if finetune_modes and not self.base.pretrained:
             raise BwskError(
                 f"the finetune experiment needs pretrained weights, and {spec.model} has none ({self.base.source}): pass a pretrained "

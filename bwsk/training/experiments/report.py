@@ -32,6 +32,7 @@ LOSS_PLOT = "loss_curves.png"
 MEMORY_PLOT = "peak_memory.png"
 RESULTS_FORMAT = 1
 METRICS = ("valid_perplexity", "test_perplexity")
+SUMMARIZED = (*METRICS, "final_train_loss", "tokens_per_s", "wall_seconds")  # what a seed summary summarises
 
 
 def experiment_results(
@@ -79,13 +80,24 @@ def _variant_row(variant, results: list[tuple[str, RunResult]]) -> dict[str, Any
         }
         for folder, result in results
     ]
-    row: dict[str, Any] = {"variant": variant.folder, "experiment": variant.experiment, "mode": variant.mode, "runs": runs}
-    for name in (*METRICS, "tokens_per_s", "wall_seconds"):
-        row[name] = summarize([run[name] for run in runs])
-    memory = [run["peak_memory_bytes"] for run in runs if run["peak_memory_bytes"] is not None]
-    row["peak_memory_bytes"] = summarize(memory) if memory else None
-    row["peak_memory_source"] = results[0][1].peak_memory_source
-    return row
+    summary = seed_summary([result for _, result in results])
+    return {
+        "variant": variant.folder,
+        "experiment": variant.experiment,
+        "runs": runs,
+        **summary,
+        "peak_memory_source": results[0][1].peak_memory_source,
+    }
+
+
+def seed_summary(results: list[RunResult]) -> dict[str, Any]:
+    """Mean, sample spread, min, max and count over the seeds of one variant, per quantity in `SUMMARIZED`;
+    peak memory over the seeds that measured it (None when none did)."""
+    summary: dict[str, Any] = {"seeds": [r.seed for r in results], "mode": results[0].mode}
+    summary |= {name: summarize([getattr(r, name) for r in results]) for name in SUMMARIZED}
+    memory = [float(r.peak_memory_bytes) for r in results if r.peak_memory_bytes is not None]
+    summary["peak_memory_bytes"] = summarize(memory) if memory else None
+    return summary
 
 
 def _floor(a: dict[str, Any], b: dict[str, Any]) -> float | None:

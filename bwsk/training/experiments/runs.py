@@ -27,12 +27,13 @@ from typing import Any
 from bwsk.atomic import write_atomic
 from bwsk.errors import BwskError, SourceError, first_line
 from bwsk.training.distributed import is_main_process
-from bwsk.training.experiments.start import load_start_model
+from bwsk.training.experiments.report import seed_summary
+from bwsk.training.experiments.start import StartModel, load_start_model
 from bwsk.training.trainer.config import TrainConfig
 from bwsk.training.trainer.data import TokenSplits, load_text_splits, load_tokenizer, tokenize_splits, tokenizer_file
 from bwsk.training.trainer.field_types import require_field_types
 from bwsk.training.trainer.run import train
-from bwsk.training.trainer.run_folder import RUN_FILE, RunResult, read_run_file, require_writable, summarize
+from bwsk.training.trainer.run_folder import RUN_FILE, RunResult, read_run_file, require_writable
 
 SEEDS_FILE = "seeds.json"
 
@@ -54,6 +55,18 @@ class RunSpec:
     layers: int | None = None
     trust_remote_code: bool = False
     trust_pickle: bool = False
+
+    def start_model(self, data: PreparedData, *, seed: int) -> StartModel:
+        """The model a run of this spec starts from, its vocabulary grown to hold `data`'s tokens (see `load_start_model`)."""
+        return load_start_model(
+            self.model,
+            vocab_size=data.splits.vocab_size,
+            tiny=self.tiny,
+            layers=self.layers,
+            seed=seed,
+            trust_remote_code=self.trust_remote_code,
+            trust_pickle=self.trust_pickle,
+        )
 
     def __post_init__(self) -> None:
         require_field_types(RunSpec, self.__dict__, lambda name: f"inputs.{name}")
@@ -112,15 +125,7 @@ def run_training(
     """Load the start model of `spec` (random weights drawn from `config.seed`) and train it into `out`."""
     require_writable(out)  # before the minutes of loading
     data = data or prepare_data(spec)
-    start = load_start_model(
-        spec.model,
-        vocab_size=data.splits.vocab_size,
-        tiny=spec.tiny,
-        layers=spec.layers,
-        seed=config.seed,
-        trust_remote_code=spec.trust_remote_code,
-        trust_pickle=spec.trust_pickle,
-    )
+    start = spec.start_model(data, seed=config.seed)
     return train(
         start.model,
         data.splits,
@@ -199,17 +204,3 @@ def run_seeds(
     if is_main_process():  # distributed runs: rank 0 writes
         write_atomic(str(summary_path), json.dumps(summary, indent=2, allow_nan=False) + "\n", force=True)
     return results, summary
-
-
-def seed_summary(results: list[RunResult]) -> dict[str, Any]:
-    """Mean and spread over runs of one variant: perplexities, final losses, peak memory, throughput."""
-    fields = {
-        "valid_perplexity": [r.valid_perplexity for r in results],
-        "test_perplexity": [r.test_perplexity for r in results],
-        "final_train_loss": [r.final_train_loss for r in results],
-        "tokens_per_s": [r.tokens_per_s for r in results],
-        "wall_seconds": [r.wall_seconds for r in results],
-    }
-    if all(r.peak_memory_bytes is not None for r in results):
-        fields["peak_memory_bytes"] = [float(r.peak_memory_bytes) for r in results]
-    return {"seeds": [r.seed for r in results], "mode": results[0].mode, **{name: summarize(v) for name, v in fields.items()}}

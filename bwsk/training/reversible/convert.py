@@ -86,6 +86,11 @@ class ReversibleRuntime:
         """Halves whose leading norm the seam computes now (Triton seams; none under FSDP2; see `bwsk.training.reversible.seams`)."""
         return sum(half.lead is not None for block in self.stack.blocks for half in (block.f, block.g))
 
+    def summary(self) -> dict[str, Any]:
+        """What a run reports of its conversion: the function gap, the stream combination, the seams and their fused norms."""
+        gap, combination = self.report.function_gap, self.report.combination
+        return {"function_gap": gap, "combination": combination, "kernels": self.kernels, "fused_norms": self.fused_norms}
+
     @property
     def last_drift(self):
         """The latest rebuild-error report of the drift monitor (None without a monitor or before a measured step)."""

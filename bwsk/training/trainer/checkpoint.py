@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +34,13 @@ from safetensors.torch import load_file, save_file, save_model
 from torch import nn
 
 from bwsk.atomic import write_atomic
-from bwsk.errors import SourceError, first_line
+from bwsk.errors import BwskError, SourceError, first_line
+from bwsk.training.distributed import WholeState, broadcast_from_main, run_on_main
 from bwsk.training.trainer.field_types import is_number
 from bwsk.training.trainer.state import LoopState
 
 LATEST = "latest.json"
+BEST_WEIGHTS = "best.safetensors"  # beside the step folders: the weights of the best validation loss so far
 STEP_PREFIX = "step-"
 
 
@@ -129,6 +131,64 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
         return load_file(path)
     except (OSError, ValueError, SafetensorError) as error:
         raise SourceError(f"{path}: unreadable tensors ({first_line(error)})") from None
+
+
+def save_run_state(root: Path, state: LoopState, whole: WholeState, *, scaler: dict[str, Any] | None, model_config: Any) -> None:
+    """Checkpoint a run's whole state under `root` (a collective: every rank calls it; rank 0 writes)."""
+    weights, optimizer, rng = whole.weights(), whole.optimizer_state(), whole.rng_states()
+    if whole.is_main:
+        save_checkpoint(root, state.step, Checkpoint(weights, optimizer, rng, asdict(state), scaler), model_config=model_config)
+
+
+def restore_run_state(
+    root: Path, whole: WholeState, *, scaler: dict[str, Any] | None, batches_per_epoch: int, world_size: int
+) -> tuple[LoopState, dict[str, Any] | None]:
+    """Load the latest checkpoint under `root` into `whole`; returns the loop state and the grad scaler's state.
+
+    Rank 0 reads the checkpoint and checks it against this run (`scaler`: the run's own scaler state, for its
+    shape) before anything is loaded; every rank gets the same state (a collective)."""
+    info = whole.info
+    weights, rng = whole.weights(), whole.rng_states()  # collectives: every rank
+
+    def read() -> tuple[Checkpoint, LoopState]:
+        folder = latest_checkpoint(root)
+        if folder is None:
+            raise BwskError(f"{root.parent}: no checkpoint to resume from (the run stopped before its first one)")
+        checkpoint = load_checkpoint(folder)
+        state = LoopState.from_json(checkpoint.trainer, f"{folder / 'state.json'}: trainer")
+        require_position_fits(state, folder, batches_per_epoch=batches_per_epoch, world_size=world_size)
+        require_checkpoint_fits(checkpoint, folder, weights=weights, optimizer=whole.optimizer, rng=rng, scaler=scaler)
+        return checkpoint, state
+
+    def from_main(value: Any) -> Any:
+        return value if info is None else broadcast_from_main(value, info)
+
+    checkpoint, state = run_on_main(read, info) or (None, None)
+    state = LoopState(**from_main(asdict(state) if state else None))
+    if state.peak_memory_per_rank is not None:
+        state.peak_memory_bytes = state.peak_memory_per_rank[0 if info is None else info.rank]
+    whole.load_weights(checkpoint.weights if checkpoint else {})
+    whole.load_optimizer_state(checkpoint.optimizer if checkpoint else {})
+    whole.load_rng_states(checkpoint.rng if checkpoint else {})
+    return state, from_main(checkpoint.scaler if checkpoint else None)
+
+
+class BestWeights:
+    """The weights of a run's best validation loss, in `root/best.safetensors` (rank 0 writes; every rank loads)."""
+
+    def __init__(self, root: Path, whole: WholeState):
+        self.path, self.whole = root / BEST_WEIGHTS, whole
+
+    def save(self) -> None:
+        """Keep the current weights (a collective)."""
+        weights = self.whole.weights()
+        if self.whole.is_main:
+            self.path.parent.mkdir(exist_ok=True)
+            write_tensors(weights, self.path)
+
+    def restore(self) -> None:
+        """Load the kept weights back (a collective)."""
+        self.whole.load_weights(run_on_main(lambda: read_tensors(self.path), self.whole.info) or {})
 
 
 def _write_folder(folder: Path, checkpoint: Checkpoint, model_config: Any) -> None:

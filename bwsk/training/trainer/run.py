@@ -40,7 +40,6 @@ import contextlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -64,16 +63,7 @@ from bwsk.training.distributed import (
 )
 from bwsk.training.modes.apply import apply_mode, require_mode_fits, seam_kernels
 from bwsk.training.reversible.huggingface import saved_config
-from bwsk.training.trainer.checkpoint import (
-    Checkpoint,
-    latest_checkpoint,
-    load_checkpoint,
-    read_tensors,
-    require_checkpoint_fits,
-    require_position_fits,
-    save_checkpoint,
-    write_tensors,
-)
+from bwsk.training.trainer.checkpoint import BestWeights, restore_run_state, save_run_state
 from bwsk.training.trainer.config import TrainConfig
 from bwsk.training.trainer.data import BlockSampler, TokenSplits
 from bwsk.training.trainer.evaluation import Perplexity, perplexity
@@ -91,9 +81,7 @@ from bwsk.training.trainer.run_folder import (
     save_model,
     write_run_file,
 )
-from bwsk.training.trainer.state import LoopState, exclude_evaluation, record_step_peak, step_tracker
-
-BEST_WEIGHTS = "best.safetensors"
+from bwsk.training.trainer.state import EarlyStopping, LoopState, exclude_evaluation, record_step_peak, step_tracker
 
 
 def train(
@@ -147,42 +135,42 @@ def train(
 
 
 class Run:
-    """One run's model, optimizer, data and loop state (see `train`)."""
+    """One run's model, optimizer, data and loop state (see `train`): setup, the loop, one step, evaluation."""
 
     def __init__(self, model, splits: TokenSplits, config: TrainConfig, out: Path, *, pretrained, tokenizer, observer, info=None):
         self.info: DistInfo | None = info
         self.device = resolve_device(config.device) if info is None else info.device
-        rank, world_size = (0, 1) if info is None else (info.rank, info.world_size)
+        rank, self.world_size = (0, 1) if info is None else (info.rank, info.world_size)
         require_precision_fits(config.precision, self.device)
-        vocab = model.get_input_embeddings().num_embeddings
-        largest = max(int(getattr(splits, name).max()) for name in ("train", "valid", "test"))
-        if largest >= vocab:
-            raise BwskError(f"token id {largest} is outside the model's {vocab}-token vocabulary (a tokenizer for another model?)")
+        require_vocabulary_fits(model, splits)
         positions = max_positions(getattr(model, "config", None))
-        steps_per_epoch = (splits.train.numel() // config.sequence_length(positions)) // (config.batch_size * world_size)
+        steps_per_epoch = (splits.train.numel() // config.sequence_length(positions)) // (config.batch_size * self.world_size)
         self.config = config.resolved(pretrained=pretrained, max_positions=positions, steps_per_epoch=steps_per_epoch)
         self.splits, self.out, self.tokenizer, self.observer, self.pretrained = splits, out, tokenizer, observer, pretrained
-        self.sampler = BlockSampler(splits.train, self.config.seq_len, self.config.batch_size, self.config.seed, rank, world_size)
-        self.world_size = world_size
+        self.sampler = BlockSampler(splits.train, self.config.seq_len, self.config.batch_size, self.config.seed, rank, self.world_size)
         self.planned = self.config.planned_steps(self.sampler.batches_per_epoch)
         self.dtype = self.config.autocast_dtype
-        example = next(self.sampler.batches(0)).to(self.device)
-        if getattr(getattr(model, "config", None), "use_cache", None):
-            model.config.use_cache = False  # a KV cache is of no use in training, and checkpoint recomputes would extend it
-        self.model = apply_mode(
-            model.to(self.device).train(),
-            self.config.mode,
-            example_input=(example,),
-            budget=self.config.budget,
-            kernels=self.config.kernels,
-        )
-        if info is not None:
-            self.model = wrap_model(self.model, self.config.distributed, info)
+        self.model = self._model_in_mode(model)
         self.runtime = self._reversible_runtime()
         self.update = OptimizerStep(self.model, self.config, planned_steps=self.planned, device=self.device, info=info)
         self.whole = WholeState(self.model, self.update.optimizer, info)
+        self.best = BestWeights(out / CHECKPOINTS, self.whole)
+        self.early_stopping = EarlyStopping(self.config.patience)
         self.state = LoopState()
         self.sigint = InterruptFlag(distributed=info is not None)
+        self.metrics: MetricsLog | None = None  # rank 0's, opened by `execute`
+        self.bar: TrainingProgress | None = None
+        self.started = time.perf_counter()  # minus the wall seconds of earlier sessions, once `execute` knows them
+
+    def _model_in_mode(self, model: nn.Module) -> nn.Module:
+        example = next(self.sampler.batches(0)).to(self.device)
+        if getattr(getattr(model, "config", None), "use_cache", None):
+            model.config.use_cache = False  # a KV cache is of no use in training, and checkpoint recomputes would extend it
+        config = self.config
+        model = apply_mode(
+            model.to(self.device).train(), config.mode, example_input=(example,), budget=config.budget, kernels=config.kernels
+        )
+        return model if self.info is None else wrap_model(model, config.distributed, self.info)
 
     def _reversible_runtime(self):
         if self.config.mode != "reversible":
@@ -197,17 +185,22 @@ class Run:
     # --- the loop -------------------------------------------------------------------------------------------
 
     def execute(self, *, resume: bool, progress: bool | None, source: str) -> RunResult:
-        started = time.perf_counter()
-        checkpoints = self.out / CHECKPOINTS
         if resume:
-            self._restore(checkpoints)
+            self.state, scaler = restore_run_state(
+                self.out / CHECKPOINTS,
+                self.whole,
+                scaler=self.update.scaler_state(),
+                batches_per_epoch=self.sampler.batches_per_epoch,
+                world_size=self.world_size,
+            )
+            self.update.load_scaler_state(scaler)
         else:
             torch.manual_seed(self.config.seed + (0 if self.info is None else self.info.rank))
+        self.started -= self.state.wall_seconds
         if self.runtime is not None:
             self.runtime.stack.monitor.step = self.state.step
         main = self.whole.is_main
         self.metrics = MetricsLog(self.out / METRICS_FILE, resume_at=self.state.metrics_bytes if resume else None) if main else None
-        self._wall_base, self._started = self.state.wall_seconds, started
         try:
             with TrainingProgress(self.planned, start=self.state.step, enabled=progress if main else False) as self.bar, self.sigint:
                 stopped = self._validate() if self.state.pending_validation else None
@@ -215,33 +208,6 @@ class Run:
         finally:
             if self.metrics is not None:
                 self.metrics.close()
-
-    def _restore(self, checkpoints: Path) -> None:
-        """Load the latest checkpoint (read and checked against this run by rank 0; every rank gets its state)."""
-        weights, rng, scaler = self.whole.weights(), self.whole.rng_states(), self.update.scaler_state()  # collectives: every rank
-
-        def read() -> tuple[Checkpoint, LoopState]:
-            folder = latest_checkpoint(checkpoints)
-            if folder is None:
-                raise BwskError(f"{self.out}: no checkpoint to resume from (the run stopped before its first one)")
-            checkpoint = load_checkpoint(folder)
-            state = LoopState.from_json(checkpoint.trainer, f"{folder / 'state.json'}: trainer")
-            require_position_fits(state, folder, batches_per_epoch=self.sampler.batches_per_epoch, world_size=self.world_size)
-            require_checkpoint_fits(checkpoint, folder, weights=weights, optimizer=self.update.optimizer, rng=rng, scaler=scaler)
-            return checkpoint, state
-
-        checkpoint, state = run_on_main(read, self.info) or (None, None)
-        self.state = LoopState(**self._from_main(asdict(state) if state else None))
-        if self.state.peak_memory_per_rank is not None:
-            self.state.peak_memory_bytes = self.state.peak_memory_per_rank[0 if self.info is None else self.info.rank]
-        self.whole.load_weights(checkpoint.weights if checkpoint else {})
-        self.whole.load_optimizer_state(checkpoint.optimizer if checkpoint else {})
-        self.update.load_scaler_state(self._from_main(checkpoint.scaler if checkpoint else None))
-        self.whole.load_rng_states(checkpoint.rng if checkpoint else {})
-
-    def _from_main(self, value):
-        """Rank 0's `value` on every rank (itself in one process)."""
-        return value if self.info is None else broadcast_from_main(value, self.info)
 
     def _loop(self) -> str:
         config, state = self.config, self.state
@@ -297,15 +263,13 @@ class Run:
             self.sigint.raised = all_reduce_mean(float(self.sigint.raised), self.info) > 0
         if self.sigint.raised:
             self._checkpoint()
-            raise TrainingInterrupted(
-                f"{stopped_by(self.sigint.signum)} at step {state.step}; checkpoint saved (continue with: {self._resume_command()})",
-                state.step,
-                self.sigint.signum,
-            )
+            raise self._interrupted(f"at step {state.step}")
         return stopped
 
-    def _resume_command(self) -> str:
-        return resume_command(self.out, distributed=self.info is not None)
+    def _interrupted(self, when: str) -> TrainingInterrupted:
+        command = resume_command(self.out, distributed=self.info is not None)
+        message = f"{stopped_by(self.sigint.signum)} {when}; checkpoint saved (continue with: {command})"
+        return TrainingInterrupted(message, self.state.step, self.sigint.signum)
 
     # --- evaluation, checkpoints, results --------------------------------------------------------------------
 
@@ -323,7 +287,7 @@ class Run:
                 dtype=self.dtype,
                 precision=precision,
             )
-        return self._from_main(result)  # every rank computed it; rank 0's decides
+        return result if self.info is None else broadcast_from_main(result, self.info)  # every rank computed it; rank 0's decides
 
     def _validate(self) -> str | None:
         """Evaluate on the validation split; keeps the best weights; the stop reason once patience runs out."""
@@ -337,12 +301,7 @@ class Run:
         except KeyboardInterrupt:
             state.pending_validation = True
             self._checkpoint()
-            raise TrainingInterrupted(
-                f"{stopped_by(self.sigint.signum)} during the validation at step {state.step}; "
-                f"checkpoint saved (continue with: {self._resume_command()})",
-                state.step,
-                self.sigint.signum,
-            ) from None
+            raise self._interrupted(f"during the validation at step {state.step}") from None
         exclude_evaluation(self.device)
         if not (math.isfinite(result.nll) and math.isfinite(result.perplexity)):  # before it reaches a file
             raise TrainingDiverged(
@@ -353,29 +312,21 @@ class Run:
         state.evaluations.append(record)
         self._record({**record, "seconds": time.perf_counter() - start})
         self.bar.note(f"step {state.step}: valid loss {result.nll:.4f}, perplexity {result.perplexity:.2f}")
-        if state.best_valid_nll is None or result.nll < state.best_valid_nll:
-            state.best_valid_nll, state.best_step, state.stale_evaluations = result.nll, state.step, 0
-            weights = self.whole.weights()
-            if self.whole.is_main:
-                (self.out / CHECKPOINTS).mkdir(exist_ok=True)
-                write_tensors(weights, self.out / CHECKPOINTS / BEST_WEIGHTS)
+        if self.early_stopping.improved(state, result.nll):
+            self.best.save()
             return None
-        state.stale_evaluations += 1
-        if state.stale_evaluations >= self.config.patience:
-            return f"early stopping (patience {self.config.patience})"
-        return None
+        return self.early_stopping.stop_reason(state)
 
     def _checkpoint(self) -> None:
         """Write the whole state (a collective: every rank calls; rank 0 writes)."""
-        state, whole = self.state, self.whole
+        state = self.state
         if state.peak_memory_bytes is not None:
-            state.peak_memory_per_rank = whole.per_rank(state.peak_memory_bytes)
-        state.wall_seconds = self._wall_base + time.perf_counter() - self._started
-        weights, optimizer, rng = whole.weights(), whole.optimizer_state(), whole.rng_states()
-        if whole.is_main:
+            state.peak_memory_per_rank = self.whole.per_rank(state.peak_memory_bytes)
+        state.wall_seconds = time.perf_counter() - self.started
+        if self.metrics is not None:
             state.metrics_bytes = self.metrics.sync()
-            checkpoint = Checkpoint(weights, optimizer, rng, asdict(state), self.update.scaler_state())
-            save_checkpoint(self.out / CHECKPOINTS, state.step, checkpoint, model_config=saved_config(unwrap_model(self.model)))
+        config = saved_config(unwrap_model(self.model))
+        save_run_state(self.out / CHECKPOINTS, state, self.whole, scaler=self.update.scaler_state(), model_config=config)
 
     def _record(self, record: dict[str, Any]) -> None:
         if self.metrics is not None:
@@ -384,53 +335,40 @@ class Run:
             self.observer(record)
 
     def _finish(self, stopped: str, source: str) -> RunResult:
-        state, config = self.state, self.config
+        """The last validation and checkpoint, the best weights back, the test split, the model and the results written."""
+        state, whole = self.state, self.whole
         self._validate()
         self._checkpoint()
-        whole = self.whole
         if state.best_step != state.step:
-            whole.load_weights(run_on_main(lambda: read_tensors(self.out / CHECKPOINTS / BEST_WEIGHTS), self.info) or {})
-        best = next(e for e in state.evaluations if e["step"] == state.best_step)
+            self.best.restore()
         test = self.evaluate("test")
         self._record({"step": state.best_step, "split": "test", "nll": test.nll, "perplexity": test.perplexity})
         weights = whole.weights() if self.info is not None else None  # an FSDP2 rank holds only its shard
         peaks = whole.per_rank(state.peak_memory_bytes) if state.peak_memory_bytes is not None else None
         saved = save_model(unwrap_model(self.model), self.out, tokenizer=self.tokenizer, weights=weights) if whole.is_main else ""
-        runtime = self.runtime
-        conversion = None if runtime is None else {
-            "function_gap": runtime.report.function_gap, "combination": runtime.report.combination,
-            "kernels": runtime.kernels, "fused_norms": runtime.fused_norms,
-        }  # fmt: skip
-        result = RunResult(
+        result = RunResult.from_run(
+            state,
+            self.config,
+            self.splits,
+            test,
             model=source,
             start="fine-tune" if self.pretrained else "scratch",
-            mode=config.mode,
-            seed=config.seed,
-            config=config.to_json(),
-            data=self.splits.description,
-            tokens=self.splits.counts(),
-            perplexity_method=test.method,
-            valid={"step": best["step"], "perplexity": best["perplexity"], "nll_per_token": best["nll"]},
-            test={**test.to_json(), "step": state.best_step},
-            steps=state.step,
-            epochs_completed=state.epoch,
             stopped=stopped,
-            best_valid_step=state.best_step,
-            final_train_loss=state.last_loss,
-            final_valid_loss=best["nll"],
-            peak_memory_bytes=max(peaks) if peaks else None,
-            peak_memory_source=state.peak_memory_source,
-            tokens_per_s=state.tokens / state.train_seconds if state.train_seconds else 0.0,
-            train_seconds=state.train_seconds,
-            wall_seconds=self._wall_base + time.perf_counter() - self._started,
+            wall_seconds=time.perf_counter() - self.started,
             device=describe_device(self.device, self.info, self.config.distributed),
-            drift=state.drift,
-            conversion=conversion,
+            conversion=None if self.runtime is None else self.runtime.summary(),
             saved_model=saved,
-            evaluations=state.evaluations,
             world_size=self.world_size,
             peak_memory_per_rank=peaks,
         )
         if whole.is_main:
             result.write(self.out)
         return result
+
+
+def require_vocabulary_fits(model: nn.Module, splits: TokenSplits) -> None:
+    """Every token id of the data is inside the model's vocabulary (else: one line naming the largest)."""
+    vocab = model.get_input_embeddings().num_embeddings
+    largest = max(int(getattr(splits, name).max()) for name in ("train", "valid", "test"))
+    if largest >= vocab:
+        raise BwskError(f"token id {largest} is outside the model's {vocab}-token vocabulary (a tokenizer for another model?)")

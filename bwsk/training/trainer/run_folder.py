@@ -35,7 +35,7 @@ import shutil
 import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -48,6 +48,12 @@ from bwsk.training.reversible.huggingface import MODEL_TYPE
 from bwsk.training.trainer.checkpoint import save_weights, write_tensors
 from bwsk.training.trainer.field_types import is_count
 from bwsk.training.trainer.optimizer import TrainingDiverged
+from bwsk.training.trainer.state import LoopState
+
+if TYPE_CHECKING:
+    from bwsk.training.trainer.config import TrainConfig
+    from bwsk.training.trainer.data import TokenSplits
+    from bwsk.training.trainer.evaluation import Perplexity
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
@@ -211,6 +217,36 @@ class RunResult:
     evaluations: list[dict[str, Any]] = field(default_factory=list)
     world_size: int = 1  # processes of a distributed run (`config["distributed"]`: ddp or fsdp)
     peak_memory_per_rank: list[int] | None = None  # each process's peak, in rank order; peak_memory_bytes is their maximum
+
+    @classmethod
+    def from_run(cls, state: LoopState, config: TrainConfig, splits: TokenSplits, test: Perplexity, **reported: Any) -> RunResult:
+        """The result of a finished run: its loop state, resolved config, data and test evaluation, and the `reported`
+        fields the loop alone knows (model, start, stopped, device, wall_seconds, conversion, saved_model, world_size,
+        peak_memory_per_rank)."""
+        best = next(e for e in state.evaluations if e["step"] == state.best_step)
+        peaks = reported.get("peak_memory_per_rank")
+        return cls(
+            mode=config.mode,
+            seed=config.seed,
+            config=config.to_json(),
+            data=splits.description,
+            tokens=splits.counts(),
+            perplexity_method=test.method,
+            valid={"step": best["step"], "perplexity": best["perplexity"], "nll_per_token": best["nll"]},
+            test={**test.to_json(), "step": state.best_step},
+            steps=state.step,
+            epochs_completed=state.epoch,
+            best_valid_step=state.best_step,
+            final_train_loss=state.last_loss,
+            final_valid_loss=best["nll"],
+            peak_memory_bytes=max(peaks) if peaks else None,
+            peak_memory_source=state.peak_memory_source,
+            tokens_per_s=state.tokens / state.train_seconds if state.train_seconds else 0.0,
+            train_seconds=state.train_seconds,
+            drift=state.drift,
+            evaluations=state.evaluations,
+            **reported,
+        )
 
     @property
     def valid_perplexity(self) -> float:

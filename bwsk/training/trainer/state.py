@@ -78,6 +78,28 @@ class LoopState:
         return state
 
 
+@dataclass(frozen=True)
+class EarlyStopping:
+    """Stop once `patience` validations in a row have not lowered the best validation loss.
+
+    Its counters are `LoopState` fields (best_valid_nll, best_step, stale_evaluations), so a checkpoint carries them.
+    """
+
+    patience: int
+
+    def improved(self, state: LoopState, nll: float) -> bool:
+        """Record the validation loss `nll` of `state.step`; True when it is the best so far (the caller keeps its weights)."""
+        if state.best_valid_nll is None or nll < state.best_valid_nll:
+            state.best_valid_nll, state.best_step, state.stale_evaluations = nll, state.step, 0
+            return True
+        state.stale_evaluations += 1
+        return False
+
+    def stop_reason(self, state: LoopState) -> str | None:
+        """Why the run stops now, or None."""
+        return f"early stopping (patience {self.patience})" if state.stale_evaluations >= self.patience else None
+
+
 REQUIRED = ("step", "epoch", "batch", "tokens", "metrics_bytes", "evaluations")  # where the loop is: never defaulted
 COUNTS = ("step", "epoch", "batch", "tokens", "best_step", "stale_evaluations", "metrics_bytes", "peak_memory_bytes")
 EVALUATION = {"step": is_count, "split": lambda value: isinstance(value, str), "nll": is_number, "perplexity": is_number}
