@@ -12,7 +12,7 @@ import torch
 from bwsk.kernels.patterns import SeamPattern
 
 
-def normalise(pattern: SeamPattern, value: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
+def reference_norm(pattern: SeamPattern, value: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
     """`pattern.norm` of `value` over its last dimension, statistics in fp32 (or wider), result in `value`'s dtype."""
     if pattern.norm == "none":
         return value
@@ -34,7 +34,7 @@ def seam_forward(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`y = x + f; n = norm(y)`."""
     y = x + f
-    return y, normalise(pattern, y, weight, bias)
+    return y, reference_norm(pattern, y, weight, bias)
 
 
 def seam_rebuild(
@@ -42,4 +42,4 @@ def seam_rebuild(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`x = y - f; n = norm(x)`: the inverse of `seam_forward`'s stream update, with the consumer's norm recomputed."""
     x = y - f
-    return x, normalise(pattern, x, weight, bias)
+    return x, reference_norm(pattern, x, weight, bias)

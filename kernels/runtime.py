@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from bwsk.kernels import cache, codegen, reference
+from bwsk.kernels import cache, codegen
 from bwsk.kernels.patterns import KernelPlan, SeamPattern
 
 BRANCH_SIGN = {"forward": 1, "rebuild": -1}
@@ -81,7 +81,9 @@ def _check_operands(
         if tensor.device != src.device:
             raise ValueError(f"seam tensors are on different devices: {src.device} and {tensor.device}")
     if not runs_on(src.device):
-        raise ValueError("Triton seam kernels need CUDA tensors (or TRITON_INTERPRET=1 for the CPU interpreter); use kernels='torch'")
+        raise ValueError(
+            "Triton seam kernels need CUDA tensors (or TRITON_INTERPRET=1 for the CPU interpreter); run the eager reference (kernels='torch')"
+        )
 
 
 def runs_on(device: torch.device | str) -> bool:
@@ -194,35 +196,25 @@ def pattern_of(weight: torch.Tensor | None, bias: torch.Tensor | None, eps: floa
     return SeamPattern("add", norm, weight is not None, bias is not None, float(eps) if norm != "none" else 0.0)
 
 
-def _use_triton(kernels: str, tensor: torch.Tensor) -> bool:
-    if kernels not in ("triton", "torch", "auto"):
-        raise ValueError(f"kernels must be 'triton', 'torch' or 'auto', got {kernels!r}")
-    return kernels == "triton" or (kernels == "auto" and tensor.is_cuda)
-
-
-def _seam(direction: str, src, branch, weight, bias, eps: float, norm: str, kernels: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _seam(direction: str, src, branch, weight, bias, eps: float, norm: str) -> tuple[torch.Tensor, torch.Tensor]:
     pattern = pattern_of(weight, bias, eps, norm)
-    if not _use_triton(kernels, src):
-        run = reference.seam_forward if direction == "forward" else reference.seam_rebuild
-        return run(pattern, src, branch, weight, bias)
     result = SeamFunction.apply(kernels_for(pattern), direction, src, branch, weight, bias)
     return result if pattern.norm != "none" else (result, result)
 
 
 def seam_forward(
     x: torch.Tensor, f: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
-    eps: float = 1e-5, norm: str = "layernorm", kernels: str = "triton",
+    eps: float = 1e-5, norm: str = "layernorm",
 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """`y = x + f; n = norm(y) * weight + bias`, differentiable in x, f, weight and bias; n is y when norm is "none".
-
-    kernels: "triton" (fused kernel), "torch" (the eager reference), "auto" (Triton on CUDA, torch elsewhere).
-    """
-    return _seam("forward", x, f, weight, bias, eps, norm, kernels)
+    """`y = x + f; n = norm(y) * weight + bias` in one fused Triton kernel, differentiable in x, f, weight and bias;
+    n is y when norm is "none". The eager equivalent is `reference.seam_forward` (which seams run is the caller's choice:
+    `bwsk.training.reversible.seams.seam_for`)."""
+    return _seam("forward", x, f, weight, bias, eps, norm)
 
 
 def seam_rebuild(
     y: torch.Tensor, f: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
-    eps: float = 1e-5, norm: str = "layernorm", kernels: str = "triton",
+    eps: float = 1e-5, norm: str = "layernorm",
 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """`x = y - f; n = norm(x) * weight + bias` (the inverse stream update plus the recompute's norm); as `seam_forward`."""
-    return _seam("rebuild", y, f, weight, bias, eps, norm, kernels)
+    return _seam("rebuild", y, f, weight, bias, eps, norm)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from seam_checks import check_against_reference, operands
 
-from bwsk.kernels import runtime
+from bwsk.kernels import reference, runtime
 from bwsk.kernels.patterns import SeamPattern
 
 PATTERNS = [
@@ -22,7 +22,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 
 def triton_seam(pattern: SeamPattern, direction: str):
     api = runtime.seam_forward if direction == "forward" else runtime.seam_rebuild
-    return lambda x, f, weight, bias: api(x, f, weight, bias, eps=pattern.eps, norm=pattern.norm, kernels="triton")
+    return lambda x, f, weight, bias: api(x, f, weight, bias, eps=pattern.eps, norm=pattern.norm)
 
 
 @pytest.mark.interpreter
@@ -54,7 +54,7 @@ def test_bf16_operands_through_the_fp32_path(pattern):
     seam = triton_seam(pattern, "forward")
     check_against_reference(pattern, "forward", lambda *args: seam(*args), wide)
     y, n = seam(*[t.detach() if t is not None else None for t in wide])
-    y_ref, n_ref = runtime.reference.seam_forward(pattern, *[t.detach() if t is not None else None for t in inputs])
+    y_ref, n_ref = reference.seam_forward(pattern, *[t.detach() if t is not None else None for t in inputs])
     assert torch.equal(y.bfloat16(), y_ref)
     torch.testing.assert_close(n.bfloat16(), n_ref, atol=2e-2, rtol=2e-2)
 
@@ -75,18 +75,8 @@ def test_rebuild_inverts_forward():
     y, n_forward = runtime.seam_forward(x, f, weight, eps=pattern.eps, norm="rmsnorm")
     rebuilt, n_rebuild = runtime.seam_rebuild(y, f, weight, eps=pattern.eps, norm="rmsnorm")
     torch.testing.assert_close(rebuilt, x, atol=1e-6, rtol=0)
-    torch.testing.assert_close(n_rebuild, runtime.reference.normalise(pattern, x, weight, None), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(n_rebuild, reference.reference_norm(pattern, x, weight, None), atol=1e-5, rtol=1e-5)
     assert y.dtype == rebuilt.dtype == n_forward.dtype == torch.float32
-
-
-def test_torch_and_auto_kernels_use_the_reference_on_cpu():
-    pattern = PATTERNS[0]
-    x, f, weight, bias = operands(pattern, (2, 3, 10), torch.float32, torch.float32, seed=1)
-    expected = runtime.reference.seam_forward(pattern, x, f, weight, bias)
-    for kernels in ("torch", "auto"):
-        y, n = runtime.seam_forward(x, f, weight, bias, eps=pattern.eps, kernels=kernels)
-        assert torch.equal(y, expected[0]) and torch.equal(n, expected[1])
-        assert n.grad_fn is not None and "SeamFunction" not in type(n.grad_fn).__name__
 
 
 @pytest.mark.interpreter
@@ -97,8 +87,6 @@ def test_operand_errors_are_reported():
         runtime.seam_forward(x, f[:, :2], weight, bias)
     with pytest.raises(ValueError, match="expected \\(10,\\)"):
         runtime.seam_forward(x, f, weight[:5], bias)
-    with pytest.raises(ValueError, match="kernels must be"):
-        runtime.seam_forward(x, f, weight, bias, kernels="cuda")
     with pytest.raises(ValueError, match="up to"):
         runtime.seam_forward(torch.zeros(1, runtime.MAX_WIDTH + 1), torch.zeros(1, runtime.MAX_WIDTH + 1), norm="rmsnorm")
 
@@ -161,6 +149,6 @@ def test_backward_without_a_branch_writes_only_the_stream_gradient(pattern):
         if want is not None:
             assert torch.equal(got, want)
     leaf = value.clone().requires_grad_(True)
-    normed = runtime.reference.normalise(pattern, leaf, weight, bias)
+    normed = reference.reference_norm(pattern, leaf, weight, bias)
     (expected,) = torch.autograd.grad(normed, [leaf], grad_normed)
     torch.testing.assert_close(alone[0], grad_out + expected, rtol=1e-5, atol=1e-5)

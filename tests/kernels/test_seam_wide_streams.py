@@ -29,7 +29,7 @@ def stream_values(shape: tuple[int, ...], seed: int) -> torch.Tensor:
 
 def seam(pattern: SeamPattern, direction: str):
     api = runtime.seam_forward if direction == "forward" else runtime.seam_rebuild
-    return lambda x, f, weight, bias: api(x, f, weight, bias, eps=pattern.eps, norm=pattern.norm, kernels="triton")
+    return lambda x, f, weight, bias: api(x, f, weight, bias, eps=pattern.eps, norm=pattern.norm)
 
 
 @pytest.mark.interpreter
@@ -45,7 +45,7 @@ def test_rebuild_inverts_forward_bit_for_bit(pattern):
     assert torch.equal(y, x + f) and torch.equal(rebuilt, x)
     _, n_again = seam(pattern, "rebuild")(y, torch.zeros_like(y), weight, bias)
     assert torch.equal(n_again, n_forward)  # the n a segment's first half starts from, forward and rebuild alike
-    fp32_rebuilt = runtime.seam_rebuild(y.float(), f, weight, bias, eps=pattern.eps, norm=pattern.norm, kernels="triton")[0]
+    fp32_rebuilt = runtime.seam_rebuild(y.float(), f, weight, bias, eps=pattern.eps, norm=pattern.norm)[0]
     assert not torch.equal(fp32_rebuilt.double(), x)  # in fp32 the same round trip is not exact
 
 

@@ -46,7 +46,7 @@ LOOKAHEAD = 16
 
 
 @dataclass(frozen=True)
-class Step:
+class PlannedOp:
     """One ATen operator a block dispatches in forward: whether its outputs are cached, and their new bytes."""
 
     op: torch._ops.OpOverload
@@ -67,7 +67,7 @@ class Alignment:
 class SelectivePlan:
     """Per block (in stack order) its operator steps, the bytes the plan predicts are stored, the budget used."""
 
-    blocks: list[list[Step]]
+    blocks: list[list[PlannedOp]]
     predicted_bytes: int
     budget: float
     kept: list[Decision]  # units the plan recomputes but the budget keeps
@@ -87,7 +87,7 @@ class _AlignedPolicy:
     (export may reorder independent calls locally).
     """
 
-    def __init__(self, steps: list[Step], alignment: Alignment):
+    def __init__(self, steps: list[PlannedOp], alignment: Alignment):
         self.steps = steps
         self.alignment = alignment
         self.matched = {False: [False] * len(steps), True: [False] * len(steps)}  # forward, and recompute in older torch
@@ -145,7 +145,7 @@ def _expand(call: Call, replayed: Replay) -> tuple[list[tuple[Any, list[torch.Te
     return recorder.calls, saved, outputs, {storage_key(t) for t in operands}
 
 
-def _not_saved_when_mutated(steps: list[Step], outputs: list[list[int]]) -> list[Step]:
+def _not_saved_when_mutated(steps: list[PlannedOp], outputs: list[list[int]]) -> list[PlannedOp]:
     """`steps` with no save of a storage an in-place operator writes at or after that step (it is recomputed instead).
 
     Selective checkpointing cannot cache such a tensor: it checks that a cached tensor's version does not change, and
@@ -191,7 +191,7 @@ class _Planner:
         """Is the unit cached: autograd needs it and the plan stores it (or the budget keeps it)?"""
         return unit is not None and unit.saved and (unit.analyzed == "store" or id(unit) in kept)
 
-    def steps(self, call: Call, kept: set[int]) -> list[Step]:
+    def steps(self, call: Call, kept: set[int]) -> list[PlannedOp]:
         """The operators `call` dispatches, each saved when it creates a storage the plan stores."""
         dispatched, saved, outputs, operand_keys = _expand(call, self.replayed)
         result_storage = self.replayed.storage_of.get(call.output)
@@ -213,12 +213,12 @@ class _Planner:
                     save = save or self.stores(self.units.get(storage), kept)
                 elif key in saved:
                     save = save or store_buffers
-            steps.append(Step(op, save, nbytes, storage))
+            steps.append(PlannedOp(op, save, nbytes, storage))
         return _not_saved_when_mutated(steps, [[storage_key(t) for t in tensors] for _, tensors in dispatched])
 
     def plan(self, budget: float) -> SelectivePlan:
         kept = {id(d) for d in self.kept}
-        blocks: list[list[Step]] = [[] for _ in self.block_index]
+        blocks: list[list[PlannedOp]] = [[] for _ in self.block_index]
         stored: dict[tuple, int] = {}
         replayed = self.replayed
         calls = self.analysis.calls

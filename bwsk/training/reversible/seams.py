@@ -24,12 +24,12 @@ to the stream gradient; the half then starts from n at its second step.
 
 The module is recognised by what it computes, not by its class name: a copy of it, on
 random parameters and a random input with a non-zero mean, must equal
-`bwsk.kernels.reference.normalise` for one pattern (LayerNorm and RMSNorm differ by O(1)
+`bwsk.kernels.reference.reference_norm` for one pattern (LayerNorm and RMSNorm differ by O(1)
 there, so the match decides the kind). Gemma's `(1 + weight)` scaling, an unknown eps, a
 buffer, a child module or a registered hook makes it fail, and the half keeps running its
 own module.
 
-Invariant: for a `SeamNorm`, `module(x)` equals `normalise(pattern, x, weight, bias)` in fp32.
+Invariant: for a `SeamNorm`, `module(x)` equals `eager_norm(pattern, x, weight, bias)` in fp32.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class TorchSeam:
         leaf = value.detach().requires_grad_(True)
         weight, bias = (t.detach().requires_grad_(True) if t is not None else None for t in (norm.weight, norm.bias))
         with torch.enable_grad():
-            out = normalise(norm.pattern, leaf, weight, bias)
+            out = eager_norm(norm.pattern, leaf, weight, bias)
         grads = iter(torch.autograd.grad(out, [t for t in (leaf, weight, bias) if t is not None], grad_normed.to(out.dtype)))
         grad_value = next(grads)
         grad_weight = next(grads) if weight is not None else None
@@ -93,12 +93,12 @@ class TritonSeam:
     def add(self, stream: torch.Tensor, branch: torch.Tensor, norm: SeamNorm | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         from bwsk.kernels.runtime import seam_forward
 
-        return seam_forward(stream, branch, *_norm_arguments(norm), kernels="triton")
+        return seam_forward(stream, branch, *_norm_arguments(norm))
 
     def subtract(self, stream: torch.Tensor, branch: torch.Tensor, norm: SeamNorm | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         from bwsk.kernels.runtime import seam_rebuild
 
-        return seam_rebuild(stream, branch, *_norm_arguments(norm), kernels="triton")
+        return seam_rebuild(stream, branch, *_norm_arguments(norm))
 
     def normalised(self, stream: torch.Tensor, norm: SeamNorm | None) -> torch.Tensor:
         """The rebuild kernel's n of `stream` minus zero (bitwise the n a seam kernel gives for that stream value)."""
@@ -179,7 +179,7 @@ def seam_norm_of(module: nn.Module) -> SeamNorm | None:
             return None
         for norm in ("layernorm", "rmsnorm"):
             pattern = SeamPattern("add", norm, "weight" in parameters, "bias" in parameters, float(eps))
-            expected = reference.normalise(pattern, x, getattr(probe, "weight", None), getattr(probe, "bias", None))
+            expected = reference.reference_norm(pattern, x, getattr(probe, "weight", None), getattr(probe, "bias", None))
             if isinstance(out, torch.Tensor) and out.shape == expected.shape and torch.allclose(out, expected, PROBE_RTOL, PROBE_ATOL):
                 return SeamNorm(module, pattern)
     return None
@@ -187,14 +187,14 @@ def seam_norm_of(module: nn.Module) -> SeamNorm | None:
 
 def normalised(stream: torch.Tensor, norm: SeamNorm | None) -> torch.Tensor:
     """`norm` of `stream` (the stream itself when `norm` is None) where no seam precedes a half: a segment's first."""
-    return stream if norm is None else normalise(norm.pattern, stream, norm.weight, norm.bias)
+    return stream if norm is None else eager_norm(norm.pattern, stream, norm.weight, norm.bias)
 
 
-def normalise(pattern: SeamPattern, value: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
+def eager_norm(pattern: SeamPattern, value: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
     """`pattern`'s norm of `value` in eager torch, differentiable in all three.
 
     One ATen call (`layer_norm` / `rms_norm`: one pass over memory on a GPU), in fp32 or wider as the seams
-    compute, the result in `value`'s dtype; equal to `reference.normalise` up to summation order.
+    compute, the result in `value`'s dtype; equal to `reference.reference_norm` up to summation order.
     """
     wide = value.to(torch.promote_types(value.dtype, torch.float32))
     weight, bias = (None if t is None else t.to(wide.dtype) for t in (weight, bias))
