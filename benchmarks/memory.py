@@ -41,9 +41,11 @@ from bwsk.atomic import write_atomic
 from bwsk.cli.arguments import ArgumentParser
 from bwsk.errors import BwskError
 from bwsk.frontend import zoo
+from bwsk.render.step_table import step_table
+from bwsk.render.units import MIB
 from bwsk.training.experiments import depth_report
 from bwsk.training.modes import DEFAULT_BUDGET, MODES
-from bwsk.training.modes.compare import DTYPES, MIB, Record, compare_modes, records_table, variants
+from bwsk.training.modes.compare import DTYPES, Record, compare_modes, variants
 from bwsk.training.reversible.seams import KERNELS
 
 DEFAULT_MODEL = "pythia-70m"
@@ -295,7 +297,7 @@ def measure_modes(args: argparse.Namespace, console: Console, command: str) -> N
             )
             progress.advance(task)
     records = [r for group in groups.values() for r in group]
-    Console(width=None if sys.stdout.isatty() else 160).print(records_table(records))
+    Console(width=None if sys.stdout.isatty() else 160).print(step_table(records))
     if args.json:
         write_atomic(args.json, json.dumps([r.to_json() for r in records], indent=2) + "\n", force=args.force)
     if args.plot:

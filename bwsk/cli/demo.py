@@ -83,14 +83,15 @@ def _demo(args: argparse.Namespace, console: Console) -> int:
 
 def _training_step(args: argparse.Namespace, console: Console) -> None:
     """One training step of the same model in conventional and reversible mode, measured side by side."""
-    from bwsk.training.modes.compare import compare_modes, records_table
+    from bwsk.render.step_table import step_table
+    from bwsk.training.modes.compare import compare_modes
 
     layers = args.train_layers
     console.rule("training in less memory: conventional beside reversible")
     model = zoo.build(args.model, tiny=True, layers=layers, device="cpu")
     with console.status("measuring one training step per mode (MemTracker: bytes, not RSS)"):
         records = compare_modes(model, ("conventional", "reversible"), batch=2, seq=args.train_seq, name=args.model)
-    console.print(records_table(records, compact=True))
+    console.print(step_table(records, compact=True))
     conventional, reversible = records[0], records[-1]
     console.print(
         f"reversible keeps {reversible.activation_bytes / conventional.activation_bytes:.0%} of conventional's activation bytes "

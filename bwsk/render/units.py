@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+MIB = 2**20  # bytes in a mebibyte: every table and plot reports MiB
+
 
 def human_bytes(nbytes: float) -> str:
     """512 B, 1 KiB, 1.5 KiB, 513 KiB, 2 MiB, 1.23 GiB (exact bytes below 1 KiB; negative sizes keep their sign)."""

@@ -10,10 +10,10 @@ import io
 import os
 from collections.abc import Sequence
 
+from bwsk.render.units import MIB
 from bwsk.training.experiments.depth_drift import DepthRecord
 
 SECTION_HEADING = "## Depth: gradient error and drift of the rebuild"
-MIB = 2**20
 EXACT_FLOOR = 1e-17  # where a block rebuilt exactly (error 0) is drawn on the log scale
 
 

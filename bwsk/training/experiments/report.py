@@ -23,7 +23,7 @@ import torch
 import transformers
 
 from bwsk.atomic import write_atomic
-from bwsk.render.units import human_bytes
+from bwsk.render.units import MIB, human_bytes
 from bwsk.training.trainer.run_folder import METRICS_FILE, RUN_FILE, RunResult, read_metrics, summarize
 
 RESULTS_JSON = "results.json"
@@ -281,7 +281,6 @@ def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
-MIB = 1024**2
 LINE_STYLES = ("-", "--", ":", "-.")
 
 

@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
-from rich.table import Table
 from torch import nn
 
 from bwsk.frontend.zoo import model_inputs
@@ -31,9 +30,6 @@ from bwsk.training.modes.apply import analyze_model, applied_mode, apply_mode, p
 from bwsk.training.modes.measure import activation_bytes, loss_gradients, max_grad_difference, step_memory, step_seconds, train_step
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
-
-
-MIB = 2**20
 
 
 @dataclass
@@ -205,41 +201,3 @@ def _reversible_reference(model: nn.Module, ids: torch.Tensor, precision: torch.
 def _on_cpu(gradients: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Gradients moved off the device (references stay out of the measured variants' memory)."""
     return {name: g.cpu() for name, g in gradients.items()}
-
-
-def records_table(records: list[Record], *, compact: bool = False) -> Table:
-    """The records as a rich table: memory in MiB, prediction against measurement, time and gradients against conventional.
-
-    `compact` keeps the columns that fit an 80-column terminal (mode, memory, time, gradients) and names
-    the model and shape in the title.
-    """
-    first = records[0]
-    title = (
-        f"one training step per mode: {first.model}, {first.layers} layers, batch {first.batch} x {first.seq}"
-        if compact
-        else "one training step per mode"
-    )
-    out = Table(title=title, show_lines=False)
-    columns = {
-        "model": lambda r: r.model,
-        "layers": lambda r: str(r.layers),
-        "batch x seq": lambda r: f"{r.batch} x {r.seq}",
-        "mode": lambda r: r.label,
-        "peak MiB": lambda r: f"{r.peak_bytes / MIB:.2f}",
-        "activations MiB": lambda r: f"{r.activation_bytes / MIB:.3f}",
-        "predicted MiB": lambda r: "n/a" if r.predicted_activation_bytes is None else f"{r.predicted_activation_bytes / MIB:.3f}",
-        "pred/meas": lambda r: (
-            "n/a"
-            if r.predicted_activation_bytes is None or not r.activation_bytes
-            else f"{r.predicted_activation_bytes / r.activation_bytes:.3f}"
-        ),
-        "time x conv": lambda r: f"{r.step_time_ratio:.2f}" if r.step_time_ratio is not None else "n/a",
-        "max grad diff": lambda r: f"{r.max_grad_difference:.1e}" if r.max_grad_difference is not None else "n/a",
-    }
-    if compact:
-        columns = {name: columns[name] for name in ("mode", "activations MiB", "peak MiB", "time x conv", "max grad diff")}
-    for column in columns:
-        out.add_column(column, justify="left" if column in ("model", "mode") else "right", no_wrap=column == "mode")
-    for record in records:
-        out.add_row(*(cell(record) for cell in columns.values()))
-    return out
