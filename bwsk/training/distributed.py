@@ -30,7 +30,7 @@ Under `config.distributed` each process takes the device `setup_distributed` giv
 of its local rank with nccl, or the cpu with gloo when `--device cpu` is asked for. A run that
 is not distributed refuses to start as several processes (each would train alone into the same folder).
 
-The whole state of a run's model, optimizer and random generators in one process's layout, distributed or not.
+`WholeState`: a run's model, optimizer and random generators in one process's layout, distributed or not.
 
     whole = WholeState(model, optimizer, info)          # info None: one process; else the model is DDP- or FSDP2-wrapped
     weights = whole.weights()                           # under DDP/FSDP2 a collective: every rank calls

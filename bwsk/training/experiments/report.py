@@ -6,7 +6,7 @@ same variant trained again with another seed). A difference between two modes is
 the larger floor of the two; it is called within the noise when its size does not exceed that
 floor. With one seed there is no floor (null), and the card says so.
 
-The experiment's two figures as PNG bytes: training loss curves, and peak memory per variant.
+The card's two figures, as PNG bytes: training loss curves, and peak memory per variant.
 
 Drawn on a bare matplotlib `Figure` with the Agg canvas (no pyplot, no global backend).
 """

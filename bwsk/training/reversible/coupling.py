@@ -16,7 +16,7 @@ receives its input cast to the model's compute dtype and its output is added in
 the stream dtype through the block's seam; the rebuild subtracts through the same
 seam, so it recovers x exactly with float64 streams (up to rounding with fp32 ones).
 
-Replayable randomness for the halves of a reversible stack.
+`StackSeeds`: replayable randomness for the halves of a reversible stack.
 
 Backward runs each half F or G a second time (to rebuild its inputs and take its
 gradients), and dropout inside it must draw the same mask again. Storing each
@@ -38,8 +38,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch._subclasses.fake_tensor import unset_fake_temporarily
 from torch import nn
+from torch._subclasses.fake_tensor import unset_fake_temporarily
 
 from bwsk.training.reversible.errors import ConversionError
 from bwsk.training.reversible.seams import SeamNorm, TorchSeam, TritonSeam, seam_norm_of

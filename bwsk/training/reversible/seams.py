@@ -15,7 +15,7 @@ with float64 streams `subtract` inverts `add` exactly; `add` and `subtract` retu
 `normalised(x, norm)` is the n that `add` or `subtract` gives for the stream value x, by
 the same arithmetic (a segment's first half starts from it, forward and rebuild alike).
 
-The normalisation a half starts with, computed by the seam instead of by the half's module.
+`SeamNorm`: the normalisation a half starts with, computed by the seam instead of by the half's module.
 
 A pre-norm half begins with LayerNorm or RMSNorm of its stream. A fused seam writes that
 norm in the same pass over memory as the stream update (forward: y = x + f, n = norm(y);

@@ -10,10 +10,11 @@ A checkpoint is a folder `ROOT/step-NNNNNNNN/` (`step-NNNNNNNN.K/` for a later o
 It is written into a temporary folder and renamed into place; only then does
 `ROOT/latest.json` (replaced atomically) point at it, so a run killed at any moment
 leaves the previous checkpoint intact and named. Older step folders are then removed.
+Beside them, `best.safetensors` holds the weights of the best validation loss (`BestWeights`).
+`save_run_state` / `restore_run_state` write and load a run's whole state (collectives under torchrun).
 
-Whether a checkpoint read from a run folder fits the run that resumes from it, checked before anything is loaded.
-
-A run folder can be damaged or edited by hand. Loaded unchecked, a checkpoint fails deep inside torch
+A checkpoint read from a run folder is checked against the run that resumes from it before anything is
+loaded: a run folder can be damaged or edited by hand. Loaded unchecked, a checkpoint fails deep inside torch
 (weights or random-generator states of the wrong shape), or later still: an optimizer state of the wrong
 shape fails at the first step, a batch index beyond the epoch never ends it. `require_checkpoint_fits`
 names the checkpoint and the first thing that does not fit, in one line.

@@ -11,7 +11,7 @@
 Every `TextSplits` carries a one-line `description` of where each split came from; results quote it.
 `tokenize_splits(texts, tokenizer)` encodes each split as one stream (documents are concatenated as they are).
 
-Training batches: a token stream cut into fixed-length blocks, shuffled per epoch from the seed alone.
+`BlockSampler`: training batches, a token stream cut into fixed-length blocks, shuffled per epoch from the seed alone.
 
 Invariants: the order of epoch `e` depends only on (`seed`, `e`), so a run resumed at
 (epoch, batch) sees exactly the batches an uninterrupted run would; every rank of a

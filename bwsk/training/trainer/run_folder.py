@@ -5,18 +5,15 @@ hashes, and the bwsk version; written first: what `--resume` reads), `metrics.js
 Hugging Face folder (config.json, model.safetensors, tokenizer files) and
 `training_results.json`. `--force` removes only these names, never other files.
 
-The run's metrics as JSON lines (`metrics.jsonl`): one object per training step or evaluation, appended and flushed.
-
-A checkpoint records the file's length; resuming truncates the file to it, so the
+`MetricsLog`: the run's metrics as JSON lines (`metrics.jsonl`), one object per training step or evaluation,
+appended and flushed. A checkpoint records the file's length; resuming truncates the file to it, so the
 lines of a resumed run are those of an uninterrupted one (timing fields aside).
 
-What a finished run reports (`training_results.json`), and the mean and spread of a quantity over seeds.
+`RunResult`: what a finished run reports (`training_results.json`); only a run that finished with finite
+losses writes one. `summarize`: the mean and spread of a quantity over seeds.
 
-Only a run that finished with finite losses writes a `RunResult`; a NaN run writes none.
-
-`save_model(model, folder, tokenizer=...)`: a trained model as a Hugging Face folder (safetensors weights, config, tokenizer).
-
-Files are written into a temporary folder beside `folder` and moved in one by one
+`save_model(model, folder, tokenizer=...)`: a trained model as a Hugging Face folder (safetensors weights,
+config, tokenizer). Files are written into a temporary folder beside `folder` and moved in one by one
 (each move atomic), so `folder` never holds a half-written file. A model without
 `save_pretrained` is saved as `model.safetensors` alone.
 

@@ -1,6 +1,6 @@
 """`LoopState`: where a training loop is and what it has seen; everything a checkpoint stores besides tensors (JSON only).
 
-A training run's peak memory in bytes, kept in its `LoopState` (so checkpoints carry it).
+`EarlyStopping` keeps its counters in it, and so does the peak memory of the run's steps, in bytes:
 
     tracker = step_tracker(device, state, model, optimizer)
     with tracker if tracker is not None else contextlib.nullcontext():
