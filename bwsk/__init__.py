@@ -10,8 +10,8 @@ model = bwsk.make_reversible(model)   # a Hugging Face causal LM whose layers tr
 model = bwsk.apply_mode(model, "checkpoint")   # conventional | checkpoint | analyzed | reversible
 with bwsk.plain_autograd(model): ...  # a converted model with ordinary autograd (the reference)
 
-Everything but `parse` and `Program` is imported on first use, so `import bwsk` loads neither
-the frontend, the passes, nor the training runtime.
+Every name but `BwskError` is imported on first use, so `import bwsk` loads neither torch, the
+grammar, the frontend, the passes, nor the training runtime (a command's `--help` stays fast).
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bwsk.errors import BwskError
-from bwsk.ir.parser import parse
-from bwsk.ir.program import Program
 from bwsk.lazy import on_first_use
 
 if TYPE_CHECKING:
     from bwsk.frontend.compile import load, lower, lower_module
+    from bwsk.ir.parser import parse
+    from bwsk.ir.program import Program
     from bwsk.passes.pipeline import analyze
     from bwsk.training.modes.apply import apply_mode
     from bwsk.training.reversible.convert import make_reversible, plain_autograd, set_kernels
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 __getattr__, __dir__ = on_first_use(
     __name__,
     {
+        "parse": "bwsk.ir.parser",
+        "Program": "bwsk.ir.program",
         "lower": "bwsk.frontend.compile",
         "lower_module": "bwsk.frontend.compile",
         "load": "bwsk.frontend.compile",
