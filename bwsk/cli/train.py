@@ -109,13 +109,14 @@ examples:
 finetune starts every run from MODEL's weights (a reversible run's: in the
 reversible mode only); scratch draws MODEL's architecture at random from each
 seed (one start per seed, shared by the modes).
-Writes OUT/README.md (the model card: tables with the noise floor, the spread
-between seeds, beside every difference between modes; the configuration; the
-perplexity method; plots), OUT/results.json, and one folder per variant
-(finetune-conventional/, finetune-bwsk-reversible/, ...) that loads with
-AutoModelForCausalLM (after `bwsk.register()`); other seeds in
-VARIANT/seed-N/. Prints a line per finished run (and a bar over the runs on a
-terminal).
+Writes OUT/README.md (the model card: Hub metadata, tables with the noise
+floor, the spread between seeds, beside every difference between modes; the
+configuration; the perplexity method; plots), OUT/results.json, and one folder
+per variant (finetune-conventional/, finetune-bwsk-reversible/, ...) with what
+one uploads: the first seed's model, loadable with AutoModelForCausalLM (after
+`bwsk.register()` for reversible ones), its tokenizer, training_results.json.
+Every run's working folder (checkpoints, metrics) is OUT/runs/VARIANT/seed-S/.
+Prints a line per finished run (and a bar over the runs on a terminal).
 """
 
 
@@ -248,6 +249,14 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         "TRITON_INTERPRET=1 on the cpu, slowly); auto: triton on CUDA, torch elsewhere (default)",
     )
     group.add_argument("--device", default=TrainConfig.device, help="auto (CUDA when present), cpu, cuda or cuda:N")
+    group.add_argument(
+        "--optimizer-in-backward",
+        action="store_true",
+        default=TrainConfig.optimizer_in_backward,
+        help="step each parameter inside the backward as soon as its gradient is final and free that gradient, so the "
+        "gradients never all coexist (peak lower by up to their bytes, same weights as --grad-clip 0); needs --grad-clip 0, "
+        "one process, bf16 or fp32",
+    )
 
 
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
@@ -296,6 +305,7 @@ def config_from(args: argparse.Namespace, mode: str) -> TrainConfig:
         kernels=args.kernels,
         device=args.device,
         distributed=getattr(args, "distributed", None),
+        optimizer_in_backward=args.optimizer_in_backward,
     )
 
 
@@ -359,7 +369,7 @@ def _experiment_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="bwsk-train experiment", description=EXPERIMENT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="the pretrained start (folder or Hub id; offline: an earlier run's folder)")
     parser.add_argument(
-        "--out", required=True, metavar="DIR", help="the experiment folder: results.json, README.md, one folder per variant"
+        "--out", required=True, metavar="DIR", help="the experiment folder: README.md, results.json, one folder per variant, runs/"
     )
     parser.add_argument(
         "--modes", default="conventional,analyzed,reversible", help="comma-separated modes (default conventional,analyzed,reversible)"
@@ -383,7 +393,7 @@ def _experiment(argv: list[str]) -> int:
         modes=modes, experiments=experiments, seeds=args.seeds, force=args.force, report=_progress_line,
     )  # fmt: skip
     if is_main_process():
-        print(f"the experiment is in {out}: README.md (the model card), results.json, one folder per variant")
+        print(f"the experiment is in {out}: README.md (the model card), results.json, one folder per variant; runs in {out / 'runs'}")
     return 0
 
 

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.distributed._tools.mem_tracker import MemTracker
 
-from bwsk.training.language_model import autocast, lm_loss, logits_of
+from bwsk.training.language_model import autocast, logits_of, next_token_loss
 
 ACTIVATIONS = "Activation"
 
@@ -107,19 +107,27 @@ def _cuda_activation_bytes(model: nn.Module, input_ids: torch.Tensor, dtype: tor
     return kept
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, input_ids: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
-    """Forward, next-token loss, backward, optimizer step; gradients are left in place. Returns the loss."""
+def train_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, input_ids: torch.Tensor, dtype: torch.dtype | None, *, full_logits: bool = False
+) -> torch.Tensor:
+    """Forward, next-token loss (chunked unless `full_logits`: see `next_token_loss`), backward, optimizer step;
+    gradients are left in place. Returns the loss."""
     with autocast(input_ids.device, dtype):
-        loss = lm_loss(logits_of(model(input_ids)), input_ids)
+        loss = next_token_loss(model, input_ids, chunked=not full_logits)
     loss.backward()
     optimizer.step()
     return loss.detach()
 
 
 def step_memory(
-    model: nn.Module, optimizer: torch.optim.Optimizer, input_ids: torch.Tensor, *, dtype: torch.dtype | None = None
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    input_ids: torch.Tensor,
+    *,
+    dtype: torch.dtype | None = None,
+    full_logits: bool = False,
 ) -> StepMemory:
-    """One real training step under a fresh MemTracker (and, on CUDA, the allocator's peak counter)."""
+    """One real `train_step` under a fresh MemTracker (and, on CUDA, the allocator's peak counter)."""
     device = input_ids.device
     tracker = MemTracker()
     tracker.track_external(model, optimizer, input_ids)
@@ -127,7 +135,7 @@ def step_memory(
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     with tracker:
-        loss = train_step(model, optimizer, input_ids, dtype)
+        loss = train_step(model, optimizer, input_ids, dtype, full_logits=full_logits)
     categories = _snapshot(tracker, device, "peak")
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -151,11 +159,13 @@ def gradients(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.grad.detach().clone() for name, p in model.named_parameters() if p.grad is not None}
 
 
-def loss_gradients(model: nn.Module, input_ids: torch.Tensor, *, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """The next-token loss's gradients with respect to every parameter (the model's .grad is left untouched)."""
+def loss_gradients(
+    model: nn.Module, input_ids: torch.Tensor, *, dtype: torch.dtype | None = None, full_logits: bool = False
+) -> dict[str, torch.Tensor]:
+    """The next-token loss's gradients (chunked unless `full_logits`) with respect to every parameter (the model's .grad is left untouched)."""
     params = dict(model.named_parameters())
     with autocast(input_ids.device, dtype):
-        loss = lm_loss(logits_of(model(input_ids)), input_ids)
+        loss = next_token_loss(model, input_ids, chunked=not full_logits)
     grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
     return {name: g.detach() for name, g in zip(params, grads) if g is not None}
 

@@ -73,6 +73,7 @@ class ReversibleStack:
         self.pair_bytes = 0  # bytes of one stream pair at the latest graph-building call
         self.plain = False
         self.sharded = False  # set by `bwsk.training.distributed.wrap_model` when FSDP2 shards each half (see `SegmentCall.sharded`)
+        self.grads_into_leaves = False  # set during an optimizer-in-backward step: gradients go to `.grad` half by half, as under FSDP2
         self._planned_from: int | None = None  # step of the drift report the segments were last planned from
 
     def __call__(self, hidden: torch.Tensor, side: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> torch.Tensor:
@@ -102,7 +103,7 @@ class ReversibleStack:
                 x1, x2 = checkpoint(run_blocks, blocks, x1, x2, side, dtype, seeds, use_reentrant=False, preserve_rng_state=False)
                 continue
             parameters = list({id(p): p for b in blocks for p in b.parameters() if p.requires_grad}.values())
-            call = SegmentCall(blocks, structure, dtype, seeds, autocast, probe, parameters, self.sharded)
+            call = SegmentCall(blocks, structure, dtype, seeds, autocast, probe, parameters, self.sharded or self.grads_into_leaves)
             x1, x2 = ReversibleFunction.apply(call, x1, x2, *side_tensors, *parameters)
         return x1, x2
 

@@ -66,6 +66,7 @@ class TrainConfig:
     kernels: str = "auto"  # the reversible mode's seams: "torch", "triton", or "auto" (Triton on CUDA); see `modes.seam_kernels`
     device: str = "auto"  # under `distributed`: "cpu" for gloo on the cpu, else the GPU of each process's local rank (nccl)
     distributed: str | None = None  # "ddp" or "fsdp" under torchrun; batch_size is then per process
+    optimizer_in_backward: bool = False  # step each parameter in backward once its gradient is final (`trainer.optimizer_in_backward`)
 
     def __post_init__(self) -> None:
         """Every knob of the right type and in its range (a run.json is read back through here too)."""
@@ -99,6 +100,19 @@ class TrainConfig:
                 raise BwskError(f"{_flag(name)} must be from 0 to 1, not {getattr(self, name)}")
         if not (isinstance(self.betas, tuple) and len(self.betas) == 2 and all(is_number(b) and 0 <= b < 1 for b in self.betas)):
             raise BwskError(f"betas must be two numbers from 0 to below 1, not {self.betas}")
+        if self.optimizer_in_backward and self.grad_clip > 0:
+            raise BwskError(
+                "--optimizer-in-backward cannot clip by the global gradient norm (it needs every gradient at once): add --grad-clip 0"
+            )
+        if self.optimizer_in_backward and self.precision == "fp16":
+            raise BwskError(
+                "--optimizer-in-backward does not work with --precision fp16 (its scaler unscales after the backward): use bf16 or fp32"
+            )
+        if self.optimizer_in_backward and self.distributed is not None:
+            raise BwskError(
+                f"--optimizer-in-backward runs in one process (under --distributed {self.distributed} each would step on its own unreduced "
+                "gradients): drop one of the two"
+            )
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:

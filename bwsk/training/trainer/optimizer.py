@@ -11,7 +11,10 @@ Invariants:
     which skips a step whose gradients overflow (its norm is reported as -1); bf16 and fp32 need none;
   - gradients are clipped to `config.grad_clip` (0: measured, not clipped);
   - a non-finite loss (its mean over ranks, so every rank stops) or, without a scaler, gradient norm raises
-    `TrainingDiverged` naming the step before the optimizer uses it.
+    `TrainingDiverged` naming the step before the optimizer uses it;
+  - with `config.optimizer_in_backward`, each parameter is stepped inside the backward as soon as its gradient is final
+    and the gradient freed (`bwsk.training.trainer.optimizer_in_backward`): same weights as `grad_clip` 0 here, the
+    same `optimizer` of record for checkpoints; a non-finite gradient norm is found once the parameters have moved.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from torch import nn
 
 from bwsk.errors import BwskError
 from bwsk.training.distributed import DistInfo, all_reduce_mean
-from bwsk.training.language_model import autocast, lm_loss, logits_of
+from bwsk.training.language_model import autocast, next_token_loss
 from bwsk.training.trainer.config import TrainConfig, learning_rate
+from bwsk.training.trainer.optimizer_in_backward import OptimizerInBackward
 
 
 class TrainingDiverged(BwskError):
@@ -44,6 +48,7 @@ class OptimizerStep:
         self.model, self.config, self.planned_steps, self.device, self.info = model, config, planned_steps, device, info
         self.optimizer = adamw(model, config)
         self.scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
+        self.in_backward = OptimizerInBackward(model, self.optimizer) if config.optimizer_in_backward else None  # no scaler then
 
     def set_learning_rate(self, step: int) -> float:
         """Give every parameter group the learning rate of optimizer step `step` (0-based); returns it."""
@@ -57,11 +62,19 @@ class OptimizerStep:
 
     def __call__(self, ids: torch.Tensor, step: int, lr: float) -> tuple[float, float]:
         """Forward, loss, backward and the optimizer step on `ids` (`step`: 1-based, `lr`: for messages); the loss and gradient norm."""
+        if self.in_backward is None:
+            return self._train_step(ids, step, lr)
+        with self.in_backward.step_scope():
+            return self._train_step(ids, step, lr)
+
+    def _train_step(self, ids: torch.Tensor, step: int, lr: float) -> tuple[float, float]:
         with autocast(self.device, self.config.autocast_dtype):
-            loss = lm_loss(logits_of(self.model(ids)), ids)
+            loss = next_token_loss(self.model, ids)  # chunked: the full logits never exist
         value = loss.item() if self.info is None else all_reduce_mean(loss.item(), self.info)  # every rank sees a NaN
         if not math.isfinite(value):
             raise TrainingDiverged(f"the loss is {value} at step {step} (lr {lr:.3g}); the run stopped, no results were written")
+        if self.in_backward is not None:
+            return value, self._step_in_backward(loss, step, lr)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
@@ -78,6 +91,16 @@ class OptimizerStep:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return value, norm if math.isfinite(norm) else -1.0
+
+    def _step_in_backward(self, loss: torch.Tensor, step: int, lr: float) -> float:
+        """The backward that steps each parameter as its gradient arrives; the gradient norm (never clipped)."""
+        norm = self.in_backward.backward(loss)
+        if not math.isfinite(norm):
+            raise TrainingDiverged(
+                f"the gradient norm is {norm} at step {step} (lr {lr:.3g}; the parameters were stepped during the backward); "
+                "the run stopped, no results were written"
+            )
+        return norm
 
     def scaler_state(self) -> dict | None:
         """The gradient scaler's state for a checkpoint (None without one)."""
