@@ -8,11 +8,16 @@ dropped when it is empty, refused in one line when it holds past tokens: the
 recompute could not see them as the forward did). A call without gradients
 (inference, `generate`) is left alone: `config.use_cache` and the caller's
 arguments apply as the user set them.
+
+`cache_on_for_saving(model)`: a saved folder is for inference, so its config and generation config say
+`use_cache` as the config class's default (True for the causal LMs), whatever training set.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -51,3 +56,28 @@ def _past_length(past: Any) -> int:
     if hasattr(past, "get_seq_length"):
         return int(past.get_seq_length())
     return int(past[0][0].shape[-2]) if len(past) and len(past[0]) else 0
+
+
+def inference_use_cache(config: Any) -> bool:
+    """`use_cache` as a config saved for inference says it: its class's default (True for the causal LMs; True for a
+    class without one), not the False that training or a config built for training set."""
+    default = getattr(type(config), "use_cache", True)
+    return default if isinstance(default, bool) else True
+
+
+@contextmanager
+def cache_on_for_saving(model: nn.Module) -> Iterator[None]:
+    """Within the block, `model`'s config, its text config and its generation config say `use_cache` as
+    `inference_use_cache`; each says what it said before after the block (the live model trains on as it did)."""
+    config = getattr(model, "config", None)
+    text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else None
+    found = (config, text, getattr(model, "generation_config", None))
+    configs = list({id(c): c for c in found if c is not None and hasattr(c, "use_cache")}.values())
+    before = [c.use_cache for c in configs]
+    try:
+        for c in configs:
+            c.use_cache = inference_use_cache(c)
+        yield
+    finally:
+        for c, value in zip(configs, before):
+            c.use_cache = value

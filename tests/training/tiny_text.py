@@ -21,12 +21,14 @@ def tiny_text(lines: int = 240, seed: int = 0) -> str:
 
 
 def tiny_tokenizer(text: str):
-    """A word-level `tokenizers.Tokenizer` trained on `text` (whitespace-split words, plus [UNK])."""
+    """A word-level `tokenizers.Tokenizer` trained on `text` (whitespace-split words, plus [UNK]), with the end-of-text
+    token `<|endoftext|>` added last (the words keep their ids; a published model's tokenizer needs one)."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
     tokenizer = Tokenizer(models.WordLevel(unk_token="[UNK]"))
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer.train_from_iterator([text], trainers.WordLevelTrainer(special_tokens=["[UNK]"]))
+    tokenizer.add_special_tokens(["<|endoftext|>"])
     return tokenizer
 
 

