@@ -14,7 +14,7 @@ import argparse
 import time
 import warnings
 
-from bwsk.frontend import zoo
+from bwsk.frontend import tensor_outputs, zoo
 from bwsk.frontend.compile import forward_parameters
 from bwsk.frontend.lowering import program_from_export
 from bwsk.ir.parser import parse
@@ -25,12 +25,12 @@ def measure(name: str, seq: int) -> dict:
     model = zoo.build(name, device="meta")
     inputs = zoo.model_inputs(model, batch=1, seq=seq)
     start = time.perf_counter()
-    exported = zoo.export(model, inputs)
+    exported = tensor_outputs.export(model, inputs)
     t_export = time.perf_counter() - start
     start = time.perf_counter()
     core = exported.run_decompositions()
     t_decompose = time.perf_counter() - start
-    prefix = "model" if isinstance(zoo.traceable(model), zoo.TensorOutputs) else ""
+    prefix = "model" if isinstance(tensor_outputs.traceable(model), tensor_outputs.TensorOutputs) else ""
     start = time.perf_counter()
     program = program_from_export(core, name=name, strip_prefix=prefix, input_names=forward_parameters(model))
     t_lower = time.perf_counter() - start

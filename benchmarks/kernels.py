@@ -87,7 +87,7 @@ def norm_backward_calls(pattern, o: dict, *, compiled: bool = True) -> dict:
 
         return call
 
-    eager = functools.partial(reference.normalise, pattern)
+    eager = functools.partial(reference.reference_norm, pattern)
     calls = {"triton": fused, "eager": through(eager)}
     if compiled:
         calls["compile"] = through(torch.compile(eager, dynamic=False))

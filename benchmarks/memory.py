@@ -9,6 +9,7 @@
         --plot docs/memory.png --doc docs/memory.md      # several models and sweeps in one report
     python benchmarks/memory.py --drift --model pythia-70m --model pythia-410m --sweep layers=24,32,48 --dtype bf16,fp32 \
         --plot docs/memory-drift.png --doc docs/memory.md --force    # depth: gradient error, drift per block, its cost
+    python benchmarks/memory.py --fake --model pythia-410m --model llama-3-8b --batch 1 --seq 4096 --dtype bf16
 
 Each run applies every mode to its own copy of the same model (same weights) and
 measures one step (forward, next-token loss, backward, AdamW step) with
@@ -43,10 +44,10 @@ from bwsk.errors import BwskError
 from bwsk.frontend import zoo
 from bwsk.render.step_table import step_table
 from bwsk.render.units import MIB
+from bwsk.training.choices import KERNELS
 from bwsk.training.experiments import depth_report
 from bwsk.training.modes import DEFAULT_BUDGET, MODES
 from bwsk.training.modes.compare import DTYPES, Record, compare_modes, variants
-from bwsk.training.reversible.seams import KERNELS
 
 DEFAULT_MODEL = "pythia-70m"
 TITLE = "# Training memory per mode, measured"
@@ -135,6 +136,19 @@ def parser() -> argparse.ArgumentParser:
         help="measure the reversible stack at depth instead of the modes: gradient error, drift per block, memory and cost",
     )
     cli.add_argument("--train-steps", type=int, default=100, help="with --drift: training steps before the second measurement (0: none)")
+    cli.add_argument(
+        "--fake",
+        action="store_true",
+        help="full-size models without weights: one step per mode under FakeTensorMode with MemTracker (exact bytes per "
+        f"category at the peak, FLOPs); --model takes zoo names and {', '.join(FAKE_SHAPES)}",
+    )
+    cli.add_argument(
+        "--loss",
+        choices=["chunked", "full"],
+        action="append",
+        help="with --fake: the LM head's loss a chunk of tokens at a time (chunked, the default) or from the full logits; "
+        "repeatable (one record each)",
+    )
     cli.add_argument("--json", metavar="OUT", help="write the records as a JSON list")
     cli.add_argument("--plot", metavar="OUT.png", help="plot activation bytes per mode against the swept axis")
     cli.add_argument("--doc", metavar="OUT.md", help="write a markdown report (tables, the plot, the command)")
@@ -259,7 +273,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise BwskError("--batch and --layers must be at least 1, --seq at least 2")
         if not 0.0 <= args.budget <= 1.0:
             raise BwskError(f"--budget {args.budget}: expected a fraction between 0 and 1")
-        if args.drift:
+        if args.fake:
+            measure_fake(args, console)
+        elif args.drift:
             measure_drift(args, console, command)
         else:
             if len(args.dtype) > 1:
@@ -340,6 +356,89 @@ def measure_drift(args: argparse.Namespace, console: Console, command: str) -> N
     if args.doc:
         text = depth_report.section(records, command, args.plot, args.doc)
         write_atomic(args.doc, depth_report.with_section(_read(args.doc), text, TITLE), force=args.force)
+
+
+FAKE_SHAPES = {  # published shapes of models outside the zoo (Meta's config.json files); rope kept default (no bytes)
+    "llama-3.2-1b": dict(
+        hidden_size=2048,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        intermediate_size=8192,
+        tie_word_embeddings=True,
+        max_position_embeddings=131072,
+    ),
+    "llama-3-8b": dict(
+        hidden_size=4096,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        intermediate_size=14336,
+        tie_word_embeddings=False,
+        max_position_embeddings=8192,
+    ),
+}
+
+
+def measure_fake(args: argparse.Namespace, console: Console) -> None:
+    """Every mode (conventional always) of each full-size model under FakeTensorMode (`bwsk.training.modes.fake_step`):
+    peak bytes and the categories at the peak, FLOPs per step and their ratio to conventional. Positions are extended
+    to --seq where a config has fewer (rotary: no bytes depend on it); the KV cache is off in every mode."""
+    import transformers
+
+    from bwsk.training.modes.fake_step import measure_step
+
+    if len(args.dtype) > 1 or len(args.kernels) > 1:
+        raise BwskError("--fake measures one --dtype and one --kernels at a time")
+    modes = list(MODES) if args.mode == "all" else list(dict.fromkeys(["conventional", args.mode]))
+    records = []
+    for name in args.model or ["pythia-410m"]:
+        if name in FAKE_SHAPES:
+            config = transformers.LlamaConfig(
+                vocab_size=128256,
+                rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
+                rms_norm_eps=1e-5,
+                bos_token_id=128000,
+                eos_token_id=128001,
+                use_cache=False,
+                **FAKE_SHAPES[name],
+            )
+        else:
+            config = zoo.make_config(name)
+        if args.layers is not None:
+            config.num_hidden_layers = args.layers
+        config.max_position_embeddings = max(config.max_position_embeddings, args.seq)
+        for mode, loss in [(mode, loss) for mode in modes for loss in args.loss or ["chunked"]]:
+            with console.status(f"{name}: {mode}, {loss} loss, {args.batch} x {args.seq} under FakeTensorMode"):
+                records.append(
+                    measure_step(
+                        config,
+                        mode,
+                        batch=args.batch,
+                        seq=args.seq,
+                        dtype=DTYPES[args.dtype[0]],
+                        chunked=loss == "chunked",
+                        budget=args.budget,
+                        kernels=args.kernels[0],
+                        name=name,
+                    )
+                )
+    gib = 2**30
+    print(f"FakeTensorMode + MemTracker, {records[0].device}, {records[0].dtype}, AdamW; GiB at the step's peak")
+    print(
+        "| model | batch x seq | mode | loss | peak | parameters | gradients | optimizer | activations | temporaries | other | TFLOP | x conv | s |"
+    )
+    print("|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in records:
+        base = next(c for c in records if c.model == r.model and c.mode == "conventional" and c.loss == r.loss)
+        c = r.peak_by_category
+        print(
+            f"| {r.model} | {r.batch} x {r.seq} | {r.mode} | {r.loss} | {r.peak_bytes / gib:.2f} | {c['Parameter'] / gib:.2f} | "
+            f"{c['Gradient'] / gib:.2f} | {c['Optstate'] / gib:.2f} | {c['Activation'] / gib:.2f} | {c['Temp'] / gib:.2f} | "
+            f"{(c['Buffer'] + c['Other']) / gib:.2f} | {r.flops / 1e12:.2f} | {r.flops / base.flops:.3f} | {r.seconds:.0f} |"
+        )
+    if args.json:
+        write_atomic(args.json, json.dumps([r.to_json() for r in records], indent=2) + "\n", force=args.force)
 
 
 def _read(path: str) -> str | None:

@@ -32,7 +32,7 @@ from bwsk.errors import first_line
 from bwsk.frontend import zoo
 from bwsk.frontend.compile import at_level, compile_source, state_tensors
 from bwsk.frontend.lowering import program_from_export
-from bwsk.frontend.zoo import TensorOutputs, export, traceable
+from bwsk.frontend.tensor_outputs import TensorOutputs, export, traceable
 from bwsk.ir.program import Program
 from bwsk.passes.analysis import Analysis
 from bwsk.passes.classify.check import check_verdicts

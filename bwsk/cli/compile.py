@@ -13,14 +13,14 @@ import sys
 import traceback
 import warnings
 from collections.abc import Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from bwsk.atomic import check_destination, write_atomic
 from bwsk.cli.arguments import EXIT_USER_ERROR, ArgumentParser, positive_int
 from bwsk.errors import BwskError, first_line, one_line
-from bwsk.ir.parser import decode, parse
-from bwsk.ir.printer import print_program
-from bwsk.ir.program import Program
+
+if TYPE_CHECKING:  # the IR (torch, the grammar) is imported once a command line is parsed: --help stays fast
+    from bwsk.ir.program import Program
 
 EXIT_MISMATCH = 1
 EXIT_INTERNAL_ERROR = 3
@@ -152,6 +152,8 @@ def is_ir_text(spec: str) -> bool:
 
 def read_program(spec: str) -> Program:
     """Parse and verify the IR text in `spec` (a path or - for stdin)."""
+    from bwsk.ir.parser import decode, parse
+
     if spec == "-":
         return parse(decode(sys.stdin.buffer.read(), "<stdin>"), "<stdin>")
     try:
@@ -164,7 +166,8 @@ def read_program(spec: str) -> Program:
 
 def compile_model(args: argparse.Namespace) -> tuple[Program, dict | None]:
     """The lowered program and, when the model has real weights, its state tensors by @name."""
-    from bwsk.frontend import compile_source, faithfulness
+    from bwsk.frontend.compile import compile_source
+    from bwsk.frontend.faithfulness import faithfulness
 
     compiled = compile_source(
         args.input,
@@ -202,6 +205,8 @@ def emit(text: str, output: str | None, force: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bwsk.ir.printer import print_program
+
     if args.output is not None:
         check_destination(args.output, force=args.force)  # before the work, which can take minutes
     if is_ir_text(args.input):
@@ -242,6 +247,7 @@ def check_classification(program, weights):
 
 def printer_after(passes: list[str], names: list[str], stream: TextIO):
     """The `--print-after` callback: after each named pass, the program annotated with its notes."""
+    from bwsk.ir.printer import print_program
     from bwsk.passes.manager import complete
     from bwsk.render.notes import notes_after
 
@@ -260,6 +266,8 @@ def printer_after(passes: list[str], names: list[str], stream: TextIO):
 
 def render(analysis, args: argparse.Namespace) -> str:
     """The text of `--emit` for an analysed program."""
+    from bwsk.ir.printer import print_program
+
     if args.emit == "ir":
         return print_program(analysis.program)
     if args.emit == "json":

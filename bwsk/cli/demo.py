@@ -15,7 +15,9 @@ from rich.console import Console
 
 from bwsk.cli.arguments import EXIT_USER_ERROR, ArgumentParser, positive_int
 from bwsk.errors import BwskError, shortened
-from bwsk.frontend import compile_source, faithfulness, zoo
+from bwsk.frontend import zoo
+from bwsk.frontend.compile import compile_source
+from bwsk.frontend.faithfulness import faithfulness
 from bwsk.ir.printer import print_definition, print_program
 from bwsk.passes.pipeline import analyze
 from bwsk.render.report import finding_lines, share_line

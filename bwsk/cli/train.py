@@ -68,24 +68,23 @@ import tempfile
 import traceback
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
 from bwsk.cli.arguments import EXIT_USER_ERROR, ArgumentParser, positive_int
 from bwsk.errors import BwskError, first_line, one_line
+from bwsk.frontend import zoo
 from bwsk.render.units import human_bytes
-from bwsk.training.distributed import STRATEGIES, is_main_process, shutdown_distributed
-from bwsk.training.experiments.runs import RunSpec, resume_training, run_seeds, run_training
-from bwsk.training.experiments.start import language_model_names
-from bwsk.training.modes import MODES
-from bwsk.training.reversible.seams import KERNELS
-from bwsk.training.trainer.config import MAX_SEED, PRECISIONS, TrainConfig
-from bwsk.training.trainer.interrupt import TrainingInterrupted, signals_interrupt, stopped_by
-from bwsk.training.trainer.optimizer import TrainingDiverged
-from bwsk.training.trainer.run_folder import RunResult
+from bwsk.training.choices import KERNELS, MODES, PRECISIONS, STRATEGIES
+from bwsk.training.trainer.config import MAX_SEED, TrainConfig
+from bwsk.training.trainer.interrupt import signals_interrupt, stopped_by
 
-EXIT_DIVERGED = 1
+if TYPE_CHECKING:  # the runtime (torch, transformers) is imported once a command line is parsed: --help stays fast
+    from bwsk.training.experiments.runs import RunSpec
+    from bwsk.training.trainer.run_folder import RunResult
+
 EXIT_INTERNAL_ERROR = 3
 TRUST_FLAGS = ("trust_remote_code", "trust_pickle")  # the only flags --resume takes: trust is never read from a run folder
 EXPERIMENTS = ("finetune", "scratch")
@@ -123,7 +122,7 @@ Prints a line per finished run (and a bar over the runs on a terminal).
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     warnings.filterwarnings("ignore")
-    atexit.register(shutdown_distributed)  # at exit, not per call: a process group cannot be joined twice
+    atexit.register(_leave_process_group)  # at exit, not per call: a process group cannot be joined twice
     try:
         with signals_interrupt():  # SIGTERM as Ctrl-C: inside the loop a checkpoint first, elsewhere at once
             if not argv:
@@ -131,15 +130,9 @@ def main(argv: list[str] | None = None) -> int:
             if argv[0] == "experiment":
                 return _experiment(argv[1:])
             return _train(argv)
-    except TrainingInterrupted as error:
+    except BwskError as error:  # an interrupted run (128 + signal) and a diverged one (1) carry their own exit codes
         _report(error.render())
-        return error.exit_code
-    except TrainingDiverged as error:
-        _report(error.render())
-        return EXIT_DIVERGED
-    except BwskError as error:
-        _report(error.render())
-        return EXIT_USER_ERROR
+        return getattr(error, "exit_code", EXIT_USER_ERROR)
     except KeyboardInterrupt as error:
         signum = getattr(error, "signum", signal.SIGINT)
         _report(stopped_by(signum))
@@ -162,6 +155,18 @@ def _internal_error(error: Exception) -> int:
         where = "no log file could be written; set BWSK_DEBUG=1 for the traceback"
     _report(f"internal error: {one_line(first_line(error))} ({where}; please report it)")
     return EXIT_INTERNAL_ERROR
+
+
+def _leave_process_group() -> None:
+    distributed = sys.modules.get("bwsk.training.distributed")  # only a run that imported it can have joined a group
+    if distributed is not None:
+        distributed.shutdown_distributed()
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun job, or a process outside any job (see `bwsk.training.distributed.is_main_process`)."""
+    distributed = sys.modules.get("bwsk.training.distributed")
+    return distributed.is_main_process() if distributed is not None else os.environ.get("RANK", "0") == "0"
 
 
 def _report(message: str) -> None:
@@ -310,6 +315,8 @@ def config_from(args: argparse.Namespace, mode: str) -> TrainConfig:
 
 
 def spec_from(args: argparse.Namespace, model: str) -> RunSpec:
+    from bwsk.training.experiments.runs import RunSpec
+
     if args.data is None:
         raise BwskError("--data is required (a WikiText folder, a text file or a dataset name)")
     return RunSpec(
@@ -319,7 +326,7 @@ def spec_from(args: argparse.Namespace, model: str) -> RunSpec:
 
 def _parser() -> ArgumentParser:
     parser = ArgumentParser(prog="bwsk-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    models = ", ".join(language_model_names())
+    models = ", ".join(zoo.causal_lm_names())
     parser.add_argument("model", nargs="?", metavar="MODEL", help=f"zoo name ({models}), HF folder or Hub id, or a run's folder")
     parser.add_argument(
         "--mode", choices=MODES, default="conventional", help="how activations are kept for backward (default conventional)"
@@ -339,6 +346,8 @@ def _parser() -> ArgumentParser:
 def _train(argv: list[str]) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    from bwsk.training.experiments.runs import resume_training, run_seeds, run_training
+
     console = Console(stderr=False)
     if args.resume is not None:
         defaults = vars(parser.parse_args([]))
@@ -407,6 +416,7 @@ def _choices(text: str, allowed: tuple[str, ...], flag: str) -> list[str]:
 
 def _demo(console: Console) -> int:
     from bwsk.training.experiments.demo_data import write_demo_inputs
+    from bwsk.training.experiments.runs import RunSpec, run_training
 
     folder = Path(tempfile.mkdtemp(prefix="bwsk-train-demo-"))
     text, tokenizer = write_demo_inputs(folder)

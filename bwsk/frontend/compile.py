@@ -17,7 +17,7 @@ import torch
 from bwsk.errors import BwskError
 from bwsk.frontend.lowering import program_from_export
 from bwsk.frontend.sources import Resolved, resolve
-from bwsk.frontend.zoo import TensorOutputs
+from bwsk.frontend.tensor_outputs import TensorOutputs
 from bwsk.ir.program import Program
 
 LEVELS = ("core", "training")
@@ -86,7 +86,7 @@ def lower_module(model: torch.nn.Module, args: tuple[torch.Tensor, ...], *, leve
     State names are the module's own state-dict names (no wrapper prefix), so
     `program(*args, params=dict(model.named_parameters()))` evaluates it.
     """
-    from bwsk.frontend.zoo import export, traceable
+    from bwsk.frontend.tensor_outputs import export, traceable
 
     exported = at_level(export(model, args), level)
     prefix = "model" if isinstance(traceable(model), TensorOutputs) else ""

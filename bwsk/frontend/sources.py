@@ -23,7 +23,7 @@ from rich.console import Console
 from torch import nn
 
 from bwsk.errors import SourceError, first_line
-from bwsk.frontend import zoo
+from bwsk.frontend import tensor_outputs, zoo
 from bwsk.frontend.archive_check import check_archive, drop_guard_code
 from bwsk.frontend.hf_outputs import register_output_types
 from bwsk.frontend.hugging_face import load_hf_directory, load_hub
@@ -59,7 +59,7 @@ class Resolved:
 
     Invariant: when `module` and `example_inputs` are both present, `module(*example_inputs)` computes
     what `program.module()(*example_inputs)` computes (`module` is what was exported, see
-    `zoo.traceable`). `module` is None for exported archives.
+    `tensor_outputs.traceable`). `module` is None for exported archives.
     """
 
     program: torch.export.ExportedProgram
@@ -233,13 +233,13 @@ def _resolve_pickle(
     inputs = tuple(InputSpec.parse(s).example(generator) for s in input_shapes or ())
     model = load_pickle(path, trust_pickle=trust_pickle)
     program = _export(model, inputs, path.name, dynamic_batch, progress)
-    return Resolved(program, inputs, zoo.traceable(model), path.name, SourceKind.PICKLE)
+    return Resolved(program, inputs, tensor_outputs.traceable(model), path.name, SourceKind.PICKLE)
 
 
 def _export_model(model: nn.Module, name: str, kind: SourceKind, batch: int, seq: int, dynamic_batch: bool, progress: bool) -> Resolved:
     inputs = zoo.model_inputs(model, batch=batch, seq=seq)
     program = _export(model, inputs, name, dynamic_batch, progress)
-    return Resolved(program, inputs, zoo.traceable(model), name, kind)
+    return Resolved(program, inputs, tensor_outputs.traceable(model), name, kind)
 
 
 def _export(
@@ -247,7 +247,7 @@ def _export(
 ) -> torch.export.ExportedProgram:
     with _status(f"exporting {name}", progress), _quiet("torch"):  # torch logs a failed trace's traceback
         try:
-            return zoo.export(model, inputs, dynamic_batch=dynamic_batch)
+            return tensor_outputs.export(model, inputs, dynamic_batch=dynamic_batch)
         except Exception as error:
             raise SourceError(
                 f"cannot export {name}: {first_line(error)}",

@@ -3,23 +3,22 @@
 Every entry records where its numbers come from. `build` makes a module in eval mode; `tiny=True`
 shrinks the width but keeps each architecture's distinguishing features (parallel residual,
 partial rotary, grouped-query attention, tied embeddings, embedding projections, ...).
-`export` turns any module into a `torch.export.ExportedProgram` whose callable takes plain tensors
-and returns one tensor.
+Importing it imports neither torch nor transformers (a command's `--help` lists the zoo at once);
+`bwsk.frontend.tensor_outputs.export` turns a built model into a `torch.export.ExportedProgram`.
 """
 
 from __future__ import annotations
 
 import difflib
-import inspect
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from bwsk.errors import SourceError
 from bwsk.frontend.size_limits import check_model_size, check_tensor_size
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 TINY_VOCAB = 256
 TINY_IMAGE = 32
@@ -43,76 +42,7 @@ class ZooEntry:
     tiny: dict[str, Any]
     depth_field: str = "num_hidden_layers"
     max_layers: int | None = None
-
-
-@dataclass(frozen=True)
-class ResNetConfig:
-    """A ResNet with BasicBlocks (two 3x3 convolutions each).
-
-    Stage i has `blocks_per_stage` blocks of width `widths[i]`; only the first `num_stages` stages
-    are built. Every stage after the first halves the spatial size.
-    """
-
-    widths: tuple[int, ...] = (64, 128, 256, 512)
-    num_stages: int = 4
-    blocks_per_stage: int = 2
-    stem_width: int = 64
-    num_classes: int = 1000
-    image_size: int = 224
-    num_channels: int = 3
-
-
-class BasicBlock(nn.Module):
-    """conv3x3-bn-relu-conv3x3-bn, plus the (possibly 1x1-projected) input, then relu."""
-
-    def __init__(self, in_width: int, width: int, stride: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_width, width, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.relu = nn.ReLU()
-        self.conv2 = nn.Conv2d(width, width, 3, stride=1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.downsample: nn.Module = nn.Identity()
-        if stride != 1 or in_width != width:
-            self.downsample = nn.Sequential(nn.Conv2d(in_width, width, 1, stride=stride, bias=False), nn.BatchNorm2d(width))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + self.downsample(x))
-
-
-class ResNet(nn.Module):
-    """ResNet-18 layout: 7x7/2 stem, 3x3/2 max-pool, residual stages, global average pool, linear.
-
-    Takes `pixel_values` of shape (batch, num_channels, image_size, image_size); returns logits.
-    """
-
-    main_input_name = "pixel_values"
-
-    def __init__(self, config: ResNetConfig):
-        super().__init__()
-        self.config = config
-        self.conv1 = nn.Conv2d(config.num_channels, config.stem_width, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(config.stem_width)
-        self.relu = nn.ReLU()
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        in_width = config.stem_width
-        for index, width in enumerate(config.widths[: config.num_stages]):
-            blocks = []
-            for block in range(config.blocks_per_stage):
-                stride = 2 if index > 0 and block == 0 else 1
-                blocks.append(BasicBlock(in_width, width, stride))
-                in_width = width
-            self.add_module(f"layer{index + 1}", nn.Sequential(*blocks))
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(in_width, config.num_classes)
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(pixel_values))))
-        for index in range(self.config.num_stages):
-            x = getattr(self, f"layer{index + 1}")(x)
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+    causal_lm: bool = True  # a next-token language model (what bwsk-train trains); False for the encoder and image models
 
 
 def _pythia(hidden: int, layers: int, heads: int, size: str) -> ZooEntry:
@@ -199,6 +129,7 @@ ZOO: dict[str, ZooEntry] = {
         source="google-bert/bert-base-uncased config.json; Devlin et al. 2019, Section 3",
         config_class="BertConfig",
         model_class="BertForMaskedLM",
+        causal_lm=False,
         full=dict(
             vocab_size=30522,
             hidden_size=768,
@@ -219,6 +150,7 @@ ZOO: dict[str, ZooEntry] = {
         source="google/vit-base-patch16-224 config.json; Dosovitskiy et al. 2021, Table 1",
         config_class="ViTConfig",
         model_class="ViTForImageClassification",
+        causal_lm=False,
         full=dict(
             hidden_size=768,
             num_hidden_layers=12,
@@ -268,6 +200,7 @@ ZOO: dict[str, ZooEntry] = {
         source="He et al. 2016, Deep Residual Learning, Table 1 (18-layer column)",
         config_class="ResNetConfig",
         model_class="ResNet",
+        causal_lm=False,
         full=dict(widths=(64, 128, 256, 512), num_stages=4, blocks_per_stage=2, stem_width=64, num_classes=1000),
         tiny=dict(widths=(8, 16, 32, 64), stem_width=8, num_classes=10, image_size=TINY_IMAGE),
         depth_field="num_stages",
@@ -280,6 +213,11 @@ ZOO: dict[str, ZooEntry] = {
 def names() -> list[str]:
     """The zoo's model names, in the zoo's order."""
     return list(ZOO)
+
+
+def causal_lm_names() -> list[str]:
+    """The zoo's causal language models (what bwsk-train can start from), in the zoo's order."""
+    return [name for name, spec in ZOO.items() if spec.causal_lm]
 
 
 def entry(name: str) -> ZooEntry:
@@ -301,6 +239,8 @@ def make_config(name: str, *, tiny: bool = False, layers: int | None = None, dev
         values[spec.depth_field] = layers
     check_model_size(values, name, device=device)
     if spec.config_class == "ResNetConfig":
+        from bwsk.frontend.resnet import ResNetConfig
+
         return ResNetConfig(**values)
     import transformers
 
@@ -315,11 +255,15 @@ def build(name: str, *, tiny: bool = False, layers: int | None = None, device: s
     elsewhere weights are random, drawn from `seed` without disturbing the global RNG. Transformers
     models use eager attention and never build a KV cache.
     """
+    import torch
+
     spec = entry(name)
     made = make_config(name, tiny=tiny, layers=layers, device=device)
     with torch.random.fork_rng(devices=[]), torch.device(device):
         torch.manual_seed(seed)
         if spec.model_class == "ResNet":
+            from bwsk.frontend.resnet import ResNet
+
             model = ResNet(made)
         else:
             import transformers
@@ -336,6 +280,8 @@ def model_inputs(model: nn.Module, *, batch: int = 1, seq: int = 128, seed: int 
     and ignore `seq`. Works for zoo models and for any transformers model with one of those inputs.
     Sizes below 1, or inputs larger than this machine's memory, are refused before allocating.
     """
+    import torch
+
     if batch < 1 or seq < 1:
         raise SourceError(f"batch {batch} and sequence length {seq}: each must be at least 1")
     device = next(model.parameters()).device
@@ -366,6 +312,8 @@ def _random_tensor(
     shape: tuple[int, ...], dtype: torch.dtype, below: int | None, device: torch.device, generator: torch.Generator
 ) -> torch.Tensor:
     """Integers in [0, below) or floats from N(0, 1), drawn on cpu from `generator`; on meta, only the shape."""
+    import torch
+
     if device.type == "meta":
         return torch.empty(shape, dtype=dtype, device=device)
     check_tensor_size(shape, dtype.itemsize, "example input")
@@ -381,54 +329,3 @@ def max_positions(config: Any) -> int | None:
         if isinstance(value, int):
             return value
     return None
-
-
-class TensorOutputs(nn.Module):
-    """Calls a transformers model on plain tensors without a KV cache and returns its first output.
-
-    The first output is `logits` for models with a head and `last_hidden_state` for bare ones.
-    Parameter names gain the prefix `model.`.
-    """
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-        accepts_cache = "use_cache" in inspect.signature(model.forward).parameters
-        self.extra: dict[str, Any] = {"use_cache": False} if accepts_cache else {}
-
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.model(*inputs, **self.extra)[0]
-
-
-def traceable(model: nn.Module) -> nn.Module:
-    """`model` itself, or a `TensorOutputs` wrapper when it is a transformers model.
-
-    Invariant: `export(model, args).module()(*args)` computes `traceable(model)(*args)`.
-    """
-    from transformers import PreTrainedModel
-
-    return TensorOutputs(model) if isinstance(model, PreTrainedModel) else model
-
-
-def export(
-    model: nn.Module, args: Sequence[torch.Tensor], *, dynamic_batch: bool = False, strict: bool = False
-) -> torch.export.ExportedProgram:
-    """`torch.export.export` of `traceable(model)` on positional tensor `args`.
-
-    With `dynamic_batch`, dim 0 of every input (that has one) is one shared dynamic `batch`
-    dimension. A batch of 1 would be specialised by tracing, so it is traced at batch 2 and the
-    program's stored example inputs are then reset to `args`.
-    """
-    args = tuple(args)
-    module = traceable(model)
-    if not dynamic_batch:
-        return torch.export.export(module, args, strict=strict)
-    batch = torch.export.Dim("batch")
-    traced = tuple(a.expand(2, *a.shape[1:]).contiguous() if a.dim() and a.shape[0] == 1 else a for a in args)
-    shapes = torch.export.ShapesCollection()
-    for tensor in traced:
-        if tensor.dim():
-            shapes[tensor] = {0: batch}
-    program = torch.export.export(module, traced, dynamic_shapes=shapes.dynamic_shapes(module, traced), strict=strict)
-    program.example_inputs = (args, {})
-    return program

@@ -69,8 +69,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from bwsk.errors import BwskError
 from bwsk.training.blocks import block_list
+from bwsk.training.choices import STRATEGIES, require_choice
 
-STRATEGIES = ("ddp", "fsdp")
 T = TypeVar("T")
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -129,8 +129,7 @@ def wrap_model(model: nn.Module, strategy: str, info: DistInfo) -> nn.Module:
     FSDP2 replaces the parameters by sharded DTensors, so an optimizer made before wrapping would
     update tensors that are no longer the model's.
     """
-    if strategy not in STRATEGIES:
-        raise BwskError(f"unknown distributed strategy {strategy!r} (expected one of {', '.join(STRATEGIES)})")
+    require_choice(strategy, STRATEGIES, "distributed strategy")
     if strategy == "ddp":
         return DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
     from bwsk.training.reversible.convert import RUNTIME_ATTRIBUTE

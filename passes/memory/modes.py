@@ -31,7 +31,7 @@ from bwsk.passes.memory.decisions import Planner
 from bwsk.passes.memory.result import DROPPED, Decision, LayerTotal, MemoryResult, ModeTotal, mode_total
 from bwsk.passes.memory.storages import Replay, replay
 
-STREAM_ITEMSIZE = 8  # bytes per element of the reversible stack's streams (float64: `bwsk.training.stack.STREAMS`)
+STREAM_ITEMSIZE = 8  # bytes per element of the reversible stack's streams (float64: `bwsk.training.reversible.stack.STREAMS`)
 
 
 def plan(analysis: Analysis) -> MemoryResult:

@@ -107,7 +107,7 @@ def test_ctrl_c_exits_130_with_one_line(monkeypatch, capsys):
     def interrupted(*args, **kwargs):
         raise TrainingInterrupted("interrupted at step 4; checkpoint saved (continue with: bwsk-train --resume o)", 4)
 
-    monkeypatch.setattr(cli, "run_training", interrupted)
+    monkeypatch.setattr("bwsk.training.experiments.runs.run_training", interrupted)
     err = one_line_error(["pythia-70m", "--data", "x", "--out", "o"], capsys, code=130)
     assert "--resume o" in err
 

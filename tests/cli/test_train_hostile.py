@@ -395,7 +395,7 @@ def test_sigterm_from_outside_checkpoints_exits_143_and_the_run_resumes_from_ano
 @pytest.mark.parametrize(
     "argv,target",
     [
-        ([*ZOO, "--data", "x", "--out", "o"], "bwsk.cli.train.run_training"),
+        ([*ZOO, "--data", "x", "--out", "o"], "bwsk.training.experiments.runs.run_training"),
         (["experiment", "--model", "pythia-70m", "--data", "x", "--out", "o"], "bwsk.training.experiments.grid.run_experiment"),
     ],
 )

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from bwsk.errors import SourceError
-from bwsk.frontend import sources, zoo
+from bwsk.frontend import sources, tensor_outputs, zoo
 from bwsk.frontend.sources import InputSpec, SourceKind
 
 EXPORT_ADVICE = 'torch.export.save(torch.export.export(model, example_args), "model.pt2")'
@@ -54,7 +54,7 @@ def unpickle(path: Path, form: str) -> None:
 def gpt2() -> tuple[nn.Module, tuple[torch.Tensor, ...], torch.export.ExportedProgram]:
     model = zoo.build("gpt2", tiny=True, layers=1, device="cpu")
     args = zoo.example_inputs("gpt2", model, seq=8)
-    return model, args, zoo.export(model, args)
+    return model, args, tensor_outputs.export(model, args)
 
 
 @pytest.mark.parametrize("suffix", [".pt2", ".pt", ".bin"])
@@ -65,7 +65,7 @@ def test_export_archive_loads_whatever_its_extension(tmp_path, gpt2, suffix):
 
     loaded, inputs = sources.load_exported(path)
     assert len(inputs) == 1 and torch.equal(inputs[0], args[0])
-    torch.testing.assert_close(loaded.module()(*inputs), zoo.traceable(model)(*args))
+    torch.testing.assert_close(loaded.module()(*inputs), tensor_outputs.traceable(model)(*args))
 
     resolved = sources.resolve(str(path))
     assert resolved.kind is SourceKind.EXPORTED and resolved.module is None and resolved.name == path.name
@@ -172,7 +172,7 @@ def test_hf_directory_with_weights_loads_them(tmp_path):
     for key, value in saved.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
     (ids,) = resolved.example_inputs
-    torch.testing.assert_close(resolved.program.module()(ids), zoo.traceable(saved)(ids))
+    torch.testing.assert_close(resolved.program.module()(ids), tensor_outputs.traceable(saved)(ids))
 
 
 def test_hf_directory_with_sharded_weights_loads_every_shard_its_index_names(tmp_path):

@@ -7,7 +7,7 @@ import torch
 from zoo_exports import SEQ, tiny_compiled, zoo_sweep
 
 from bwsk.errors import SourceError
-from bwsk.frontend import zoo
+from bwsk.frontend import tensor_outputs, zoo
 
 NAMES = [
     "pythia-70m",
@@ -35,12 +35,12 @@ def test_names_are_the_published_zoo():
 def test_tiny_two_layer_model_exports_and_matches_eager(name):
     source = tiny_compiled(name, device="cpu").source  # the export the lowering and pass tests share
     eager, args = source.module, source.example_inputs
-    assert eager is zoo.traceable(eager) and args[0].shape[0] == 1
+    assert eager is tensor_outputs.traceable(eager) and args[0].shape[0] == 1
     torch.testing.assert_close(source.program.module()(*args), eager(*args))
 
-    dynamic = zoo.export(eager, args, dynamic_batch=True)
+    dynamic = tensor_outputs.export(eager, args, dynamic_batch=True)
     assert dynamic.example_inputs[0] == args
-    model = eager.model if isinstance(eager, zoo.TensorOutputs) else eager
+    model = eager.model if isinstance(eager, tensor_outputs.TensorOutputs) else eager
     bigger = zoo.example_inputs(name, model, batch=3, seq=SEQ, seed=1)
     for inputs in (args, bigger):
         torch.testing.assert_close(dynamic.module()(*inputs), eager(*inputs))
@@ -98,7 +98,7 @@ def test_full_size_has_the_published_parameter_count(name, parameters):
 def test_full_size_pythia_410m_exports_on_meta():
     model = zoo.build("pythia-410m")
     args = zoo.example_inputs("pythia-410m", model)
-    program = zoo.export(model, args)
+    program = tensor_outputs.export(model, args)
     (output,) = [n for n in program.graph.nodes if n.op == "output"][0].args[0]
     assert tuple(output.meta["val"].shape) == (1, 128, 50304)
 
@@ -132,3 +132,11 @@ def test_unknown_name_lists_known_names_closest_first():
     assert "'gtp2'" in message and "\n" not in message
     assert message.split("known: ")[1].startswith("gpt2")
     assert all(name in message for name in NAMES)
+
+
+def test_the_zoo_says_which_models_are_causal_language_models_as_transformers_does():
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    for name in zoo.names():
+        assert zoo.entry(name).causal_lm == (zoo.entry(name).model_class in causal), name

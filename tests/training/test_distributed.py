@@ -24,7 +24,8 @@ from safetensors.torch import load_file
 from training import distributed_cases as cases
 
 from bwsk.errors import BwskError
-from bwsk.training.distributed import STRATEGIES, DistInfo, gather_per_rank, is_main_process, setup_distributed, wrap_model
+from bwsk.training.choices import STRATEGIES
+from bwsk.training.distributed import DistInfo, gather_per_rank, is_main_process, setup_distributed, wrap_model
 from bwsk.training.modes import MODES
 
 TESTS = Path(__file__).resolve().parents[1]

@@ -25,7 +25,8 @@ from training.tiny_models import tiny_model
 from training.tiny_text import write_corpus
 
 from bwsk.cli import train as cli
-from bwsk.training.distributed import STRATEGIES, shutdown_distributed
+from bwsk.training.choices import STRATEGIES
+from bwsk.training.distributed import shutdown_distributed
 from bwsk.training.trainer.checkpoint import latest_checkpoint
 from bwsk.training.trainer.run_folder import RESULTS_FILE, read_metrics, read_result, without_timing
 

@@ -69,15 +69,10 @@ def load_start_model(
     elif HUB_ID.fullmatch(spec):
         start = StartModel(load_hub(spec, trust_remote_code=trust_remote_code, trust_pickle=trust_pickle), True, f"Hugging Face Hub {spec}")
     else:
-        raise SourceError(f"{spec}: no such folder, zoo model ({', '.join(language_model_names())}) or Hub id (org/name)")
+        raise SourceError(f"{spec}: no such folder, zoo model ({', '.join(zoo.causal_lm_names())}) or Hub id (org/name)")
     _require_causal_lm(start.model, spec)
     start.model.train()
     return start
-
-
-def language_model_names() -> list[str]:
-    """The zoo names bwsk-train can start from: the causal language models."""
-    return [name for name in zoo.names() if zoo.entry(name).model_class in _causal_lm_classes()]
 
 
 def _zoo_model(name: str, vocab_size: int | None, tiny: bool, layers: int | None, seed: int) -> nn.Module:

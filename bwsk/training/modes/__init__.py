@@ -4,15 +4,14 @@
 checkpoint policy), `measure` (one step's memory and time, measured with MemTracker),
 `compare` (the modes side by side).
 
-This file holds only names (importing it imports no pass): the modes, in measuring order
-(the keys of the memory pass's prediction are the same tuple, `bwsk.passes.memory.result.MODES`),
-and the analyzed mode's default budget. `apply_mode` here is the old path of
+Importing this package imports no pass: it re-exports the modes' names and the analyzed mode's default
+budget from `bwsk.training.choices`. `apply_mode` here is the old path of
 `bwsk.training.modes.apply.apply_mode`, kept for one release (imported on first use).
 """
 
 from bwsk.lazy import on_first_use
-
-MODES = ("conventional", "checkpoint", "analyzed", "reversible")
-DEFAULT_BUDGET = 0.5  # the analyzed mode's share of the recomputable bytes it keeps
+from bwsk.training.choices import DEFAULT_BUDGET, MODES
 
 __getattr__, __dir__ = on_first_use(__name__, {"apply_mode": "bwsk.training.modes.apply", "is_reversible": "bwsk.training.modes.apply"})
+
+__all__ = ["DEFAULT_BUDGET", "MODES"]

@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 import torch
 from torch._subclasses.fake_tensor import is_fake
 
-DEFAULT_TOLERANCE = 1e-4  # relative rebuild error; measured: gradient error ~0.05-0.1x the largest rebuild error
+from bwsk.training.choices import DEFAULT_DRIFT_TOLERANCE
+
 SAMPLED_BLOCKS = 4  # blocks a sampled probe measures (besides every segment's first)
 SAMPLED_ROWS = 64  # rows (tokens) of each probed pair kept and compared, at most 1/16 of them; None keeps them all
 ROW_SHARE = 16
@@ -148,7 +149,7 @@ class DriftMonitor:
 
     every: int = 100
     blocks: Sequence[int] | str = "sampled"
-    tolerance: float | None = DEFAULT_TOLERANCE
+    tolerance: float | None = DEFAULT_DRIFT_TOLERANCE
     rows: int | None = SAMPLED_ROWS
     step: int = 0
     pending: DriftProbe | None = field(default=None, init=False, repr=False)

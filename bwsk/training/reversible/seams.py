@@ -43,9 +43,8 @@ from torch import nn
 
 from bwsk.kernels import reference
 from bwsk.kernels.patterns import SeamPattern
+from bwsk.training.choices import KERNELS, require_choice
 from bwsk.training.reversible.errors import ConversionError
-
-KERNELS = ("auto", "torch", "triton")
 
 NormGradients = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]
 
@@ -127,8 +126,7 @@ def _norm_arguments(norm: SeamNorm | None) -> tuple:
 
 def require_known_kernels(kernels: str) -> None:
     """Refuse a `kernels` value that names no seam arithmetic (one line, the choices)."""
-    if kernels not in KERNELS:
-        raise ConversionError(f"unknown kernels {kernels!r} (expected one of {', '.join(KERNELS)})")
+    require_choice(kernels, KERNELS, "kernels", ConversionError)
 
 
 def seam_for(kernels: str, device: torch.device | str = "cpu") -> TorchSeam | TritonSeam:

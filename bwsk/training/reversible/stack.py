@@ -35,9 +35,9 @@ from typing import Any
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from bwsk.training.choices import DEFAULT_DRIFT_TOLERANCE
 from bwsk.training.reversible.coupling import CouplingBlock, StackSeeds, run_blocks
 from bwsk.training.reversible.drift import (
-    DEFAULT_TOLERANCE,
     DriftMonitor,
     DriftProbe,
     DriftReport,
@@ -119,7 +119,7 @@ class ReversibleStack:
 
     def replan(self, errors: dict[int, float]) -> None:
         """Segments from measured rebuild errors (every block's) within the monitor's tolerance and the memory cap."""
-        tolerance = self.monitor.tolerance if self.monitor is not None and self.monitor.tolerance is not None else DEFAULT_TOLERANCE
+        tolerance = self.monitor.tolerance if self.monitor is not None and self.monitor.tolerance is not None else DEFAULT_DRIFT_TOLERANCE
         checkpointed = [b for s in self.segments if s.mode == "checkpoint" for b in range(s.start, s.stop)]
         own = increments(errors, self.segments)
         limit = max_segments(self.streams)

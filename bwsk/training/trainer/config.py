@@ -15,18 +15,15 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from bwsk.errors import BwskError
-from bwsk.training.distributed import STRATEGIES
-from bwsk.training.modes import DEFAULT_BUDGET, MODES
-from bwsk.training.reversible.drift import DEFAULT_TOLERANCE
-from bwsk.training.reversible.seams import require_known_kernels
+from bwsk.training.choices import DEFAULT_BUDGET, DEFAULT_DRIFT_TOLERANCE, KERNELS, MODES, PRECISIONS, STRATEGIES, require_choice
 from bwsk.training.trainer.field_types import is_number, require_field_types
 
-PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+if TYPE_CHECKING:
+    import torch
+
 DEFAULT_SEQ = 512
 FINETUNE_LR = 5e-5
 SCRATCH_LR = 3e-4
@@ -62,7 +59,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     budget: float = DEFAULT_BUDGET  # the analyzed mode's share of recomputable bytes kept
     drift_every: int = 100  # reversible runs: steps between rebuild-error measurements
-    drift_tolerance: float = DEFAULT_TOLERANCE  # reversible runs: rebuild error above which anchors or recompute are re-planned
+    drift_tolerance: float = DEFAULT_DRIFT_TOLERANCE  # reversible runs: rebuild error above which anchors or recompute are re-planned
     kernels: str = "auto"  # the reversible mode's seams: "torch", "triton", or "auto" (Triton on CUDA); see `modes.seam_kernels`
     device: str = "auto"  # under `distributed`: "cpu" for gloo on the cpu, else the GPU of each process's local rank (nccl)
     distributed: str | None = None  # "ddp" or "fsdp" under torchrun; batch_size is then per process
@@ -71,13 +68,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         """Every knob of the right type and in its range (a run.json is read back through here too)."""
         require_field_types(TrainConfig, self.__dict__, _flag)
-        if self.mode not in MODES:
-            raise BwskError(f"unknown training mode {self.mode!r} (expected one of {', '.join(MODES)})")
-        if self.distributed is not None and self.distributed not in STRATEGIES:
-            raise BwskError(f"unknown distributed strategy {self.distributed!r} (expected one of {', '.join(STRATEGIES)})")
-        require_known_kernels(self.kernels)
-        if self.precision not in PRECISIONS:
-            raise BwskError(f"unknown precision {self.precision!r} (expected one of {', '.join(PRECISIONS)})")
+        require_choice(self.mode, MODES, "training mode")
+        if self.distributed is not None:
+            require_choice(self.distributed, STRATEGIES, "distributed strategy")
+        require_choice(self.kernels, KERNELS, "kernels")
+        require_choice(self.precision, PRECISIONS, "precision")
         if not DEVICE.fullmatch(self.device):
             raise BwskError(f"unknown device {self.device!r} (expected auto, cpu, cuda or cuda:N)")
         positive = ("epochs", "max_steps", "batch_size", "seq_len", "eval_every", "eval_window", "eval_stride", "eval_batch_size")
@@ -116,7 +111,10 @@ class TrainConfig:
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
-        return PRECISIONS[self.precision]
+        """The autocast dtype of `precision` (None for fp32: no autocast)."""
+        import torch
+
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
 
     def sequence_length(self, max_positions: int | None) -> int:
         """Tokens per training sequence: `seq_len`, else DEFAULT_SEQ capped at the model's positions."""

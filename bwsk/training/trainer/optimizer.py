@@ -34,6 +34,8 @@ from bwsk.training.trainer.optimizer_in_backward import OptimizerInBackward
 class TrainingDiverged(BwskError):
     """The loss (or gradient norm) became NaN or infinite; the run stopped without results."""
 
+    exit_code = 1  # bwsk-train's exit status for it (2 is a refused input)
+
 
 def require_precision_fits(precision: str, device: torch.device) -> None:
     """Refuse fp16 off CUDA (its gradient scaler is CUDA's)."""

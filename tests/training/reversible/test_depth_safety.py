@@ -14,9 +14,10 @@ import pytest
 import torch
 from training.tiny_text import tiny_text, tiny_tokenizer
 
+from bwsk.training.choices import DEFAULT_DRIFT_TOLERANCE
 from bwsk.training.experiments.depth_drift import global_relative_error, stack_activation_bytes, step_gradients, text_batches, train
 from bwsk.training.reversible.convert import make_reversible, plain_autograd, reversible_runtime
-from bwsk.training.reversible.drift import DEFAULT_TOLERANCE, DriftMonitor, Segment
+from bwsk.training.reversible.drift import DriftMonitor, Segment
 from bwsk.training.trainer.config import TrainConfig
 from bwsk.training.trainer.run_folder import read_metrics
 
@@ -106,7 +107,7 @@ def test_the_defaults_are_the_safe_ones():
     model = converted(24)
     stack = reversible_runtime(model).stack
     assert stack.streams == torch.float64
-    assert stack.monitor.tolerance == DEFAULT_TOLERANCE and stack.monitor.blocks == "sampled" and stack.monitor.every == 100
+    assert stack.monitor.tolerance == DEFAULT_DRIFT_TOLERANCE and stack.monitor.blocks == "sampled" and stack.monitor.every == 100
     assert sorted(stack.calibration) == list(range(24)) and max(stack.calibration.values()) == 0.0  # measured at conversion
     assert stack.segments == [Segment(0, 24)]  # an exact rebuild needs no anchor
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from training.toy_stack import toy_stack
 
+from bwsk.training.choices import DEFAULT_DRIFT_TOLERANCE
 from bwsk.training.reversible.drift import (
-    DEFAULT_TOLERANCE,
     DriftMonitor,
     DriftProbe,
     Segment,
@@ -195,7 +195,7 @@ def test_calibration_of_an_exact_stack_places_nothing():
 
 def test_the_default_monitor_is_the_safe_one():
     monitor = DriftMonitor()
-    assert monitor.tolerance == DEFAULT_TOLERANCE and monitor.blocks == "sampled" and monitor.every == 100
+    assert monitor.tolerance == DEFAULT_DRIFT_TOLERANCE and monitor.blocks == "sampled" and monitor.every == 100
     with pytest.raises(ValueError, match="tolerance > 0"):
         DriftMonitor(tolerance=0.0)
     with pytest.raises(ValueError, match="'sampled', 'all'"):

@@ -1,0 +1,191 @@
+"""One training step of a full-size causal LM measured exactly without weights: a FakeTensorMode step under MemTracker.
+
+    step = measure_step(config, "reversible", batch=1, seq=4096, dtype=torch.bfloat16)   # chunked loss by default
+    step.peak_bytes, step.peak_by_category, step.flops
+
+The model (`AutoModelForCausalLM.from_config(config)`: transformers' defaults, sdpa attention), its training mode
+(`apply_mode`), AdamW and the input ids are made inside a `torch._subclasses.fake_tensor.FakeTensorMode`: every
+tensor has a shape, dtype, device and storage size but no values, so no weight is allocated and nothing is
+computed, while autograd, autocast, checkpointing and the reversible Function run as they would. MemTracker
+counts storages per category (parameters, buffers, gradients, activations, temporaries, optimizer state) as it
+does in the same step run for real (`fake=False`, the reference; the tests compare both to the byte).
+
+The loss is `next_token_loss` (`chunked`: the LM head's loss a chunk of tokens at a time; else the full logits).
+Two steps run: the first creates AdamW's state and its FLOPs are counted (`FlopCounterMode`: matrix products and
+attention, forward, backward and every recompute); gradients are then freed (`zero_grad`), and the second step, a
+step of a running training, is the one measured (its own peak, and the categories at that peak). A reversible
+model converted from fake tensors keeps the segments it was given (no anchor calibration, no function gap: both
+need values), and its first step's drift probe measures nothing; `notes` says so.
+
+Transformers takes a fake tensor for a trace and skips the value checks it makes on real inputs; one of them decides
+the bytes: without a KV cache (the checkpoint, analyzed and reversible modes) it checks the position ids for packed
+sequences and, finding none, lets sdpa run causal without a mask. Fake positions would get a (batch, 1, seq, seq)
+mask that the real step never builds (and save it in every layer's attention), so the fake step answers that check
+as the real one does for its input (the positions the model makes itself: one sequence per row). The check's own few
+batch x seq integer temporaries, at the start of the forward, are the only bytes a real step has and a fake one not.
+
+The fake device is the cpu: this torch can make fake CUDA tensors without a GPU, but not run a step on them
+(autocast on cuda disables itself without CUDA, and kernels that consult the device abort), so CPU autocast and
+the CPU attention kernels decide the bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode, is_fake
+from torch.distributed._tools.mem_tracker import MemTracker
+from torch.utils import flop_counter
+from torch.utils.flop_counter import FlopCounterMode
+
+from bwsk.training.language_model import autocast, next_token_loss
+from bwsk.training.modes import DEFAULT_BUDGET
+from bwsk.training.modes.apply import apply_mode, is_reversible
+
+CATEGORIES = ("Parameter", "Buffer", "Gradient", "Activation", "Temp", "Optstate", "Other")
+WEIGHTLESS_REVERSIBLE = "reversible: no anchor calibration and no function gap (fake tensors have no values); segments as given"
+
+aten = torch.ops.aten
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """The measured (second) step: its peak, the categories at that peak (`CATEGORIES`, bytes), FLOPs of one step."""
+
+    model: str
+    mode: str
+    batch: int
+    seq: int
+    dtype: str
+    loss: str  # "chunked" or "full"
+    device: str
+    fake: bool
+    peak_bytes: int
+    peak_by_category: dict[str, int]
+    flops: int
+    seconds: float
+    notes: tuple[str, ...] = field(default=())
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.__dict__, "notes": list(self.notes)}
+
+
+def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, **kwargs) -> int:
+    return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _cpu_attention_backward_flops(grad_out_shape, query_shape, key_shape, value_shape, *args, **kwargs) -> int:
+    return flop_counter.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
+def _addmm_flops(self_shape, a_shape, b_shape, *args, **kwargs) -> int:
+    (m, k), (_, n) = a_shape, b_shape
+    return 2 * m * k * n
+
+
+# products FlopCounterMode's own table lacks: the CPU flash attention kernels (counted as its CUDA ones are: not
+# causal) and the in-place addmm_ (the chunked loss accumulates its weight gradient with it)
+EXTRA_FLOPS = {
+    aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops,
+    aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_attention_backward_flops,
+    aten.addmm_: _addmm_flops,
+}
+
+
+def measure_step(
+    config: Any,
+    mode: str,
+    *,
+    batch: int,
+    seq: int,
+    dtype: torch.dtype | None = None,
+    chunked: bool = True,
+    fake: bool = True,
+    seed: int = 0,
+    budget: float = DEFAULT_BUDGET,
+    kernels: str = "auto",
+    name: str | None = None,
+) -> StepRecord:
+    """Build a `config` model in `mode` (fake tensors unless `fake=False`), run two training steps, measure the second.
+
+    `dtype`: autocast precision (None: the model's own). The analyzed mode plans on the measured input shape.
+    """
+    start = time.perf_counter()
+    values, positions = (FakeTensorMode(), _unpacked_positions()) if fake else (contextlib.nullcontext(), contextlib.nullcontext())
+    with torch.random.fork_rng(devices=[]), values, positions:
+        torch.manual_seed(seed)
+        model = _build(config)
+        ids = torch.randint(config.vocab_size, (batch, seq))
+        model = apply_mode(model, mode, budget=budget, example_input=(ids,), kernels=kernels)
+        optimizer = torch.optim.AdamW(model.parameters())
+        tracker = MemTracker()
+        tracker.track_external(model, optimizer, ids)
+        counter = FlopCounterMode(display=False, custom_mapping=EXTRA_FLOPS)
+        with tracker, counter:
+            _train_step(model, optimizer, ids, dtype, chunked)
+        optimizer.zero_grad(set_to_none=True)
+        tracker.reset_mod_stats()
+        with tracker:  # entering again starts a new peak from what is alive now
+            _train_step(model, optimizer, ids, dtype, chunked)
+        peak = _peak(tracker)
+    weightless = fake and is_reversible(model)
+    return StepRecord(
+        name or config.model_type,
+        mode,
+        batch,
+        seq,
+        "fp32" if dtype is None else str(dtype).removeprefix("torch."),
+        "chunked" if chunked else "full",
+        "cpu",
+        fake,
+        peak.get("Total", 0),
+        {category: peak.get(category, 0) for category in CATEGORIES},
+        counter.get_total_flops(),
+        time.perf_counter() - start,
+        (WEIGHTLESS_REVERSIBLE,) if weightless else (),
+    )
+
+
+@contextlib.contextmanager
+def _unpacked_positions() -> Iterator[None]:
+    """While active, transformers finds no packed sequences in fake position ids (the real check's answer for
+    positions 0..seq-1 in every row, the ones a model makes for input ids alone)."""
+    from transformers import masking_utils
+
+    found = masking_utils.find_packed_sequence_indices
+
+    def unpacked(position_ids: torch.Tensor) -> torch.Tensor | None:
+        return None if is_fake(position_ids) else found(position_ids)
+
+    masking_utils.find_packed_sequence_indices = unpacked
+    try:
+        yield
+    finally:
+        masking_utils.find_packed_sequence_indices = found
+
+
+def _build(config: Any) -> nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_config(config).train()
+
+
+def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, ids: torch.Tensor, dtype: torch.dtype | None, chunked: bool) -> None:
+    with autocast(ids.device, dtype):
+        loss = next_token_loss(model, ids, chunked=chunked)
+    loss.backward()
+    optimizer.step()
+
+
+def _peak(tracker: MemTracker) -> dict[str, int]:
+    """The tracker's peak snapshot of the cpu: bytes per category name, and "Total"."""
+    for device, categories in tracker.get_tracker_snapshot("peak").items():
+        if torch.device(device).type == "cpu":
+            return {str(getattr(key, "value", key)): int(size) for key, size in categories.items()}
+    return {}

@@ -1,0 +1,120 @@
+"""A training step under FakeTensorMode counts the bytes a real one does, per category, in every mode; its FLOPs by hand."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import pathlib
+
+import pytest
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from training.tiny_models import tiny_model
+
+from bwsk.frontend.zoo import build
+from bwsk.training.modes import MODES
+from bwsk.training.modes.fake_step import CATEGORIES, WEIGHTLESS_REVERSIBLE, measure_step
+from bwsk.training.reversible.convert import make_reversible, reversible_runtime
+
+BATCH, SEQ = 2, 64  # the tiny models' position limit: activations, not the optimizer step, set the peak
+CASES = {"neox-parallel": None, "llama": torch.bfloat16}  # parallel residual in fp32; GQA and RMSNorm under bf16 autocast
+
+
+def config(family: str):
+    """A tiny model's config with the KV cache off, as the benchmark builds them (every mode trains without one)."""
+    return tiny_model(family, use_cache=False).config
+
+
+@pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "full"])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("family", CASES)
+def test_fake_and_real_steps_count_the_same_bytes(family, mode, chunked):
+    fake, real = (
+        measure_step(config(family), mode, batch=BATCH, seq=SEQ, dtype=CASES[family], chunked=chunked, fake=f, seed=1)
+        for f in (True, False)
+    )
+    assert fake.peak_by_category == real.peak_by_category
+    assert fake.peak_bytes == real.peak_bytes == sum(real.peak_by_category.values())
+    assert fake.flops == real.flops > 0
+    assert set(real.peak_by_category) == set(CATEGORIES)
+    assert real.peak_by_category["Parameter"] == 4 * sum(p.numel() for p in tiny_model(family).parameters())
+    assert real.peak_by_category["Activation"] > 0
+
+
+def test_fake_reversible_step_says_what_it_did_not_measure():
+    fake, real = (measure_step(config("neox-parallel"), "reversible", batch=1, seq=8, fake=f) for f in (True, False))
+    assert fake.notes == (WEIGHTLESS_REVERSIBLE,) and fake.fake
+    assert real.notes == () and not real.fake
+
+
+def test_make_reversible_in_a_fake_mode_skips_what_needs_values():
+    with FakeTensorMode():
+        converted = make_reversible(tiny_model("neox-parallel"), inplace=True)
+    runtime = reversible_runtime(converted)
+    assert runtime.report.weightless and runtime.report.function_gap is None and runtime.stack.calibration is None
+    real = reversible_runtime(make_reversible(tiny_model("neox-parallel"), inplace=True))
+    assert not real.report.weightless and real.report.function_gap is not None and real.stack.calibration is not None
+
+
+def _forward_flops(family: str, linears: str) -> tuple[int, int]:
+    """(matrix products, attention) of one forward: 2 x tokens x in x out per linear layer whose name contains
+    `linears`; attention's two batched products per layer, 4 x batch x heads x seq^2 x head size (counted without the
+    causal half, as torch counts it)."""
+    model = tiny_model(family)
+    config = model.config
+    chosen = [m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and linears in name]
+    matmuls = sum(2 * BATCH * SEQ * m.in_features * m.out_features for m in chosen)
+    attention = (
+        config.num_hidden_layers * 4 * BATCH * config.num_attention_heads * SEQ**2 * (config.hidden_size // config.num_attention_heads)
+    )
+    return matmuls, attention
+
+
+def test_flops_count_forward_backward_and_what_checkpointing_recomputes():
+    conventional = measure_step(config("neox-parallel"), "conventional", batch=BATCH, seq=SEQ, chunked=False)
+    checkpoint = measure_step(config("neox-parallel"), "checkpoint", batch=BATCH, seq=SEQ, chunked=False)
+    matmuls, attention = _forward_flops("neox-parallel", "")
+    # backward: two products per linear; attention's recomputes its scores (five products, as flash attention does)
+    assert conventional.flops == 3 * matmuls + (1 + 5 / 2) * attention
+    # the blocks' forward again, but for each block's last product (the MLP's output projection): non-reentrant
+    # checkpointing stops recomputing once every tensor backward saved is back, and none comes after it
+    blocks, attention = _forward_flops("neox-parallel", "layers.")
+    last, _ = _forward_flops("neox-parallel", "dense_4h_to_h")
+    assert checkpoint.flops - conventional.flops == blocks - last + attention
+
+
+def test_chunked_loss_flops_add_one_head_product():
+    full, chunked = (measure_step(config("neox-parallel"), "conventional", batch=BATCH, seq=SEQ, chunked=c) for c in (False, True))
+    head, _ = _forward_flops("neox-parallel", "lm_head")
+    assert chunked.flops - full.flops == head  # backward recomputes each chunk's logits
+
+
+def _benchmark():
+    script = pathlib.Path(__file__).parents[3] / "benchmarks" / "memory.py"
+    spec = importlib.util.spec_from_file_location("memory_bench_fake", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_fake_writes_a_record_per_mode_and_loss(tmp_path, capsys):
+    out = tmp_path / "fake.json"
+    argv = ["--fake", "--model", "pythia-70m", "--layers", "1", "--mode", "reversible", "--batch", "1", "--seq", "32"]
+    assert _benchmark().main([*argv, "--loss", "full", "--loss", "chunked", "--json", str(out)]) == 0
+    records = json.loads(out.read_text())
+    assert [(r["mode"], r["loss"]) for r in records] == [
+        ("conventional", "full"),
+        ("conventional", "chunked"),
+        ("reversible", "full"),
+        ("reversible", "chunked"),
+    ]
+    parameters = 4 * sum(p.numel() for p in build("pythia-70m", layers=1).parameters())
+    for record in records:
+        assert record["fake"] and record["peak_bytes"] == sum(record["peak_by_category"].values())
+        assert record["peak_by_category"]["Parameter"] == parameters
+    assert "| pythia-70m | 1 x 32 | reversible | chunked |" in capsys.readouterr().out
+
+
+def test_benchmark_fake_refuses_several_precisions_in_one_line(capsys):
+    assert _benchmark().main(["--fake", "--dtype", "bf16,fp32"]) == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0
