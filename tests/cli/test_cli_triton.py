@@ -23,6 +23,8 @@ from bwsk.kernels import runtime
 from bwsk.kernels.patterns import SeamPattern
 from bwsk.kernels.source import mention
 
+pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` (CI) runs them, `make test-fast` leaves them out
+
 
 def test_emit_triton_writes_an_importable_module_of_seam_kernels(tmp_path):
     out = tmp_path / "k.py"

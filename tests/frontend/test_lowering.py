@@ -15,6 +15,8 @@ from bwsk.ir.parser import parse
 from bwsk.ir.printer import print_program
 from bwsk.ir.terms import App, Comb, Ref, spine
 
+pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` (CI) runs them, `make test-fast` leaves them out
+
 
 @pytest.mark.parametrize("name", zoo_sweep())
 def test_every_zoo_model_lowers_prints_parses_and_matches_its_export(name):

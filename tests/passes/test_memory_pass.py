@@ -27,6 +27,8 @@ from bwsk.passes.memory.saved_tensors import measure, probe
 from bwsk.render.notes import memory_notes
 from bwsk.render.report import memory_json
 
+pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` (CI) runs them, `make test-fast` leaves them out
+
 MODELS = [
     ("gpt2", "training"),
     ("gpt2", "core"),

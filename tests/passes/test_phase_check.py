@@ -16,6 +16,8 @@ from bwsk.passes.classify.phase_check import capture, check_phases
 from bwsk.passes.manager import PassManager
 from bwsk.passes.partition import Partition, partition
 
+pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` (CI) runs them, `make test-fast` leaves them out
+
 
 class Crafted(nn.Module):
     """x*x (full-rank Jacobian, yet x and -x collide) and x - x (always 0), each then mixed by an invertible map."""

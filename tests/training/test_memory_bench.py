@@ -8,6 +8,8 @@ import pathlib
 
 import pytest
 
+pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` (CI) runs them, `make test-fast` leaves them out
+
 SCRIPT = pathlib.Path(__file__).parents[2] / "benchmarks" / "memory.py"
 
 

@@ -9,6 +9,8 @@ import sys
 import pytest
 from paths import ROOT
 
+pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` (CI) runs them, `make test-fast` leaves them out
+
 
 @pytest.fixture(scope="module")
 def bench():

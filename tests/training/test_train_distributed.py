@@ -30,6 +30,8 @@ from bwsk.training.distributed import shutdown_distributed
 from bwsk.training.trainer.checkpoint import latest_checkpoint
 from bwsk.training.trainer.run_folder import RESULTS_FILE, read_metrics, read_result, without_timing
 
+pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` (CI) runs them, `make test-fast` leaves them out
+
 TESTS = Path(__file__).resolve().parents[1]
 MODES = ("reversible", "checkpoint")
 PER_PROCESS_BATCH = 2

@@ -28,6 +28,8 @@ from bwsk.training.trainer.data import load_text_splits, load_tokenizer, tokeniz
 from bwsk.training.trainer.evaluation import perplexity
 from bwsk.training.trainer.run_folder import read_result
 
+pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` (CI) runs them, `make test-fast` leaves them out
+
 bwsk.register()  # the reversible variants' folders load with the Auto classes
 
 CONFIG = TrainConfig(max_steps=2, seq_len=16, batch_size=2, eval_window=16, eval_batch_size=16, precision="fp32", device="cpu")

@@ -16,6 +16,8 @@ from bwsk.training.modes import MODES
 from bwsk.training.modes.fake_step import CATEGORIES, WEIGHTLESS_REVERSIBLE, measure_step
 from bwsk.training.reversible.convert import make_reversible, reversible_runtime
 
+pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` (CI) runs them, `make test-fast` leaves them out
+
 BATCH, SEQ = 2, 64  # the tiny models' position limit: activations, not the optimizer step, set the peak
 CASES = {"neox-parallel": None, "llama": torch.bfloat16}  # parallel residual in fp32; GQA and RMSNorm under bf16 autocast
 

@@ -12,6 +12,8 @@ from bwsk.frontend.zoo import build, model_inputs
 from bwsk.training.modes.apply import analyze_model, applied_mode, apply_mode, predicted_activation_bytes
 from bwsk.training.modes.measure import activation_bytes, max_grad_difference, step_memory
 
+pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` (CI) runs them, `make test-fast` leaves them out
+
 MEASURED = ("conventional", "checkpoint", "analyzed", "reversible")  # every mode, one analysis per depth
 
 

@@ -21,6 +21,8 @@ from bwsk.training.modes.measure import loss_gradients
 from bwsk.training.modes.selective import plan_selective
 from bwsk.training.reversible.convert import make_reversible
 
+pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` (CI) runs them, `make test-fast` leaves them out
+
 FP32 = dict(rtol=1e-5, atol=1e-6)
 
 

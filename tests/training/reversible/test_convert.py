@@ -15,6 +15,8 @@ from bwsk.training.reversible.convert import make_reversible, plain_autograd, re
 from bwsk.training.reversible.drift import DriftMonitor
 from bwsk.training.reversible.errors import ConversionError
 
+pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` (CI) runs them, `make test-fast` leaves them out
+
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_gradients_equal_plain_autograd_with_dropout_and_frozen_embeddings(family):

@@ -26,6 +26,8 @@ from bwsk.training.reversible.huggingface import (
 from bwsk.training.trainer.checkpoint import Checkpoint, save_checkpoint
 from bwsk.training.trainer.run_folder import save_model
 
+pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` (CI) runs them, `make test-fast` leaves them out
+
 
 def _converted(family: str, seed: int = 0) -> torch.nn.Module:
     model = make_reversible(tiny_model(family, seed=seed), measure_gap=False)

@@ -25,6 +25,8 @@ from bwsk.training.reversible.huggingface import LAYOUT_FORMAT, BwskReversibleFo
 from bwsk.training.reversible.remote_code import AUTO_MAP, MODELING_FILE, modeling_source
 from bwsk.training.trainer.run_folder import save_model
 
+pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` (CI) runs them, `make test-fast` leaves them out
+
 SAVERS = {  # each writes `model` into a new folder `folder`
     "save_pretrained": lambda model, folder: model.save_pretrained(str(folder)),
     "as_pretrained": lambda model, folder: as_pretrained(model).save_pretrained(str(folder)),
@@ -39,6 +41,7 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM
+
 
 root = Path(sys.argv[1])
 inputs = torch.load(root / "inputs.pt")

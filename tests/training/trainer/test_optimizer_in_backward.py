@@ -25,6 +25,8 @@ from bwsk.training.trainer.optimizer_in_backward import OptimizerInBackward
 from bwsk.training.trainer.run import train
 from bwsk.training.trainer.run_folder import read_metrics, without_timing
 
+pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` (CI) runs them, `make test-fast` leaves them out
+
 CPU = torch.device("cpu")
 STEPS = 5  # two of linear warmup, then the cosine
 ADAMW = dict(lr=3e-3, warmup_steps=2, weight_decay=0.1, betas=(0.8, 0.95), adam_eps=1e-6)
