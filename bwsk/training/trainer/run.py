@@ -103,7 +103,7 @@ def train(
 
     `inputs` (JSON) is stored in run.json for the caller to rebuild the run on `resume`
     (which needs the same `config`); `observer` sees every metrics record as it is written;
-    `progress`: a progress bar on stderr (None: when stderr is a TTY). Every refusal comes before the folder
+    `progress`: on stderr, a bar on a terminal and plain lines elsewhere (None), a bar (True) or nothing (False). Every refusal comes before the folder
     is touched: a folder that cannot be written, seams that cannot run on the run's device (`config.kernels`,
     see `bwsk.training.modes.apply.seam_kernels`), a sequence the model cannot take, a checkpoint that does not fit.
     """
