@@ -33,6 +33,18 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """`model` in eval mode without autograd within; its training flag restored after, whatever happens."""
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(training)
+
+
 def logits_of(output: object) -> torch.Tensor:
     """The logits of a model's output: `.logits` of a transformers output, the first item of a tuple, or the tensor."""
     if isinstance(output, torch.Tensor):

@@ -18,7 +18,7 @@ from torch.distributed._tools.mem_tracker import MemTracker
 from training.tiny_models import FAMILIES, VOCAB, tiny_model
 
 from bwsk.errors import BwskError
-from bwsk.training.language_model import IGNORE_INDEX, chunked_lm_loss, lm_loss, logits_of, next_token_loss
+from bwsk.training.language_model import IGNORE_INDEX, chunked_lm_loss, evaluating, lm_loss, logits_of, next_token_loss
 from bwsk.training.modes.apply import apply_mode
 
 FP32 = 1e-6
@@ -267,3 +267,11 @@ def test_the_chunked_step_peaks_at_least_a_logits_tensor_lower():
     logits_bytes = ids.numel() * config.vocab_size * 4
     full, chunked = peak_bytes(copy.deepcopy(model), ids, chunked=False), peak_bytes(model, ids, chunked=True)
     assert chunked <= full - logits_bytes, (chunked, full, logits_bytes)
+
+
+def test_evaluating_restores_the_training_flag_even_after_an_error():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.5)).train()
+    with pytest.raises(RuntimeError, match="inside"), evaluating(model):
+        assert not model.training and not torch.is_grad_enabled()
+        raise RuntimeError("inside")
+    assert model.training and torch.is_grad_enabled()

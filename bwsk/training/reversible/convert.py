@@ -42,6 +42,7 @@ from torch._subclasses.fake_tensor import is_fake
 from transformers import PreTrainedModel
 
 from bwsk.training.kv_cache import cache_off_while_training
+from bwsk.training.language_model import evaluating
 from bwsk.training.reversible.coupling import CouplingBlock, Half
 from bwsk.training.reversible.discover import LayerHalves, bind_layer_call, discover, example_ids
 from bwsk.training.reversible.drift import DriftMonitor
@@ -271,13 +272,8 @@ def _weightless(model: nn.Module) -> bool:
 def _logits(model: nn.Module) -> torch.Tensor:
     """Logits on a fixed tiny input in eval mode without grad."""
     parameter = next(model.parameters())
-    training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return model(example_ids(model, parameter.device)).logits.float()
-    finally:
-        model.train(training)
+    with evaluating(model):
+        return model(example_ids(model, parameter.device)).logits.float()
 
 
 def _relative_change(new: torch.Tensor | None, old: torch.Tensor | None) -> float | None:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bwsk.training.language_model import autocast, logits_of
+from bwsk.training.language_model import autocast, evaluating, logits_of
 
 
 @dataclass(frozen=True)
@@ -86,22 +86,17 @@ def score_windows(
     by_length: dict[int, list[Window]] = {}
     for item in planned:
         by_length.setdefault(item.end - item.begin, []).append(item)
-    training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for group in by_length.values():
-                for first in range(0, len(group), batch_size):
-                    chunk = group[first : first + batch_size]
-                    ids = torch.stack([tokens[w.begin : w.end] for w in chunk]).to(device)
-                    with autocast(device, dtype):
-                        logits = logits_of(model(ids))
-                    nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none")
-                    for row, item in enumerate(chunk):
-                        scored = nll[row, item.scored_from - item.begin - 1 :]
-                        scores[item] = WindowScore(item, float(scored.double().sum()), scored.numel())
-    finally:
-        model.train(training)
+    with evaluating(model):
+        for group in by_length.values():
+            for first in range(0, len(group), batch_size):
+                chunk = group[first : first + batch_size]
+                ids = torch.stack([tokens[w.begin : w.end] for w in chunk]).to(device)
+                with autocast(device, dtype):
+                    logits = logits_of(model(ids))
+                nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none")
+                for row, item in enumerate(chunk):
+                    scored = nll[row, item.scored_from - item.begin - 1 :]
+                    scores[item] = WindowScore(item, float(scored.double().sum()), scored.numel())
     return [scores[item] for item in planned]
 
 
