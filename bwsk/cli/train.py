@@ -384,6 +384,9 @@ def _experiment_parser() -> ArgumentParser:
         "--modes", default="conventional,analyzed,reversible", help="comma-separated modes (default conventional,analyzed,reversible)"
     )
     parser.add_argument("--experiments", default="finetune,scratch", help="comma-separated: finetune, scratch (default both)")
+    parser.add_argument(
+        "--eval", choices=["lm-eval"], help="then evaluate every variant with lm-eval on the test split (needs: pip install 'bwsk[eval]')"
+    )
     add_input_arguments(parser)
     add_training_arguments(parser)
     return parser
@@ -396,11 +399,16 @@ def _experiment(argv: list[str]) -> int:
         from bwsk.training.experiments.grid import run_experiment
     except ImportError:
         raise BwskError("the experiment runner (bwsk.training.experiments.grid) is not part of this installation yet") from None
-    out = Path(args.out)
-    run_experiment(
-        spec_from(args, args.model), config_from(args, modes[0]), out,
-        modes=modes, experiments=experiments, seeds=args.seeds, force=args.force, report=_progress_line,
-    )  # fmt: skip
+    if args.eval:
+        from bwsk.training.experiments.lm_eval_task import evaluate_experiment, require_lm_eval
+
+        require_lm_eval()
+    out, spec, config = Path(args.out), spec_from(args, args.model), config_from(args, modes[0])
+    summary = run_experiment(
+        spec, config, out, modes=modes, experiments=experiments, seeds=args.seeds, force=args.force, report=_progress_line
+    )
+    if args.eval and is_main_process():
+        evaluate_experiment(out, summary, spec, device=config.device)
     if is_main_process():
         print(f"the experiment is in {out}: README.md (the model card), results.json, one folder per variant; runs in {out / 'runs'}")
     return 0

@@ -78,7 +78,7 @@ def test_a_diverging_run_exits_1_naming_the_step_with_no_results(corpus, tmp_pat
     [
         (["--max-steps", "1"], "MODEL and --out DIR are required"),
         (["pythia-70m", "--out", "o"], "--data is required"),
-        (["pythia-70m", "--out", "o", "--data", "missing-corpus.txt"], "datasets"),
+        (["pythia-70m", "--out", "o", "--data", "missing-corpus.txt"], "missing-corpus.txt: no such file or folder"),
         (["pythia-70m", "--out", "o", "--mode", "fast"], "invalid choice"),
         (["pythia-70m", "--out", "o", "--kernels", "cuda"], "argument --kernels: invalid choice: 'cuda'"),
         (["pythia-70m", "--out", "o", "--data", "{text}", "--tokenizer", "{tok}", "--kernels", "triton"], "the conventional mode has none"),

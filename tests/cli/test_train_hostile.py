@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli.train_runs import one_line_error, run
+from cli.train_runs import PROGRESS, one_line_error, run
 from frontend.hostile_archives import write_remote_code_directory
 from frontend.hostile_folders import HOSTILE_FOLDERS, armed_pickle_directory, edit_json_file
 from safetensors.torch import load_file, save_file
@@ -379,7 +379,7 @@ def test_sigterm_from_outside_checkpoints_exits_143_and_the_run_resumes_from_ano
         time.sleep(0.05)
     child.send_signal(signal.SIGTERM)
     _, err = child.communicate(timeout=120)
-    lines = err.splitlines()
+    lines = [line for line in err.splitlines() if not PROGRESS.match(line)]
     assert child.returncode == 143 and len(lines) == 1 and "Traceback" not in err, err
     assert "terminated (SIGTERM) at step" in lines[0] and f"continue with: bwsk-train --resume {out}" in lines[0]
     step = int(lines[0].split(" at step ")[1].split(";")[0])

@@ -45,6 +45,7 @@ from torch import nn
 from bwsk.errors import BwskError
 from bwsk.render.units import human_bytes
 from bwsk.training.distributed import is_main_process, resolve_device
+from bwsk.training.experiments.lm_eval_task import TASK_FILES, TASK_FOLDER
 from bwsk.training.experiments.publish import publish_run, publishable_files
 from bwsk.training.experiments.report import CARD, LOSS_PLOT, MEMORY_PLOT, RESULTS_JSON, experiment_results, write_experiment_outputs
 from bwsk.training.experiments.runs import (
@@ -237,7 +238,8 @@ def random_init(model: nn.Module, seed: int) -> nn.Module:
 def _owned_names(out: Path) -> list[Path]:
     """What an experiment in `out` consists of, for every variant any grid could have: its files, variant folders, run folders."""
     every = variant_grid(EXPERIMENTS, MODES)
-    return [*(out / name for name in EXPERIMENT_FILES), *(out / v.folder for v in every), *(out / RUNS / v.folder for v in every)]
+    task = [out / TASK_FOLDER / name for name in TASK_FILES]  # `--eval lm-eval`'s task
+    return [*(out / name for name in EXPERIMENT_FILES), *(out / v.folder for v in every), *(out / RUNS / v.folder for v in every), *task]
 
 
 def _refuse_existing(out: Path, *, force: bool) -> None:
@@ -256,6 +258,10 @@ def _remove_experiment(out: Path) -> None:
     try:
         for path in (*(out / name for name in EXPERIMENT_FILES), *(out / RUNS / v.folder / SEEDS_FILE for v in every)):
             path.unlink(missing_ok=True)
+        for name in TASK_FILES:
+            (out / TASK_FOLDER / name).unlink(missing_ok=True)
+        if (out / TASK_FOLDER).is_dir() and not any((out / TASK_FOLDER).iterdir()):
+            (out / TASK_FOLDER).rmdir()
         for variant in every:
             published, runs = out / variant.folder, out / RUNS / variant.folder
             for folder in (published, runs):  # an earlier layout kept the other seeds' runs in VARIANT/seed-S

@@ -239,6 +239,7 @@ def model_card(summary: dict[str, Any], *, plots: bool = True) -> str:
         f"- **Perplexity:** {summary['perplexity_method']}",
         f"- **Device:** {summary['device']}; torch {summary['software']['torch']}, transformers {summary['software']['transformers']}",
         f"- **Peak memory:** {rows[0]['peak_memory_source']}",
+        *_lm_eval_line(summary.get("lm_eval")),
         "",
         "## Files",
         "",
@@ -299,6 +300,18 @@ def model_card(summary: dict[str, Any], *, plots: bool = True) -> str:
     lines += ["", "## Configuration", "", "Shared by every run (the mode and the seed vary):", "", "```json"]
     lines += [json.dumps(summary["config"], indent=2), "```", "", *_loading(rows[0]["variant"], reversible)]
     return "\n".join(lines)
+
+
+def _lm_eval_line(found: dict[str, Any] | None) -> list[str]:
+    """The card's line for `bwsk-train experiment --eval lm-eval` (none without it)."""
+    if found is None:
+        return []
+    numbers = ", ".join(f"`{name}` {row['token_perplexity']:.3f}" for name, row in found["variants"].items())
+    worst = max(row["relative_difference"] for row in found["variants"].values())
+    return [
+        f"- **lm-eval** ({found['tool']}, task `{found['task']}` in `{found['task_folder']}/`; {found['windows']}): token perplexity "
+        f"{numbers}; bwsk's scorer predicts each within {worst:.1e} (relative). The test ppl below uses the trainer's strided windows."
+    ]
 
 
 def _loading(example: str, reversible: list[dict[str, Any]]) -> list[str]:

@@ -36,6 +36,7 @@ import torch
 from bwsk.errors import SourceError, first_line
 
 SPLITS = ("train", "valid", "test")
+LOCAL_SUFFIXES = (".txt", ".raw", ".tokens", ".json", ".jsonl", ".csv", ".parquet")  # names that are files, not datasets
 FLAVOURS = {
     "raw": ("wiki.{}.raw", "{}.raw", "{}.raw.txt"),
     "tokens": ("wiki.{}.tokens", "{}.tokens", "{}.tokens.txt"),
@@ -95,6 +96,8 @@ def load_text_splits(data: str | Path, split: str | None = None, *, dataset_conf
         raise SourceError(f"{path}: not a regular file or folder")
     if split is not None:
         raise SourceError(f"{data}: no such file or folder (a split rule applies to a local file or folder)")
+    if path.suffix in LOCAL_SUFFIXES or str(data).startswith(("/", ".", "~")):
+        raise SourceError(f"{data}: no such file or folder")  # a path, not a dataset name: never a download
     return _hf_dataset_splits(str(data), dataset_config)
 
 

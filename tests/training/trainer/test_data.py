@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
+import sys
 
 import pytest
 import torch
 from training.tiny_text import tiny_text, tiny_tokenizer
 
 from bwsk.errors import SourceError
+from bwsk.training.trainer import data
 from bwsk.training.trainer.data import BlockSampler, load_text_splits, split_fractions, tokenize_splits
 
 
@@ -75,10 +76,17 @@ def test_file_too_short_to_split_and_misapplied_rules(tmp_path):
         load_text_splits(tmp_path, "90/5/5")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("datasets") is not None, reason="the `datasets` package is installed")
-def test_dataset_name_without_the_datasets_package_is_a_clear_error(tmp_path):
+def test_dataset_name_without_the_datasets_package_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as where the optional package is not installed
     with pytest.raises(SourceError, match="needs the `datasets` package"):
         load_text_splits("wikitext:wikitext-2-raw-v1")
+
+
+@pytest.mark.parametrize("name", ["missing-corpus.txt", "./wiki", "/data/wiki", "notes.jsonl"])
+def test_a_missing_path_is_never_taken_for_a_dataset_name(name, monkeypatch):
+    monkeypatch.setattr(data, "_hf_dataset_splits", lambda *args: pytest.fail("would try to download"))
+    with pytest.raises(SourceError, match="no such file or folder$"):
+        load_text_splits(name)
 
 
 def test_tokenized_splits_are_int64_streams(tmp_path):
