@@ -264,6 +264,31 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_reporting_arguments(parser: argparse.ArgumentParser) -> None:
+    """How a run reports as it goes, besides its folder (not settings of the run: --resume takes them too)."""
+    group = parser.add_argument_group("reporting")
+    group.add_argument(
+        "--log-format",
+        choices=("text", "jsonl"),
+        default="text",
+        help="progress on stderr: text (a bar on a terminal, a line every 10 s elsewhere) or jsonl (the metrics records "
+        "as JSON lines: every evaluation, a training step every 10 s)",
+    )
+    group.add_argument(
+        "--tensorboard", metavar="DIR", help="also write the metrics as TensorBoard scalars into DIR (needs bwsk[tensorboard])"
+    )
+
+
+def reporting(args: argparse.Namespace) -> dict:
+    """`progress` and `observer` for the runs of this command line (observers on rank 0 only)."""
+    from bwsk.training.trainer.observers import JsonLinesLog, TensorBoardLog, observing
+
+    if not is_main_process():
+        return {"progress": False if args.log_format == "jsonl" else None, "observer": None}
+    observers = [JsonLinesLog() if args.log_format == "jsonl" else None, TensorBoardLog(args.tensorboard) if args.tensorboard else None]
+    return {"progress": False if args.log_format == "jsonl" else None, "observer": observing(observers)}
+
+
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("inputs")
     group.add_argument("--data", metavar="DATA", help="WikiText folder, text file, or Hugging Face dataset name[:config]")
@@ -340,6 +365,7 @@ def _parser() -> ArgumentParser:
     )
     add_input_arguments(parser)
     add_training_arguments(parser)
+    add_reporting_arguments(parser)
     return parser
 
 
@@ -351,22 +377,23 @@ def _train(argv: list[str]) -> int:
     console = Console(stderr=False)
     if args.resume is not None:
         defaults = vars(parser.parse_args([]))
-        given = [name for name, value in vars(args).items() if name not in ("resume", *TRUST_FLAGS) and value != defaults[name]]
+        kept = ("resume", "log_format", "tensorboard", *TRUST_FLAGS)
+        given = [name for name, value in vars(args).items() if name not in kept and value != defaults[name]]
         if given:
             flag = "MODEL" if given[0] == "model" else "--" + given[0].replace("_", "-")
-            raise BwskError(f"--resume DIR takes the run's own settings from DIR/run.json; pass no {flag} (only --trust-* flags)")
+            raise BwskError(f"--resume DIR takes the run's own settings from DIR/run.json; pass no {flag} (only --trust-*, --log-format, --tensorboard)")
         trust = {name: getattr(args, name) for name in TRUST_FLAGS}
-        result = resume_training(Path(args.resume), **trust)
+        result = resume_training(Path(args.resume), **trust, **reporting(args))
         _print_table(console, [result], Path(args.resume))
         return 0
     if args.model is None or args.out is None:
         raise BwskError("MODEL and --out DIR are required (or run bwsk-train without arguments for the demo; see --help)")
     spec, config, out = spec_from(args, args.model), config_from(args, args.mode), Path(args.out)
     if args.seeds == 1:
-        result = run_training(spec, config, out, force=args.force)
+        result = run_training(spec, config, out, force=args.force, **reporting(args))
         _print_table(console, [result], out)
         return 0
-    results, summary = run_seeds(spec, config, out, seeds=args.seeds, force=args.force)
+    results, summary = run_seeds(spec, config, out, seeds=args.seeds, force=args.force, **reporting(args))
     _print_table(console, results, out)
     test = summary["test_perplexity"]
     if is_main_process():
@@ -389,6 +416,7 @@ def _experiment_parser() -> ArgumentParser:
     )
     add_input_arguments(parser)
     add_training_arguments(parser)
+    add_reporting_arguments(parser)
     return parser
 
 
@@ -405,7 +433,15 @@ def _experiment(argv: list[str]) -> int:
         require_lm_eval()
     out, spec, config = Path(args.out), spec_from(args, args.model), config_from(args, modes[0])
     summary = run_experiment(
-        spec, config, out, modes=modes, experiments=experiments, seeds=args.seeds, force=args.force, report=_progress_line
+        spec,
+        config,
+        out,
+        modes=modes,
+        experiments=experiments,
+        seeds=args.seeds,
+        force=args.force,
+        report=_progress_line,
+        **reporting(args),
     )
     if args.eval and is_main_process():
         evaluate_experiment(out, summary, spec, device=config.device)

@@ -121,6 +121,7 @@ def run_experiment(
     seeds: int = 1,
     force: bool = False,
     progress: bool | None = None,
+    observer: Callable[[dict[str, Any]], None] | None = None,
     report: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run the grid and write OUT's layout (see the module docstring); returns what results.json holds.
@@ -128,8 +129,8 @@ def run_experiment(
     `spec`: the start (MODEL), the data and the tokenizer; `config`: the settings every run shares
     (its mode is replaced per variant, its kernels are the reversible variants' seams; seeds are
     config.seed, config.seed + 1, ...); `report`: called with one line after each run (variant, seed,
-    test perplexity, peak memory, time); `progress`: progress bars on stderr, over the runs and of each
-    run (None: when stderr is a TTY).
+    test perplexity, peak memory, time); `progress`: on stderr, bars over the runs and of each run on a
+    terminal, plain lines elsewhere (None), bars (True), nothing (False); `observer`: sees every run's metrics records.
     """
     out = Path(out)
     variants = variant_grid(tuple(experiments), tuple(modes))
@@ -161,6 +162,7 @@ def run_experiment(
                         inputs={"experiment": variant.experiment, "variant": variant.folder, **spec.recorded(), "sha256": data.sha256},
                         force=force,
                         progress=progress,
+                        observer=observer,
                     )
                 except TrainingDiverged as error:
                     finished = sum(len(found) for found in runs.values())

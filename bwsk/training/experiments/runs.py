@@ -200,7 +200,14 @@ def resume_training(
 
 
 def run_seeds(
-    spec: RunSpec, config: TrainConfig, out: Path, *, seeds: int, force: bool = False, progress: bool | None = None
+    spec: RunSpec,
+    config: TrainConfig,
+    out: Path,
+    *,
+    seeds: int,
+    force: bool = False,
+    progress: bool | None = None,
+    observer: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[list[RunResult], dict[str, Any]]:
     """`seeds` runs with seeds config.seed, config.seed + 1, ... in `out/seed-S/`; the summary (mean, spread) goes to seeds.json."""
     config.require_seeds(seeds)
@@ -215,7 +222,7 @@ def run_seeds(
     results = []
     for seed in chosen:
         seeded = dataclasses.replace(config, seed=seed)
-        results.append(run_training(spec, seeded, seed_folder(out, seed), data=data, force=force, progress=progress))
+        results.append(run_training(spec, seeded, seed_folder(out, seed), data=data, force=force, progress=progress, observer=observer))
     return results, write_seed_summary(out, results)
 
 
