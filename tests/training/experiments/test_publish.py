@@ -124,7 +124,7 @@ def test_an_interrupted_experiment_writes_nothing_to_publish_and_continues_with_
             if record.get("step") == 1 and "loss" in record:
                 signal.raise_signal(signal.SIGINT)
 
-        return train(*args, **kwargs, observer=observer)
+        return train(*args, **{**kwargs, "observer": observer})
 
     train = grid.train
     monkeypatch.setattr(grid, "train", interrupted_at_step_1)
