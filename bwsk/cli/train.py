@@ -470,7 +470,7 @@ def _demo(console: Console) -> int:
     )
     results = []
     for mode in DEMO_MODES:
-        config = TrainConfig(mode=mode, epochs=30, batch_size=4, seq_len=32, lr=2e-3, precision="fp32", device="cpu", patience=3)
+        config = TrainConfig(mode=mode, max_steps=20, batch_size=4, seq_len=32, lr=2e-3, precision="fp32", device="cpu", patience=3)
         results.append(run_training(spec, config, folder / mode))
     _print_table(console, results, folder)
     console.print("Next: bwsk-train --help (your own model and data; --mode checkpoint|analyzed; --seeds 3)", highlight=False)
