@@ -381,7 +381,9 @@ def _train(argv: list[str]) -> int:
         given = [name for name, value in vars(args).items() if name not in kept and value != defaults[name]]
         if given:
             flag = "MODEL" if given[0] == "model" else "--" + given[0].replace("_", "-")
-            raise BwskError(f"--resume DIR takes the run's own settings from DIR/run.json; pass no {flag} (only --trust-*, --log-format, --tensorboard)")
+            raise BwskError(
+                f"--resume DIR takes the run's own settings from DIR/run.json; pass no {flag} (only --trust-*, --log-format, --tensorboard)"
+            )
         trust = {name: getattr(args, name) for name in TRUST_FLAGS}
         result = resume_training(Path(args.resume), **trust, **reporting(args))
         _print_table(console, [result], Path(args.resume))
