@@ -10,6 +10,8 @@
     python benchmarks/memory.py --drift --model pythia-70m --model pythia-410m --sweep layers=24,32,48 --dtype bf16,fp32 \
         --plot docs/memory-drift.png --doc docs/memory.md --force    # depth: gradient error, drift per block, its cost
     python benchmarks/memory.py --fake --model pythia-410m --model llama-3-8b --batch 1 --seq 4096 --dtype bf16
+    python benchmarks/memory.py --fake --fit 24GiB,48GiB,80GiB --model pythia-410m --dtype bf16 \
+        --json fit.json --plot docs/memory-fit.png --doc docs/memory.md --force    # what fits each budget
 
 Each run applies every mode to its own copy of the same model (same weights) and
 measures one step (forward, next-token loss, backward, AdamW step) with
@@ -74,6 +76,21 @@ def parse_dtypes(text: str) -> list[str]:
     if not chosen or any(item not in DTYPES for item in chosen):
         raise argparse.ArgumentTypeError(f"{text!r}: expected a comma-separated list of {', '.join(DTYPES)}")
     return list(dict.fromkeys(chosen))
+
+
+BYTE_UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+
+
+def parse_budgets(text: str) -> list[int]:
+    """`24GiB,48GiB` -> their sizes in bytes (a whole number and one of `BYTE_UNITS` each), ascending."""
+    sizes = []
+    for item in (item.strip() for item in text.split(",")):
+        number = item.rstrip("".join(BYTE_UNITS)) if item.endswith(tuple(BYTE_UNITS)) else None
+        unit = item[len(number) :] if number is not None else ""
+        if not number or not number.isdecimal() or not number.isascii() or unit not in BYTE_UNITS or int(number) < 1:
+            raise argparse.ArgumentTypeError(f"{item!r}: expected sizes like 24GiB,48GiB (units {', '.join(BYTE_UNITS)})")
+        sizes.append(int(number) * BYTE_UNITS[unit])
+    return sorted(set(sizes))
 
 
 def parse_kernels(text: str) -> list[str]:
@@ -148,6 +165,13 @@ def parser() -> argparse.ArgumentParser:
         action="append",
         help="with --fake: the LM head's loss a chunk of tokens at a time (chunked, the default) or from the full logits; "
         "repeatable (one record each)",
+    )
+    cli.add_argument(
+        "--fit",
+        type=parse_budgets,
+        metavar="24GiB,48GiB,...",
+        help="with --fake: per model, mode and variant (full loss; chunked loss; chunked loss + optimizer in backward) the "
+        "longest sequence at batch 1 and the largest batch at seq 2048 whose measured step peak fits each budget",
     )
     cli.add_argument("--json", metavar="OUT", help="write the records as a JSON list")
     cli.add_argument("--plot", metavar="OUT.png", help="plot activation bytes per mode against the swept axis")
@@ -262,7 +286,8 @@ def table_lines(records: list[Record]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     console = Console(stderr=True)
-    command = "python benchmarks/memory.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    threads = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if "OMP_NUM_THREADS" in os.environ else ""
+    command = threads + "python benchmarks/memory.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     try:
         for path in (args.json, args.plot, args.doc):
             if path and os.path.lexists(path) and not args.force:
@@ -273,7 +298,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise BwskError("--batch and --layers must be at least 1, --seq at least 2")
         if not 0.0 <= args.budget <= 1.0:
             raise BwskError(f"--budget {args.budget}: expected a fraction between 0 and 1")
-        if args.fake:
+        if args.fit and not args.fake:
+            raise BwskError("--fit measures fake steps: add --fake")
+        if args.fake and args.fit:
+            measure_fit(args, console, command)
+        elif args.fake:
             measure_fake(args, console)
         elif args.drift:
             measure_drift(args, console, command)
@@ -320,8 +349,15 @@ def measure_modes(args: argparse.Namespace, console: Console, command: str) -> N
         plot(groups, args.plot, args.force)
     if args.doc:
         text = markdown(groups, command, args.plot, args.doc)
-        kept = depth_report.section_of(_read(args.doc))
-        write_atomic(args.doc, text if kept is None else depth_report.with_section(text, kept, TITLE), force=args.force)
+        from bwsk.training.experiments import fit_report
+
+        existing = _read(args.doc)
+        for kept, with_section in (
+            (depth_report.section_of(existing), depth_report.with_section),
+            (fit_report.section_of(existing), fit_report.with_section),
+        ):
+            text = text if kept is None else with_section(text, kept, TITLE)
+        write_atomic(args.doc, text, force=args.force)
 
 
 def measure_drift(args: argparse.Namespace, console: Console, command: str) -> None:
@@ -380,12 +416,84 @@ FAKE_SHAPES = {  # published shapes of models outside the zoo (Meta's config.jso
 }
 
 
+def fake_config(name: str, layers: int | None):
+    """The config of a zoo model or of one of `FAKE_SHAPES` (at `layers` blocks when given)."""
+    import transformers
+
+    if name in FAKE_SHAPES:
+        config = transformers.LlamaConfig(
+            vocab_size=128256,
+            rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
+            rms_norm_eps=1e-5,
+            bos_token_id=128000,
+            eos_token_id=128001,
+            use_cache=False,
+            **FAKE_SHAPES[name],
+        )
+    else:
+        config = zoo.make_config(name)
+    if layers is not None:
+        config.num_hidden_layers = layers
+    return config
+
+
+def measure_fit(args: argparse.Namespace, console: Console, command: str) -> None:
+    """--fake --fit: what fits each budget, per model, mode and variant (`bwsk.training.experiments.memory_fit`); the
+    table, and --json (fits and every measured step, written as each fit is found), --plot and --doc (its own section)."""
+    import time
+
+    from bwsk.training.experiments import fit_report
+    from bwsk.training.experiments.memory_fit import FIT_SEQ, fit_model
+
+    if len(args.dtype) > 1 or args.kernels != ["auto"] or args.loss:
+        raise BwskError("--fit measures one --dtype with the default kernels, and every loss variant itself (no --loss)")
+    modes = list(MODES) if args.mode == "all" else list(dict.fromkeys(["conventional", args.mode]))
+    fits, steps, caps = [], [], {}
+    start = time.perf_counter()
+
+    def save() -> None:
+        if args.json:
+            payload = {"command": command, "fits": [f.to_json() for f in fits], "steps": [s.to_json() for s in steps]}
+            write_atomic(args.json, json.dumps(payload, indent=2) + "\n", force=True)
+
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("fitting", total=None)
+
+        def stepped(step) -> None:
+            steps.append(step)
+            progress.update(task, description=f"{step.model}: {step.mode}, {step.loss} loss, {step.optimizer}, {step.batch} x {step.seq}")
+
+        for name in args.model or ["pythia-410m"]:
+            config = fake_config(name, args.layers)
+            cap = getattr(config, "max_position_embeddings", None)
+            caps[name] = cap
+            config.max_position_embeddings = max(cap or 0, FIT_SEQ)
+            fit_model(
+                config,
+                name,
+                budgets=args.fit,
+                dtype=DTYPES[args.dtype[0]],
+                modes=modes,
+                cap=cap,
+                analyzed_budget=args.budget,
+                on_fit=lambda fit: (fits.append(fit), save()),
+                on_step=stepped,
+            )
+    seconds = time.perf_counter() - start
+    print("\n".join(fit_report.table_lines(fits)))
+    print(f"{len(steps)} fake steps in {seconds:.0f} s")
+    save()
+    if args.plot:
+        write_atomic(args.plot, fit_report.plot(steps, args.fit), force=args.force)
+    if args.doc:
+        text = fit_report.section(fits, steps, command, seconds, caps, args.plot, args.doc)
+        write_atomic(args.doc, fit_report.with_section(_read(args.doc), text, TITLE), force=args.force)
+
+
 def measure_fake(args: argparse.Namespace, console: Console) -> None:
     """Every mode (conventional always) of each full-size model under FakeTensorMode (`bwsk.training.modes.fake_step`):
     peak bytes and the categories at the peak, FLOPs per step and their ratio to conventional. Positions are extended
     to --seq where a config has fewer (rotary: no bytes depend on it); the KV cache is off in every mode."""
-    import transformers
-
     from bwsk.training.modes.fake_step import measure_step
 
     if len(args.dtype) > 1 or len(args.kernels) > 1:
@@ -393,20 +501,7 @@ def measure_fake(args: argparse.Namespace, console: Console) -> None:
     modes = list(MODES) if args.mode == "all" else list(dict.fromkeys(["conventional", args.mode]))
     records = []
     for name in args.model or ["pythia-410m"]:
-        if name in FAKE_SHAPES:
-            config = transformers.LlamaConfig(
-                vocab_size=128256,
-                rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
-                rms_norm_eps=1e-5,
-                bos_token_id=128000,
-                eos_token_id=128001,
-                use_cache=False,
-                **FAKE_SHAPES[name],
-            )
-        else:
-            config = zoo.make_config(name)
-        if args.layers is not None:
-            config.num_hidden_layers = args.layers
+        config = fake_config(name, args.layers)
         config.max_position_embeddings = max(config.max_position_embeddings, args.seq)
         for mode, loss in [(mode, loss) for mode in modes for loss in args.loss or ["chunked"]]:
             with console.status(f"{name}: {mode}, {loss} loss, {args.batch} x {args.seq} under FakeTensorMode"):

@@ -38,3 +38,25 @@ def section_body(text: str, name: str) -> str | None:
         if match.group("name") == name:
             return match.group(0).split("\n", 1)[1].rsplit("\n", 1)[0]
     return None
+
+
+def heading_section(text: str | None, heading: str) -> str | None:
+    """The part of `text` from the line `heading` (a level-2 heading) to the next level-2 heading or the end; None without it."""
+    start = (text or "").find(heading)
+    if start < 0:
+        return None
+    after = text.find("\n## ", start + len(heading))
+    return text[start : after + 1 if after >= 0 else len(text)]
+
+
+def replace_heading_section(text: str | None, heading: str, new_section: str, title: str) -> str:
+    """`text` with the section under `heading` replaced by `new_section` (appended when absent; a new document headed
+    `title` when `text` is empty); every byte outside that section is kept."""
+    if not text:
+        return f"{title}\n\n{new_section}"
+    old = heading_section(text, heading)
+    if old is None:
+        return text.rstrip("\n") + "\n\n" + new_section
+    start = text.find(heading)
+    rest = text[start + len(old) :]
+    return text[:start] + new_section + ("\n" + rest if rest else "")

@@ -10,6 +10,7 @@ import io
 import os
 from collections.abc import Sequence
 
+from bwsk.render.markdown import heading_section, replace_heading_section
 from bwsk.render.units import MIB
 from bwsk.training.experiments.depth_drift import DepthRecord
 
@@ -69,33 +70,6 @@ def table_lines(records: Sequence[DepthRecord]) -> list[str]:
     return lines
 
 
-def with_section(existing: str | None, new_section: str, title: str) -> str:
-    """`existing` with its depth section replaced by `new_section` (appended when it has none; `title` heads a new document)."""
-    if not existing:
-        return f"{title}\n\n{new_section}"
-    bounds = _bounds(existing)
-    if bounds is None:
-        return existing.rstrip("\n") + "\n\n" + new_section
-    start, stop = bounds
-    rest = existing[stop:]
-    return existing[:start] + new_section + ("\n" + rest if rest else "")
-
-
-def section_of(existing: str | None) -> str | None:
-    """The depth section of a document, or None."""
-    bounds = _bounds(existing or "")
-    return None if bounds is None else existing[bounds[0] : bounds[1]]
-
-
-def _bounds(text: str) -> tuple[int, int] | None:
-    """Where the depth section starts, and where the next level-2 heading (or the end) is."""
-    start = text.find(SECTION_HEADING)
-    if start < 0:
-        return None
-    after = text.find("\n## ", start + len(SECTION_HEADING))
-    return start, (after + 1 if after >= 0 else len(text))
-
-
 def plot(records: Sequence[DepthRecord]) -> bytes:
     """PNG bytes: drift per block (log scale) for each model (rows) and precision (columns), fp32 streams against the defaults."""
     import matplotlib
@@ -130,3 +104,13 @@ def plot(records: Sequence[DepthRecord]) -> bytes:
     figure.savefig(buffer, format="png", dpi=100)
     plt.close(figure)
     return buffer.getvalue()
+
+
+def with_section(existing: str | None, new_section: str, title: str) -> str:
+    """`existing` with its depth section replaced by `new_section` (see `bwsk.render.markdown.replace_heading_section`)."""
+    return replace_heading_section(existing, SECTION_HEADING, new_section, title)
+
+
+def section_of(existing: str | None) -> str | None:
+    """The depth section of a document, or None."""
+    return heading_section(existing, SECTION_HEADING)

@@ -2,6 +2,7 @@
 
     step = measure_step(config, "reversible", batch=1, seq=4096, dtype=torch.bfloat16)   # chunked loss by default
     step.peak_bytes, step.peak_by_category, step.flops
+    measure_step(config, "reversible", batch=1, seq=4096, optimizer_in_backward=OptimizerInBackward)  # AdamW in backward
 
 The model (`AutoModelForCausalLM.from_config(config)`: transformers' defaults, sdpa attention), its training mode
 (`apply_mode`), AdamW and the input ids are made inside a `torch._subclasses.fake_tensor.FakeTensorMode`: every
@@ -16,6 +17,15 @@ attention, forward, backward and every recompute); gradients are then freed (`ze
 step of a running training, is the one measured (its own peak, and the categories at that peak). A reversible
 model converted from fake tensors keeps the segments it was given (no anchor calibration, no function gap: both
 need values), and its first step's drift probe measures nothing; `notes` says so.
+
+With `optimizer_in_backward` (the trainer's `OptimizerInBackward`, passed in: the modes sit below the trainer) the
+optimizer steps inside the backward (each parameter, or reversible block during the rebuild, stepped and its
+gradient freed as soon as it is final; no gradient clipping, as in the trainer), so gradients never all coexist.
+Its global gradient norm is a value, which a fake step does not have: the one `float` of it, after the backward
+and every parameter's step, is skipped there (it allocates nothing).
+
+The tracker counts the step's global peak only (`_StepPeakTracker`): MemTracker's per-module peaks, which it
+updates on every operation for every module, cost most of a full-size fake step's time and are not reported.
 
 Transformers takes a fake tensor for a trace and skips the value checks it makes on real inputs; one of them decides
 the bytes: without a KV cache (the checkpoint, analyzed and reversible modes) it checks the position ids for packed
@@ -33,14 +43,14 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
-from torch._subclasses.fake_tensor import FakeTensorMode, is_fake
-from torch.distributed._tools.mem_tracker import MemTracker
+from torch._subclasses.fake_tensor import DataDependentOutputException, FakeTensorMode, is_fake
+from torch.distributed._tools.mem_tracker import _TOTAL_KEY, MemTracker
 from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -54,6 +64,14 @@ WEIGHTLESS_REVERSIBLE = "reversible: no anchor calibration and no function gap (
 aten = torch.ops.aten
 
 
+class InBackward(Protocol):
+    """What `measure_step` needs of `bwsk.training.trainer.optimizer_in_backward.OptimizerInBackward`."""
+
+    def step_scope(self) -> contextlib.AbstractContextManager: ...
+
+    def backward(self, loss: torch.Tensor) -> float: ...
+
+
 @dataclass(frozen=True)
 class StepRecord:
     """The measured (second) step: its peak, the categories at that peak (`CATEGORIES`, bytes), FLOPs of one step."""
@@ -64,6 +82,7 @@ class StepRecord:
     seq: int
     dtype: str
     loss: str  # "chunked" or "full"
+    optimizer: str  # "AdamW", or "AdamW in backward" (stepped per parameter inside the backward)
     device: str
     fake: bool
     peak_bytes: int
@@ -111,10 +130,12 @@ def measure_step(
     budget: float = DEFAULT_BUDGET,
     kernels: str = "auto",
     name: str | None = None,
+    optimizer_in_backward: Callable[[nn.Module, torch.optim.Optimizer], InBackward] | None = None,
 ) -> StepRecord:
     """Build a `config` model in `mode` (fake tensors unless `fake=False`), run two training steps, measure the second.
 
     `dtype`: autocast precision (None: the model's own). The analyzed mode plans on the measured input shape.
+    `optimizer_in_backward`: `OptimizerInBackward` to step AdamW inside the backward (None: `optimizer.step()` after it).
     """
     start = time.perf_counter()
     values, positions = (FakeTensorMode(), _unpacked_positions()) if fake else (contextlib.nullcontext(), contextlib.nullcontext())
@@ -124,15 +145,16 @@ def measure_step(
         ids = torch.randint(config.vocab_size, (batch, seq))
         model = apply_mode(model, mode, budget=budget, example_input=(ids,), kernels=kernels)
         optimizer = torch.optim.AdamW(model.parameters())
-        tracker = MemTracker()
+        in_backward = None if optimizer_in_backward is None else optimizer_in_backward(model, optimizer)
+        tracker = _StepPeakTracker()
         tracker.track_external(model, optimizer, ids)
         counter = FlopCounterMode(display=False, custom_mapping=EXTRA_FLOPS)
         with tracker, counter:
-            _train_step(model, optimizer, ids, dtype, chunked)
+            _train_step(model, optimizer, in_backward, ids, dtype, chunked)
         optimizer.zero_grad(set_to_none=True)
         tracker.reset_mod_stats()
         with tracker:  # entering again starts a new peak from what is alive now
-            _train_step(model, optimizer, ids, dtype, chunked)
+            _train_step(model, optimizer, in_backward, ids, dtype, chunked)
         peak = _peak(tracker)
     weightless = fake and is_reversible(model)
     return StepRecord(
@@ -142,6 +164,7 @@ def measure_step(
         seq,
         "fp32" if dtype is None else str(dtype).removeprefix("torch."),
         "chunked" if chunked else "full",
+        "AdamW" if in_backward is None else "AdamW in backward",
         "cpu",
         fake,
         peak.get("Total", 0),
@@ -176,11 +199,38 @@ def _build(config: Any) -> nn.Module:
     return AutoModelForCausalLM.from_config(config).train()
 
 
-def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, ids: torch.Tensor, dtype: torch.dtype | None, chunked: bool) -> None:
-    with autocast(ids.device, dtype):
-        loss = next_token_loss(model, ids, chunked=chunked)
-    loss.backward()
-    optimizer.step()
+def _train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    in_backward: InBackward | None,
+    ids: torch.Tensor,
+    dtype: torch.dtype | None,
+    chunked: bool,
+) -> None:
+    if in_backward is None:
+        with autocast(ids.device, dtype):
+            loss = next_token_loss(model, ids, chunked=chunked)
+        loss.backward()
+        optimizer.step()
+        return
+    with in_backward.step_scope():
+        with autocast(ids.device, dtype):
+            loss = next_token_loss(model, ids, chunked=chunked)
+        try:
+            in_backward.backward(loss)
+        except DataDependentOutputException:  # the norm's float(), once every parameter is stepped: fake tensors have no value
+            if not is_fake(loss) or any(p.grad is not None for p in model.parameters()):
+                raise
+
+
+class _StepPeakTracker(MemTracker):
+    """MemTracker keeping the global peak (snapshot and categories) only, not every module's own peak."""
+
+    def _update_peak_stats(self, peak_state: Any) -> None:
+        for device, snapshot in self._curr_mem_snap.items():
+            if self._peak_mem.get(device, 0) < snapshot[_TOTAL_KEY]:
+                self._peak_mem[device] = snapshot[_TOTAL_KEY]
+                self._peak_mem_snap[device] = dict(snapshot)
 
 
 def _peak(tracker: MemTracker) -> dict[str, int]:

@@ -9,12 +9,14 @@ import pathlib
 import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.distributed._tools.mem_tracker import MemTracker
 from training.tiny_models import tiny_model
 
 from bwsk.frontend.zoo import build
 from bwsk.training.modes import MODES
-from bwsk.training.modes.fake_step import CATEGORIES, WEIGHTLESS_REVERSIBLE, measure_step
+from bwsk.training.modes.fake_step import CATEGORIES, WEIGHTLESS_REVERSIBLE, _StepPeakTracker, measure_step
 from bwsk.training.reversible.convert import make_reversible, reversible_runtime
+from bwsk.training.trainer.optimizer_in_backward import OptimizerInBackward
 
 pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` (CI) runs them, `make test-fast` leaves them out
 
@@ -120,3 +122,28 @@ def test_benchmark_fake_writes_a_record_per_mode_and_loss(tmp_path, capsys):
 def test_benchmark_fake_refuses_several_precisions_in_one_line(capsys):
     assert _benchmark().main(["--fake", "--dtype", "bf16,fp32"]) == 2
     assert capsys.readouterr().err.strip().count("\n") == 0
+
+
+@pytest.mark.parametrize("mode", ["conventional", "reversible"])
+def test_fake_and_real_steps_with_the_optimizer_in_backward_count_the_same_bytes(mode):
+    fake, real = (
+        measure_step(config("llama"), mode, batch=1, seq=32, fake=f, seed=2, optimizer_in_backward=OptimizerInBackward)
+        for f in (True, False)
+    )
+    assert fake.peak_by_category == real.peak_by_category and fake.peak_bytes == real.peak_bytes
+    assert fake.optimizer == real.optimizer == "AdamW in backward"
+    assert real.peak_by_category["Gradient"] < real.peak_by_category["Parameter"]  # the gradients never all coexist
+
+
+def test_the_step_peak_tracker_agrees_with_memtracker():
+    model = tiny_model("llama", use_cache=False)
+    ids = torch.randint(model.config.vocab_size, (2, 16))
+    peaks = []
+    for tracker_class in (MemTracker, _StepPeakTracker):
+        tracker = tracker_class()
+        tracker.track_external(model)
+        with tracker:
+            model(ids).logits.float().sum().backward()
+        model.zero_grad(set_to_none=True)
+        peaks.append(tracker.get_tracker_snapshot("peak"))
+    assert peaks[0] == peaks[1] and peaks[0]
