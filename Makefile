@@ -17,19 +17,20 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/bwsk-demo
 
-# Everything, slow sweeps included (what CI runs).
+# Everything, slow sweeps included (what CI runs). --dist loadfile keeps a file's tests on one worker, so a
+# module-scoped fixture (the torchrun jobs, the OpInfo harvest, the experiment grid) runs once, not once per worker.
 test: setup
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q
 
 # The edit-test loop: leaves out the tests marked slow (full-size models, long sweeps) and the OpInfo sweep.
 test-fast: setup
-	$(BIN)/python -m pytest -n 2 -q -m "not slow and not opinfo"
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q -m "not slow and not opinfo"
 
 # The suite against a wheel installed outside the repository (not the editable copy).
 test-installed: setup
 	rm -rf build/installed && $(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation -w build/installed .
 	$(BIN)/python -m pip install --quiet --no-deps --target build/installed/site build/installed/bwsk-*.whl
-	cd build/installed && PYTHONPATH=$(CURDIR)/build/installed/site $(CURDIR)/$(BIN)/python -m pytest -n 2 -q -p no:cacheprovider \
+	cd build/installed && PYTHONPATH=$(CURDIR)/build/installed/site $(CURDIR)/$(BIN)/python -m pytest -n 2 --dist loadfile -q -p no:cacheprovider \
 		-c $(CURDIR)/pyproject.toml --rootdir $(CURDIR) $(CURDIR)/tests
 
 clean:

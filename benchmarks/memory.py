@@ -44,16 +44,20 @@ from bwsk.atomic import write_atomic
 from bwsk.cli.arguments import ArgumentParser
 from bwsk.errors import BwskError
 from bwsk.frontend import zoo
+from bwsk.render.markdown import replace_heading_section
 from bwsk.render.step_table import step_table
 from bwsk.render.units import MIB
-from bwsk.training.choices import KERNELS
+from bwsk.training.choices import KERNELS, parse_budget
 from bwsk.training.experiments import depth_report
+from bwsk.training.experiments.memory_fit import VARIANTS
 from bwsk.training.modes import DEFAULT_BUDGET, MODES
 from bwsk.training.modes.compare import DTYPES, Record, compare_modes, variants
 
 DEFAULT_MODEL = "pythia-70m"
 TITLE = "# Training memory per mode, measured"
 SWEEPS = ("layers", "tokens")
+VARIANT_FLAGS = {"full": "full loss", "chunked": "chunked loss", "chunked-oib": "chunked + opt. in backward"}
+CPU_TIME_LAYERS, CPU_TIME_SEQ = 2, 512
 
 
 def parse_sweep(text: str) -> tuple[str, list[int]]:
@@ -78,19 +82,44 @@ def parse_dtypes(text: str) -> list[str]:
     return list(dict.fromkeys(chosen))
 
 
-BYTE_UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
-
-
 def parse_budgets(text: str) -> list[int]:
-    """`24GiB,48GiB` -> their sizes in bytes (a whole number and one of `BYTE_UNITS` each), ascending."""
+    """`24GiB,48GiB` -> their sizes in bytes (each a size with a binary unit: `bwsk.training.choices.parse_budget`), ascending."""
     sizes = []
     for item in (item.strip() for item in text.split(",")):
-        number = item.rstrip("".join(BYTE_UNITS)) if item.endswith(tuple(BYTE_UNITS)) else None
-        unit = item[len(number) :] if number is not None else ""
-        if not number or not number.isdecimal() or not number.isascii() or unit not in BYTE_UNITS or int(number) < 1:
-            raise argparse.ArgumentTypeError(f"{item!r}: expected sizes like 24GiB,48GiB (units {', '.join(BYTE_UNITS)})")
-        sizes.append(int(number) * BYTE_UNITS[unit])
+        try:
+            size = parse_budget(item, "--fit") if any(c.isalpha() for c in item) else None
+        except BwskError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        if not isinstance(size, int):
+            raise argparse.ArgumentTypeError(f"{item!r}: expected sizes like 24GiB,48GiB (units B, KiB, MiB, GiB, TiB)")
+        sizes.append(size)
     return sorted(set(sizes))
+
+
+def analyzed_budget(text: str):
+    """--budget: bytes with a unit or a fraction of conventional activation memory (`parse_budget`)."""
+    try:
+        return parse_budget(text, "--budget")
+    except BwskError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def parse_modes(text: str) -> list[str]:
+    """`reversible` or `checkpoint,reversible` or `all` -> the modes in `MODES` order."""
+    chosen = [item.strip() for item in text.split(",") if item.strip()]
+    if chosen == ["all"]:
+        return list(MODES)
+    if not chosen or any(item not in MODES for item in chosen):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected all or a comma-separated list of {', '.join(MODES)}")
+    return [mode for mode in MODES if mode in chosen]
+
+
+def parse_variants(text: str) -> list[str]:
+    """`full,chunked-oib` -> the `VARIANTS` names they stand for, in `VARIANTS` order."""
+    chosen = [item.strip() for item in text.split(",") if item.strip()]
+    if not chosen or any(item not in VARIANT_FLAGS for item in chosen):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a comma-separated list of {', '.join(VARIANT_FLAGS)}")
+    return [name for flag, name in VARIANT_FLAGS.items() if flag in chosen]
 
 
 def parse_kernels(text: str) -> list[str]:
@@ -126,12 +155,18 @@ def parser() -> argparse.ArgumentParser:
         help="fp32, or bf16 autocast (predictions are for fp32); with --drift a comma-separated list (bf16,fp32)",
     )
     cli.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    cli.add_argument("--mode", choices=[*MODES, "all"], default="all", help="training mode to measure beside conventional (default all)")
+    cli.add_argument(
+        "--mode",
+        type=parse_modes,
+        default=list(MODES),
+        help=f"training modes to measure beside conventional, comma-separated: {', '.join(MODES)} or all (default all)",
+    )
     cli.add_argument(
         "--budget",
-        type=float,
+        type=analyzed_budget,
         default=DEFAULT_BUDGET,
-        help=f"analyzed mode: fraction of recomputable bytes kept (default {DEFAULT_BUDGET})",
+        help="analyzed mode: the activation bytes it may keep, as bytes (6GiB, 512MiB) or a fraction of conventional "
+        f"activation memory (default {DEFAULT_BUDGET})",
     )
     cli.add_argument(
         "--kernels",
@@ -160,11 +195,25 @@ def parser() -> argparse.ArgumentParser:
         f"category at the peak, FLOPs); --model takes zoo names and {', '.join(FAKE_SHAPES)}",
     )
     cli.add_argument(
-        "--loss",
-        choices=["chunked", "full"],
-        action="append",
-        help="with --fake: the LM head's loss a chunk of tokens at a time (chunked, the default) or from the full logits; "
-        "repeatable (one record each)",
+        "--variants",
+        type=parse_variants,
+        default=list(VARIANTS),
+        help="with --fake: the steps measured per mode, comma-separated: full (the loss from the full logits), chunked "
+        "(the LM head's loss a chunk of tokens at a time, the trainer's default), chunked-oib (chunked, and AdamW "
+        "stepped inside the backward) (default all three)",
+    )
+    cli.add_argument(
+        "--positions",
+        type=int,
+        help="with --fake: extend the model's positions to N (rotary positions: no byte depends on the limit) so "
+        "sequences past the model's own limit are measured; with --fit the longest sequence searched "
+        "(default: the model's own limit)",
+    )
+    cli.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help=f"with --fake: also time real fp32 steps of the first --model on this cpu at {CPU_TIME_LAYERS} blocks x "
+        f"{CPU_TIME_SEQ} tokens (noisy ratios beside the counted FLOPs)",
     )
     cli.add_argument(
         "--fit",
@@ -239,11 +288,14 @@ def plot(groups: dict[tuple[str, str], list[Record]], path: str, force: bool) ->
     write_atomic(path, buffer.getvalue(), force=force)
 
 
+MODES_HEADING = "## Real steps at reduced size: against depth and tokens"
+
+
 def markdown(groups: dict[tuple[str, str], list[Record]], command: str, plot_path: str | None, doc_path: str) -> str:
-    """A markdown report: the command, a table per (model, swept axis), the plot (linked relative to the doc)."""
+    """The modes report's section: the command, a table per (model, swept axis), the plot (linked relative to the doc)."""
     first = next(iter(groups.values()))[0]
     lines = [
-        TITLE,
+        MODES_HEADING,
         "",
         f"Written by `{command}`.",
         "",
@@ -260,7 +312,7 @@ def markdown(groups: dict[tuple[str, str], list[Record]], command: str, plot_pat
         "there, so every mode peaks alike. Step times on a shared CPU are noisy; GPU figures need a GPU.",
     ]
     for (model, axis), records in groups.items():
-        lines += ["", f"## {model}: against {'depth' if axis == 'layers' else 'tokens'}", ""]
+        lines += ["", f"### {model}: against {'depth' if axis == 'layers' else 'tokens'}", ""]
         lines += table_lines(records)
     if plot_path:
         lines += ["", f"![activation and peak memory per mode]({os.path.relpath(plot_path, os.path.dirname(os.path.abspath(doc_path)))})"]
@@ -296,14 +348,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise BwskError("--device cuda: no CUDA device is available here")
         if args.batch < 1 or args.seq < 2 or (args.layers is not None and args.layers < 1):
             raise BwskError("--batch and --layers must be at least 1, --seq at least 2")
-        if not 0.0 <= args.budget <= 1.0:
-            raise BwskError(f"--budget {args.budget}: expected a fraction between 0 and 1")
         if args.fit and not args.fake:
             raise BwskError("--fit measures fake steps: add --fake")
         if args.fake and args.fit:
             measure_fit(args, console, command)
         elif args.fake:
-            measure_fake(args, console)
+            measure_fake(args, console, command)
         elif args.drift:
             measure_drift(args, console, command)
         else:
@@ -318,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def measure_modes(args: argparse.Namespace, console: Console, command: str) -> None:
     """Every mode beside conventional, per model and run: the table, and the outputs asked for."""
-    modes = list(MODES) if args.mode == "all" else [args.mode]
+    modes = args.mode
     variants(modes, args.kernels, torch.device(args.device))  # the kernels can run here: refused before any model is built
     groups: dict[tuple[str, str], list[Record]] = {}
     planned = [(spec, axis, layers, seq) for spec in args.model or [f"{DEFAULT_MODEL}:tiny"] for axis, layers, seq in runs(args)]
@@ -348,15 +398,7 @@ def measure_modes(args: argparse.Namespace, console: Console, command: str) -> N
     if args.plot:
         plot(groups, args.plot, args.force)
     if args.doc:
-        text = markdown(groups, command, args.plot, args.doc)
-        from bwsk.training.experiments import fit_report
-
-        existing = _read(args.doc)
-        for kept, with_section in (
-            (depth_report.section_of(existing), depth_report.with_section),
-            (fit_report.section_of(existing), fit_report.with_section),
-        ):
-            text = text if kept is None else with_section(text, kept, TITLE)
+        text = replace_heading_section(_read(args.doc), MODES_HEADING, markdown(groups, command, args.plot, args.doc), TITLE)
         write_atomic(args.doc, text, force=args.force)
 
 
@@ -445,9 +487,9 @@ def measure_fit(args: argparse.Namespace, console: Console, command: str) -> Non
     from bwsk.training.experiments import fit_report
     from bwsk.training.experiments.memory_fit import FIT_SEQ, fit_model
 
-    if len(args.dtype) > 1 or args.kernels != ["auto"] or args.loss:
-        raise BwskError("--fit measures one --dtype with the default kernels, and every loss variant itself (no --loss)")
-    modes = list(MODES) if args.mode == "all" else list(dict.fromkeys(["conventional", args.mode]))
+    if len(args.dtype) > 1 or args.kernels != ["auto"]:
+        raise BwskError("--fit measures one --dtype with the default kernels")
+    modes = list(dict.fromkeys(["conventional", *args.mode]))
     fits, steps, caps = [], [], {}
     start = time.perf_counter()
 
@@ -465,7 +507,7 @@ def measure_fit(args: argparse.Namespace, console: Console, command: str) -> Non
 
         for name in args.model or ["pythia-410m"]:
             config = fake_config(name, args.layers)
-            cap = getattr(config, "max_position_embeddings", None)
+            cap = args.positions or getattr(config, "max_position_embeddings", None)
             caps[name] = cap
             config.max_position_embeddings = max(cap or 0, FIT_SEQ)
             fit_model(
@@ -474,6 +516,7 @@ def measure_fit(args: argparse.Namespace, console: Console, command: str) -> Non
                 budgets=args.fit,
                 dtype=DTYPES[args.dtype[0]],
                 modes=modes,
+                variants=args.variants,
                 cap=cap,
                 analyzed_budget=args.budget,
                 on_fit=lambda fit: (fits.append(fit), save()),
@@ -490,50 +533,79 @@ def measure_fit(args: argparse.Namespace, console: Console, command: str) -> Non
         write_atomic(args.doc, fit_report.with_section(_read(args.doc), text, TITLE), force=args.force)
 
 
-def measure_fake(args: argparse.Namespace, console: Console) -> None:
-    """Every mode (conventional always) of each full-size model under FakeTensorMode (`bwsk.training.modes.fake_step`):
-    peak bytes and the categories at the peak, FLOPs per step and their ratio to conventional. Positions are extended
-    to --seq where a config has fewer (rotary: no bytes depend on it); the KV cache is off in every mode."""
+def measure_fake(args: argparse.Namespace, console: Console, command: str) -> None:
+    """Every mode (conventional always) and variant of each full-size model under FakeTensorMode
+    (`bwsk.training.modes.fake_step`): peak bytes and the categories at the peak, FLOPs per step and their ratio to
+    conventional; with --cpu-time real steps at reduced size timed beside their FLOPs; --json, and --doc (its own
+    section, `bwsk.training.experiments.full_size_report`). Positions are extended to --seq (or --positions) where a
+    config has fewer (rotary: no bytes depend on it); the KV cache is off in every mode."""
+    from bwsk.training.experiments import full_size_report
     from bwsk.training.modes.fake_step import measure_step
+    from bwsk.training.trainer.optimizer_in_backward import OptimizerInBackward
 
     if len(args.dtype) > 1 or len(args.kernels) > 1:
         raise BwskError("--fake measures one --dtype and one --kernels at a time")
-    modes = list(MODES) if args.mode == "all" else list(dict.fromkeys(["conventional", args.mode]))
-    records = []
-    for name in args.model or ["pythia-410m"]:
-        config = fake_config(name, args.layers)
-        config.max_position_embeddings = max(config.max_position_embeddings, args.seq)
-        for mode, loss in [(mode, loss) for mode in modes for loss in args.loss or ["chunked"]]:
-            with console.status(f"{name}: {mode}, {loss} loss, {args.batch} x {args.seq} under FakeTensorMode"):
-                records.append(
+    modes = list(dict.fromkeys(["conventional", *args.mode]))
+    steps, times = [], []
+    for name, (_, layers, seq) in [(name, run) for name in args.model or ["pythia-410m"] for run in runs(args)]:
+        config = fake_config(name, layers)
+        config.max_position_embeddings = max(config.max_position_embeddings, seq, args.positions or 0)
+        for mode, variant in [(mode, variant) for mode in modes for variant in args.variants]:
+            chunked, in_backward = VARIANTS[variant]
+            with console.status(f"{name}: {mode}, {variant}, {args.batch} x {seq} under FakeTensorMode"):
+                steps.append(
                     measure_step(
                         config,
                         mode,
                         batch=args.batch,
-                        seq=args.seq,
+                        seq=seq,
                         dtype=DTYPES[args.dtype[0]],
-                        chunked=loss == "chunked",
+                        chunked=chunked,
                         budget=args.budget,
                         kernels=args.kernels[0],
                         name=name,
+                        optimizer_in_backward=OptimizerInBackward if in_backward else None,
                     )
                 )
-    gib = 2**30
-    print(f"FakeTensorMode + MemTracker, {records[0].device}, {records[0].dtype}, AdamW; GiB at the step's peak")
-    print(
-        "| model | batch x seq | mode | loss | peak | parameters | gradients | optimizer | activations | temporaries | other | TFLOP | x conv | s |"
-    )
-    print("|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for r in records:
-        base = next(c for c in records if c.model == r.model and c.mode == "conventional" and c.loss == r.loss)
-        c = r.peak_by_category
-        print(
-            f"| {r.model} | {r.batch} x {r.seq} | {r.mode} | {r.loss} | {r.peak_bytes / gib:.2f} | {c['Parameter'] / gib:.2f} | "
-            f"{c['Gradient'] / gib:.2f} | {c['Optstate'] / gib:.2f} | {c['Activation'] / gib:.2f} | {c['Temp'] / gib:.2f} | "
-            f"{(c['Buffer'] + c['Other']) / gib:.2f} | {r.flops / 1e12:.2f} | {r.flops / base.flops:.3f} | {r.seconds:.0f} |"
-        )
+    if args.cpu_time:  # the first model only: every mode's copy of it, with AdamW, is in memory at once
+        name = (args.model or ["pythia-410m"])[0]
+        with console.status(f"{name}: real steps at {CPU_TIME_LAYERS} blocks x {CPU_TIME_SEQ} tokens, timed"):
+            times = cpu_times(args, name, modes)
+    print(f"FakeTensorMode + MemTracker, {steps[0].device}, {steps[0].dtype}; GiB at the step's peak")
+    print("\n".join(full_size_report.table_lines(steps)))
+    if times:
+        print("\n".join(full_size_report.cpu_time_lines(times)))
     if args.json:
-        write_atomic(args.json, json.dumps([r.to_json() for r in records], indent=2) + "\n", force=args.force)
+        payload = {"command": command, "steps": [s.to_json() for s in steps], "cpu_times": [t.__dict__ for t in times]}
+        write_atomic(args.json, json.dumps(payload, indent=2) + "\n", force=args.force)
+    if args.doc:
+        text = full_size_report.section(steps, times, command)
+        write_atomic(args.doc, full_size_report.with_section(_read(args.doc), text, TITLE), force=args.force)
+
+
+def cpu_times(args: argparse.Namespace, name: str, modes: list[str]):
+    """Real steps of `name` cut to `CPU_TIME_LAYERS` blocks at batch 1 x `CPU_TIME_SEQ`, every mode timed side by side
+    (`compare_modes`, chunked loss, AdamW), beside the FLOPs counted for the same fake step; in fp32 whatever --dtype
+    says (a cpu without bf16 matrix units emulates bf16 products, tens of times slower: no ratio of GPU interest)."""
+    import transformers
+
+    from bwsk.training.experiments.full_size_report import CpuTime
+    from bwsk.training.modes.fake_step import measure_step
+
+    config = fake_config(name, CPU_TIME_LAYERS)
+    config.max_position_embeddings = max(config.max_position_embeddings, CPU_TIME_SEQ)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    records = compare_modes(model, modes, batch=1, seq=CPU_TIME_SEQ, budget=args.budget, repeats=args.repeats, name=name)
+    del model
+    gc.collect()
+    flops = {mode: measure_step(config, mode, batch=1, seq=CPU_TIME_SEQ, budget=args.budget).flops for mode in modes}
+    return [
+        CpuTime(
+            name, r.mode, CPU_TIME_LAYERS, CPU_TIME_SEQ, r.step_seconds, r.step_time_ratio or 0.0, flops[r.mode] / flops["conventional"]
+        )
+        for r in records
+    ]
 
 
 def _read(path: str) -> str | None:

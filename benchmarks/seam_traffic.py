@@ -34,6 +34,7 @@ from bwsk.errors import BwskError
 from bwsk.frontend import zoo
 
 SEAMS = ("torch", "triton")
+WRITTEN_KEYWORDS = ("out", "grad_src")  # a launcher's destination buffers: written (counted with its result), not read
 
 
 @dataclass
@@ -60,13 +61,15 @@ class StepTraffic(TorchDispatchMode):
         out = func(*args, **(kwargs or {}))
         if not self.paused and not func.is_view and not func.__name__.startswith(("empty", "new_empty", "detach", "alias")):
             self.traffic.aten_calls += 1
-            self.add((args, kwargs, out))
+            self.add((args, kwargs), out)
         return out
 
-    def add(self, tree) -> None:
-        tensors = {id(t): t for t in tree_leaves(tree) if isinstance(t, torch.Tensor)}.values()
-        self.traffic.total_bytes += sum(t.numel() * t.element_size() for t in tensors)
-        self.traffic.stream_bytes += sum(t.numel() * t.element_size() for t in tensors if t.numel() == self.numel)
+    def add(self, read, written) -> None:
+        """Count the tensors read and those written, each once per side (an in-place call reads and writes its tensor)."""
+        for tree in (read, written):
+            tensors = {id(t): t for t in tree_leaves(tree) if isinstance(t, torch.Tensor)}.values()
+            self.traffic.total_bytes += sum(t.numel() * t.element_size() for t in tensors)
+            self.traffic.stream_bytes += sum(t.numel() * t.element_size() for t in tensors if t.numel() == self.numel)
 
     def launch(self, function: Callable, *args, **kwargs):
         """Run a Triton launcher uncounted by ATen (the interpreter's own copies are not GPU traffic); count its operands."""
@@ -76,7 +79,7 @@ class StepTraffic(TorchDispatchMode):
         finally:
             self.paused = False
         self.traffic.triton_launches += 1
-        self.add((args, out))
+        self.add((args, {name: value for name, value in kwargs.items() if name not in WRITTEN_KEYWORDS}), out)
         return out
 
 

@@ -101,14 +101,30 @@ def _rows(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def launch_seam(
-    kernels: SeamKernels, direction: str, src: torch.Tensor, branch: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None
+    kernels: SeamKernels,
+    direction: str,
+    src: torch.Tensor,
+    branch: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    *,
+    out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """`out = src +/- branch` (forward / rebuild) and `normed = norm(out)` (None without normalisation)."""
+    """`out = src +/- branch` (forward / rebuild) and `normed = norm(out)` (None without normalisation).
+
+    `out`: the tensor to write (may be `src` itself: each program loads its row before it stores it); it must be
+    contiguous, of `src`'s shape and of the promoted dtype.
+    """
     pattern = kernels.pattern
     _check_operands(pattern, src, branch, weight, bias)
     width = src.shape[-1]
     src_rows, branch_rows = _rows(src), _rows(branch)
-    out = torch.empty(src_rows.shape, dtype=torch.promote_types(src.dtype, branch.dtype), device=src.device)
+    dtype = torch.promote_types(src.dtype, branch.dtype)
+    if out is None:
+        out = torch.empty(src_rows.shape, dtype=dtype, device=src.device)
+    elif not (out.is_contiguous() and out.shape == src.shape and out.dtype == dtype):
+        raise ValueError(f"launch_seam: out must be a contiguous {dtype} tensor of shape {tuple(src.shape)}")
+    out = out.view(src_rows.shape)
     normed = torch.empty_like(out) if pattern.norm != "none" else None
     if out.numel():
         block, warps = _launch_settings(width)
@@ -135,18 +151,25 @@ def launch_backward(
     src_dtype: torch.dtype,
     branch_dtype: torch.dtype,
     branch_sign: int,
+    *,
+    grad_src: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """Gradients of a seam with respect to src, branch, weight and bias, given those of out and normed.
 
     `value` is the stream the norm read (the seam's `out`). grad_src = grad_out + norm'(value)^T grad_normed;
     grad_branch = branch_sign * grad_src, always its own tensor (one buffer returned for two leaves would alias their .grad),
-    or None when branch_sign is 0 (the kernel then writes no branch gradient: a norm backward alone).
+    or None when branch_sign is 0 (the kernel then writes no branch gradient: a norm backward alone). `grad_src`: the
+    tensor to write it into (may be `grad_out` itself: each row is loaded before it is stored; contiguous, `src_dtype`).
     """
     pattern = kernels.pattern
     width = value.shape[-1]
     value_rows = _rows(value)
     rows = value_rows.shape[0]
-    grad_src = torch.empty(value_rows.shape, dtype=src_dtype, device=value.device)
+    if grad_src is None:
+        grad_src = torch.empty(value_rows.shape, dtype=src_dtype, device=value.device)
+    elif not (grad_src.is_contiguous() and grad_src.shape == value.shape and grad_src.dtype == src_dtype):
+        raise ValueError(f"launch_backward: grad_src must be a contiguous {src_dtype} tensor of shape {tuple(value.shape)}")
+    grad_src = grad_src.view(value_rows.shape)
     grad_branch = torch.empty(value_rows.shape, dtype=branch_dtype, device=value.device) if branch_sign else None
     programs = max(_backward_programs(rows, value.device), 1)
     partial = {

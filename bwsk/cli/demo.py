@@ -16,11 +16,6 @@ from rich.console import Console
 from bwsk.cli.arguments import EXIT_USER_ERROR, ArgumentParser, positive_int
 from bwsk.errors import BwskError, shortened
 from bwsk.frontend import zoo
-from bwsk.frontend.compile import compile_source
-from bwsk.frontend.faithfulness import faithfulness
-from bwsk.ir.printer import print_definition, print_program
-from bwsk.passes.pipeline import analyze
-from bwsk.render.report import finding_lines, share_line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,6 +44,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _demo(args: argparse.Namespace, console: Console) -> int:
     """Compile, verify and summarise `args.model`; exit code 1 when the IR disagrees with torch."""
+    from bwsk.frontend.compile import compile_source  # torch, the grammar and the passes load after --help
+    from bwsk.frontend.faithfulness import faithfulness
+    from bwsk.ir.printer import print_definition, print_program
+    from bwsk.passes.pipeline import analyze
+    from bwsk.render.report import finding_lines, share_line
+
     start = time.perf_counter()
     with console.status(f"exporting and lowering {args.model} (tiny width, {args.layers} layers)"):
         compiled = compile_source(args.model, tiny=True, layers=args.layers, seq=args.seq, device="cpu", progress=False)

@@ -32,6 +32,9 @@ def test_without_arguments_the_demo_trains_and_prints_the_table(capsys):
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.split()[:1] in (["conventional"], ["reversible"])}
     assert set(rows) == {"conventional", "reversible"} and all(len(row) == 11 for row in rows.values())  # 9 columns, 2 units
     assert "…" not in out and max(len(line) for line in out.splitlines()) <= 80  # nothing cut, at 80 columns
+    peaks = {mode: float(row[6]) * {"KiB": 2**10, "MiB": 2**20}[row[7]] for mode, row in rows.items()}
+    assert peaks["reversible"] < 0.8 * peaks["conventional"]  # the demo's setting shows the modes apart
+    assert "Why the peaks differ" in out and "the layer stack outweigh" in " ".join(out.split())
 
 
 def test_zoo_model_from_scratch_then_an_earlier_run_as_the_start(corpus, tmp_path, capsys):
@@ -193,3 +196,20 @@ def test_the_experiment_gives_its_kernels_to_the_reversible_runs(corpus, tmp_pat
     assert json.loads((out / "scratch-conventional" / RESULTS_FILE).read_text())["config"]["kernels"] == "auto"  # no seams
     err = one_line_error([*grid, "--modes", "conventional", "--kernels", "triton", *inputs, "--out", tmp_path / "no"], capsys)
     assert "the conventional mode has none" in err and not (tmp_path / "no").exists()
+
+
+def test_the_budget_of_an_analyzed_run_and_the_byte_target_it_meant_are_recorded(corpus, tmp_path, capsys):
+    text, tokenizer = corpus
+    argv = ["pythia-70m", "--tiny", "--layers", "1", "--data", text, "--tokenizer", tokenizer, *FAST, "--mode", "analyzed"]
+    code, out, err = run([*argv, "--budget", "0.4", "--out", tmp_path / "r"], capsys)
+    assert code == 0, err
+    results = json.loads((tmp_path / "r" / RESULTS_FILE).read_text())
+    plan = results["analyzed_plan"]
+    assert results["config"]["budget"] == plan["budget"] == 0.4 and plan["budget_means"] == "0.4 of conventional activation memory"
+    assert plan["target_bytes"] == int(0.4 * plan["conventional_bytes"])
+    assert plan["floor_bytes"] <= plan["predicted_bytes"] <= plan["target_bytes"] and plan["recompute_flops"] > 0
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["analyzed_plan"] == plan
+    code, out, err = run([*argv, "--budget", "1 GiB", "--out", tmp_path / "bytes"], capsys)
+    assert code == 0, err
+    plan = json.loads((tmp_path / "bytes" / RESULTS_FILE).read_text())["analyzed_plan"]
+    assert plan["budget"] == plan["target_bytes"] == 2**30 and plan["predicted_bytes"] > 0

@@ -274,7 +274,9 @@ def test_moved_inputs_are_named_without_suggesting_a_dataset(moved, inputs, tmp_
     [
         (["--warmup-steps", "-5"], "--warmup-steps must be at least 0, not -5"),
         (["--min-lr-ratio", "2"], "--min-lr-ratio must be from 0 to 1, not 2.0"),
-        (["--budget", "2"], "--budget must be from 0 to 1, not 2.0"),
+        (["--budget", "2"], "--budget 2.0: a fraction of conventional activation memory must be above 0 and at most 1"),
+        (["--budget", "6GB"], "--budget '6GB': unknown unit 'GB' (use B, KiB, MiB, GiB or TiB)"),
+        (["--mode", "analyzed", "--budget", "1KiB"], "the analyzed mode's budget 1 KiB (1 KiB at the planning shape) is below its floor"),
         (["--seed", "-1"], "--seed must be from 0 to 4294967295"),
         (["--seed", str(2**70)], "--seed must be from 0 to 4294967295"),
         (["--seed", "4294967295", "--seeds", "2"], "would run seeds up to 4294967296"),

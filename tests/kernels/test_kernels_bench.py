@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 
 import pytest
 import torch
-from paths import ROOT
+from benchmark_script import benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("kernels_bench", ROOT / "benchmarks" / "kernels.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark("kernels")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU path runs only without CUDA")

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import pathlib
 
 import pytest
+from benchmark_script import benchmark
 
 pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` (CI) runs them, `make test-fast` leaves them out
 
 SCRIPT = pathlib.Path(__file__).parents[2] / "benchmarks" / "memory.py"
+TITLE = "# Training memory per mode, measured"
+MODES = "## Real steps at reduced size: against depth and tokens"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("memory_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark("memory")
 
 
 def test_benchmark_writes_records_and_refuses_to_overwrite(bench, tmp_path, capsys):
@@ -51,8 +50,10 @@ def test_benchmark_rejects_bad_arguments_in_one_line(bench, capsys):
     with pytest.raises(SystemExit) as stop:
         bench.main(["--sweep", "width=1,2"])
     assert stop.value.code == 2 and "layers=N" in capsys.readouterr().err
-    assert bench.main(["--budget", "2"]) == 2
-    assert capsys.readouterr().err.strip().count("\n") == 0
+    with pytest.raises(SystemExit) as stop:
+        bench.main(["--budget", "2"])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert stop.value.code == 2 and "--budget" in error and "at most 1" in error
     assert bench.parse_sweep("tokens=64,128") == ("tokens", [64, 128])
 
 
@@ -61,7 +62,8 @@ def test_several_sweeps_make_one_report_with_a_plot(bench, tmp_path):
     argv = ["--mode", "checkpoint", "--sweep", "layers=1,2", "--sweep", "tokens=8,16", "--batch", "1", "--seq", "8", "--repeats", "1"]
     assert bench.main([*argv, "--plot", str(figure), "--doc", str(doc)]) == 0
     text = doc.read_text()
-    assert "## pythia-70m (tiny): against depth" in text and "## pythia-70m (tiny): against tokens" in text
+    assert text.startswith("# Training memory per mode, measured\n\n## Real steps at reduced size: against depth and tokens\n")
+    assert "\n### pythia-70m (tiny): against depth\n" in text and "\n### pythia-70m (tiny): against tokens\n" in text
     assert "](memory.png)" in text and figure.read_bytes().startswith(b"\x89PNG")
     assert text.count("| checkpoint |") == 4 and "python benchmarks/memory.py --mode checkpoint" in text
 
@@ -102,7 +104,7 @@ def test_kernels_that_cannot_be_measured_are_one_line(bench, capsys, monkeypatch
 @pytest.mark.slow
 def test_drift_sweep_writes_its_section_and_keeps_the_rest_of_the_document(bench, tmp_path, capsys):
     out, doc, figure = tmp_path / "drift.json", tmp_path / "memory.md", tmp_path / "drift.png"
-    doc.write_text("# Training memory per mode, measured\n\nthe modes' report\n\n## pythia-70m: against depth\n\n| a table |\n")
+    doc.write_text(f"{TITLE}\n\n## Kept\n\ntext\n\n{MODES}\n\nthe modes' report\n\n### pythia-70m: against depth\n\n| a table |\n")
     argv = ["--drift", "--sweep", "layers=2,3", "--batch", "1", "--seq", "16", "--dtype", "bf16,fp32", "--train-steps", "2"]
     assert bench.main([*argv, "--json", str(out), "--plot", str(figure), "--doc", str(doc), "--force"]) == 0
     records = json.loads(out.read_text())
@@ -115,14 +117,15 @@ def test_drift_sweep_writes_its_section_and_keeps_the_rest_of_the_document(bench
         assert 0 < record["stack_activation_bytes"] <= 3 * record["two_pairs_bytes"]
         assert record["anchor_bytes"] == record["anchors"] * (16 if exact else 8) * 16 * 64  # stream pair bytes per anchor
     text = doc.read_text()
-    assert text.startswith("# Training memory per mode, measured\n\nthe modes' report\n\n## pythia-70m: against depth\n\n| a table |")
+    assert text.startswith(f"{TITLE}\n\n## Kept\n\ntext\n\n{MODES}\n\nthe modes' report\n\n### pythia-70m: against depth\n\n| a table |")
     assert "## Depth: gradient error and drift of the rebuild" in text and "](drift.png)" in text
     assert text.count("| defaults |") == 8 and figure.read_bytes().startswith(b"\x89PNG")
     assert "--dtype bf16,fp32" in text and "| fp32 streams + anchors |" in capsys.readouterr().out
     modes = ["--mode", "checkpoint", "--layers", "1", "--batch", "1", "--seq", "8", "--repeats", "1", "--doc", str(doc), "--force"]
     assert bench.main(modes) == 0
     rewritten = doc.read_text()
-    assert "| checkpoint |" in rewritten and "the modes' report" not in rewritten
+    assert "| checkpoint |" in rewritten and "the modes' report" not in rewritten and "## Kept\n\ntext\n" in rewritten
+    assert rewritten.index("## Kept") < rewritten.index(MODES) < rewritten.index("## Depth")  # each section stays in place
     assert rewritten.count("## Depth: gradient error and drift of the rebuild") == 1 and rewritten.count("| defaults |") == 8
 
 

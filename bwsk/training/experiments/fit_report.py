@@ -89,9 +89,9 @@ def section(
         "linear in batch, so a polynomial of that degree through the measured points nearest the budget predicts where "
         "the peak reaches it; that size is measured, and the bracket (largest size measured to fit, smallest measured not "
         f"to) narrows until it is one step wide ({SEQ_UNIT} tokens, 1 sequence). So each answer was measured to fit and the "
-        "next size up was measured not to, except at the cap: sequences are searched up to the model's maximum positions "
-        f'({limits}), and "≥ N" means the cap itself fits. *Steps measured*: steps that row\'s searches measured '
-        "(shared between budgets and between the two searches). Fits are exact for this step on the cpu kernels; a GPU "
+        f"next size up was measured not to, except at the cap: sequences are searched up to a cap ({limits}: the model's "
+        'maximum positions unless `--positions` extends them), and "≥ N" means the cap itself fits. *Steps measured*: '
+        "steps that row's searches measured (shared between budgets and between the two searches). Fits are exact for this step on the cpu kernels; a GPU "
         "step adds its allocator's fragmentation and its kernels' workspaces, so leave headroom.",
         "",
         *table_lines(fits),

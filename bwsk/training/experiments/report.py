@@ -135,6 +135,7 @@ def _variant_row(variant, results: list[tuple[str, RunResult]], files: list[str]
             "stopped": result.stopped,
             "drift": result.drift,
             "conversion": result.conversion,
+            "analyzed_plan": result.analyzed_plan,
         }
         for folder, result in results
     ]
@@ -239,6 +240,7 @@ def model_card(summary: dict[str, Any], *, plots: bool = True) -> str:
         f"- **Perplexity:** {summary['perplexity_method']}",
         f"- **Device:** {summary['device']}; torch {summary['software']['torch']}, transformers {summary['software']['transformers']}",
         f"- **Peak memory:** {rows[0]['peak_memory_source']}",
+        *_analyzed_line(rows),
         *_lm_eval_line(summary.get("lm_eval")),
         "",
         "## Files",
@@ -300,6 +302,20 @@ def model_card(summary: dict[str, Any], *, plots: bool = True) -> str:
     lines += ["", "## Configuration", "", "Shared by every run (the mode and the seed vary):", "", "```json"]
     lines += [json.dumps(summary["config"], indent=2), "```", "", *_loading(rows[0]["variant"], reversible)]
     return "\n".join(lines)
+
+
+def _analyzed_line(rows: list[dict[str, Any]]) -> list[str]:
+    """The card's line for the analyzed variants: the budget they trained under and the byte target it meant (none
+    without them; every analyzed run of an experiment has the same config and shape, so the same plan)."""
+    plans = [run["analyzed_plan"] for row in rows if row["mode"] == "analyzed" for run in row["runs"] if run.get("analyzed_plan")]
+    if not plans:
+        return []
+    plan = plans[0]
+    return [
+        f"- **Analyzed mode:** budget {plan['budget_means']}, a target of {human_bytes(plan['target_bytes'])} of activations per "
+        f"training batch (predicted at fp32: {human_bytes(plan['predicted_bytes'])} stored, floor {human_bytes(plan['floor_bytes'])}; "
+        f"{plan['recompute_flops']:.3g} FLOPs recomputed per step)"
+    ]
 
 
 def _lm_eval_line(found: dict[str, Any] | None) -> list[str]:

@@ -5,8 +5,10 @@
                 `torch.utils.checkpoint`: only block inputs are stored, each block is
                 recomputed in backward.
   analyzed:     each block runs under selective activation checkpointing whose
-                per-operator policy comes from the memory analysis (`bwsk.training.modes.selective`);
-                `budget` (0..1) is the fraction of recomputable bytes kept.
+                per-operator policy comes from the memory analysis (`bwsk.training.modes.selective`),
+                sized to `budget`: the activation bytes to keep, as bytes (an int, or "6GiB", "512MiB")
+                or a fraction of what conventional training keeps (a float in (0, 1]); below the plan's
+                floor (block inputs, what is outside the blocks) it is refused.
   reversible:   `bwsk.training.reversible.convert.make_reversible`: the blocks become coupling blocks
                 whose inputs are rebuilt by inversion (a different function of the same weights);
                 `kernels` chooses the seam arithmetic (`seam_kernels`): "torch" (eager, each half
@@ -43,6 +45,7 @@ from bwsk.frontend.zoo import max_positions, model_inputs
 from bwsk.passes.analysis import Analysis
 from bwsk.passes.memory import Memory
 from bwsk.training.blocks import block_list, block_paths
+from bwsk.training.choices import parse_budget
 from bwsk.training.kv_cache import cache_off_while_training
 from bwsk.training.modes import DEFAULT_BUDGET, MODES
 from bwsk.training.modes.selective import SelectivePlan, plan_selective
@@ -78,7 +81,7 @@ def apply_mode(
     model: nn.Module,
     mode: str,
     *,
-    budget: float = DEFAULT_BUDGET,
+    budget: int | float | str = DEFAULT_BUDGET,
     example_input: tuple[torch.Tensor, ...] | None = None,
     analysis: Analysis | None = None,
     kernels: str = "auto",
@@ -86,7 +89,8 @@ def apply_mode(
     """Put `model` in training mode `mode`; returns the model to train (the converted copy for `reversible`).
 
     `analyzed` needs the analysis of the model, given or made from `example_input` (default: `planning_input`;
-    the analysis is shape-specific: its prediction holds at that shape). `kernels`: the
+    the analysis is shape-specific: its prediction, and the byte target a fractional `budget` means, hold at that
+    shape); `budget` is checked first (one-line BwskError). `kernels`: the
     reversible mode's seam arithmetic, on the model's device (see `seam_kernels`).
     """
     if mode not in MODES:
@@ -94,6 +98,7 @@ def apply_mode(
     if model in _APPLIED:
         raise BwskError(f"the model is already in mode {_APPLIED[model].mode!r}; apply a mode to a fresh copy")
     require_mode_fits(model, mode)
+    budget = parse_budget(budget)
     seams = seam_kernels(kernels, mode, next((p.device for p in model.parameters()), torch.device("cpu")))
     if mode == "conventional":
         _APPLIED[model] = AppliedMode(mode)

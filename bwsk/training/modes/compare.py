@@ -56,7 +56,7 @@ class Record:
     max_grad_difference: float | None = None
     grad_reference: str = "conventional"
     loss: float = 0.0
-    budget: float | None = None
+    budget: int | float | str | None = None  # the analyzed mode's (see `apply_mode`)
     notes: list[str] = field(default_factory=list)
     kernels: str | None = None
 
@@ -99,7 +99,7 @@ def compare_modes(
     batch: int,
     seq: int,
     dtype: str = "fp32",
-    budget: float = DEFAULT_BUDGET,
+    budget: int | float | str = DEFAULT_BUDGET,
     repeats: int = 3,
     seed: int = 0,
     name: str | None = None,
@@ -168,7 +168,9 @@ def compare_modes(
     return records
 
 
-def _time_steps(model, order: list[Variant], records: list[Record], ids, precision, analysis, budget: float, repeats: int) -> None:
+def _time_steps(
+    model, order: list[Variant], records: list[Record], ids, precision, analysis, budget: int | float | str, repeats: int
+) -> None:
     """Fill each record's median step time and its ratio to conventional: every variant on the device at once,
     one untimed step each, then `repeats` rounds, one timed step per variant each round."""
     trained = []

@@ -5,7 +5,9 @@ two output streams (and the side inputs, which do not grow with depth).
 Backward walks the blocks in reverse; for each it rebuilds G's output from y1
 with a local graph, takes G's gradients, subtracts to get x2 = y2 - G(y1), then
 the same for F: x1 = y1 - F(x2). Nothing per block is stored, so activation
-memory is flat in depth. With fused norms (`Half.lead`) each subtraction also
+memory is flat in depth. The rebuilt streams and their gradients are updated in place once
+this backward made them (the saved outputs and autograd's incoming gradients are never
+written), so one copy of each lives at a time. With fused norms (`Half.lead`) each subtraction also
 returns the norm the next rebuilt half starts with, and the seam's norm backward
 adds that norm's input gradient to the stream gradient.
 
@@ -112,14 +114,30 @@ class ReversibleFunction(torch.autograd.Function):
         keep = call.probe.keep if call.probe is not None else None
         x1, x2 = run_blocks(call.blocks, x1.detach(), x2.detach(), side, call.dtype, call.seeds, keep)
         ctx.call = call
-        ctx.save_for_backward(x1, x2, *side_tensors)
+        ctx.save_for_backward(*side_tensors)
+        # Detached (no reference cycle through the outputs' grad_fn; the version counter is shared): released as the
+        # rebuild replaces them, where save_for_backward would hold them to the end of the backward.
+        ctx.streams = [x1.detach(), x2.detach()]
+        ctx.versions = (x1._version, x2._version)
         return x1, x2
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dy1: torch.Tensor, dy2: torch.Tensor):
         call: SegmentCall = ctx.call
-        y1, y2, *side_tensors = ctx.saved_tensors
+        side_tensors = ctx.saved_tensors
+        if ctx.streams is None:
+            raise RuntimeError(
+                "Trying to backward through the graph a second time: a reversible segment releases its output streams in its "
+                "first backward (call .backward() once per forward)"
+            )
+        y1, y2 = ctx.streams
+        ctx.streams = None
+        if (y1._version, y2._version) != ctx.versions:
+            raise RuntimeError(
+                "one of the variables needed for gradient computation has been modified by an inplace operation: an output "
+                "stream of a reversible segment was written after the forward, so its inputs cannot be rebuilt"
+            )
         side_wants = ctx.needs_input_grad[3 : 3 + call.side.count]
         side_leaves = [t.detach().requires_grad_(wants) for t, wants in zip(side_tensors, side_wants)]
         side = call.side.join(side_leaves)
@@ -134,27 +152,35 @@ class ReversibleFunction(torch.autograd.Function):
                 param_grads[i] = grad if param_grads[i] is None else param_grads[i] + grad
 
         def local_grad(half, start: torch.Tensor, grad_out: torch.Tensor, block: CouplingBlock, which: int):
-            """Run `half` on a leaf copy of its input `start` with a local graph; return (output, d start) and accumulate the rest."""
-            leaf = start.detach().requires_grad_(True)
+            """Run `half` on a leaf copy of its input `start` with a local graph; return (output, d start) and accumulate the rest.
+
+            The leaf is `start` already cast to the compute dtype (the half's first step): d start comes back in that dtype,
+            not the stream's, and adding it to the stream gradient promotes it exactly as the cast's backward would."""
+            leaf = start.detach().to(call.dtype).requires_grad_(True)
             with torch.enable_grad(), call.autocast.enter(), block.scope(call.seeds, which), _quiet_view_warning(call.sharded):
-                out = half(leaf, side[block.index], call.dtype)
+                # the half's modules see a non-leaf, as in forward (module hooks such as MemTracker's grad hooks need one)
+                out = half(leaf.view_as(leaf), side[block.index], call.dtype)
+            upstream = grad_out.to(out.dtype)
+            if upstream is grad_out and made:  # autograd may hand it back (a side input's gradient) and it is written later
+                upstream = upstream.clone()
             if call.sharded:
-                return out.detach(), accumulated_grad(out, grad_out, leaf)
+                return out.detach(), accumulated_grad(out, upstream, leaf)
             params = [p for p in half.parameters() if id(p) in slot]
-            grads = torch.autograd.grad(out, (leaf, *params, *side_grad_leaves), grad_out.to(out.dtype), allow_unused=True)
+            grads = torch.autograd.grad(out, (leaf, *params, *side_grad_leaves), upstream, allow_unused=True)
             for p, g in zip(params, grads[1 : 1 + len(params)]):
                 accumulate(p, g)
             for i, g in enumerate(grads[1 + len(params) :]):
                 if g is not None:
                     side_grads[i] = g if side_grads[i] is None else side_grads[i] + g
-            d_start = grads[0] if grads[0] is not None else torch.zeros_like(start)
+            d_start = grads[0] if grads[0] is not None else torch.zeros_like(leaf)
             return out.detach(), d_start
 
         def into_stream(
             value: torch.Tensor, grad_stream: torch.Tensor, grad_start: torch.Tensor, block: CouplingBlock, norm: SeamNorm | None
         ):
-            """The stream gradient plus the half input's, through the seam's norm backward (its weight and bias gradients kept)."""
-            grad, grad_weight, grad_bias = block.seam.norm_backward(value, grad_stream, grad_start, norm)
+            """The stream gradient plus the half input's, through the seam's norm backward (its weight and bias gradients kept);
+            written into `grad_stream` once it is a gradient this backward made (`made`: autograd's incoming ones are left alone)."""
+            grad, grad_weight, grad_bias = block.seam.norm_backward(value, grad_stream, grad_start, norm, inplace=made)
             if norm is not None:
                 accumulate(norm.weight, grad_weight)
                 accumulate(norm.bias, grad_bias)
@@ -162,7 +188,7 @@ class ReversibleFunction(torch.autograd.Function):
 
         def accumulated_grad(out: torch.Tensor, grad_out: torch.Tensor, leaf: torch.Tensor) -> torch.Tensor:
             """Backward of the local graph into every leaf it reaches (the half's gathered parameters included); d stream."""
-            torch.autograd.backward(out, grad_out.to(out.dtype))
+            torch.autograd.backward(out, grad_out)
             for i, side_leaf in enumerate(side_grad_leaves):
                 if side_leaf.grad is not None:
                     side_grads[i] = side_leaf.grad if side_grads[i] is None else side_grads[i] + side_leaf.grad
@@ -170,19 +196,21 @@ class ReversibleFunction(torch.autograd.Function):
             return leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
 
         blocks = call.blocks
+        made = False  # from the second block on, y1, y2, dy1 and dy2 are tensors this backward made: written in place
         n1 = blocks[-1].seam.normalised(y1, blocks[-1].g.lead)  # G's input as the forward seam gave it
         for k in reversed(range(len(blocks))):
             block = blocks[k]
             g, d_n1 = local_grad(block.g, n1, dy2, block, 1)
             dy1 = into_stream(y1, dy1, d_n1, block, block.g.lead)
-            y2, n2 = block.seam.subtract(y2, g, block.f.lead)  # x2, F's input
+            y2, n2 = block.seam.subtract(y2, g, block.f.lead, inplace=made)  # x2, F's input
             del g, n1
             f, d_n2 = local_grad(block.f, n2, dy1, block, 0)
             dy2 = into_stream(y2, dy2, d_n2, block, block.f.lead)
-            y1, n1 = block.seam.subtract(y1, f, blocks[k - 1].g.lead if k else None)  # x1, the previous G's input
+            y1, n1 = block.seam.subtract(y1, f, blocks[k - 1].g.lead if k else None, inplace=made)  # x1, the previous G's input
             del f, n2
             if call.probe is not None:
                 call.probe.compare(block.index, y1, y2)
+            made = True
         side_out = iter(side_grads)
         side_result = [next(side_out) if wants else None for wants in side_wants]
         return (None, dy1, dy2, *side_result, *param_grads)

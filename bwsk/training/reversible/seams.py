@@ -8,6 +8,10 @@ does the stream update and the normalisation in one pass over memory; in backwar
 pass) and returns the norm's weight and bias gradients. Every stream update goes
 through one seam object, so the autograd logic does not change with the arithmetic.
 
+`subtract` and `norm_backward` with `inplace=True` write their result into the stream (the gradient) they were given,
+the same arithmetic in the same dtype: the rebuild uses it for streams and gradients only it holds, so a step keeps
+one copy of each instead of two while the rebuild walks the blocks.
+
 Invariants: the stream keeps its dtype (float64 by default, see `bwsk.training.reversible.stack`)
 whatever precision the half ran in, and the update is computed in it (at least fp32), so
 with float64 streams `subtract` inverts `add` exactly; `add` and `subtract` return
@@ -62,16 +66,18 @@ class TorchSeam:
     def normalised(self, stream: torch.Tensor, norm: SeamNorm | None) -> torch.Tensor:
         return normalised(stream, norm)
 
-    def subtract(self, stream: torch.Tensor, branch: torch.Tensor, norm: SeamNorm | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        x = stream - branch
+    def subtract(
+        self, stream: torch.Tensor, branch: torch.Tensor, norm: SeamNorm | None = None, *, inplace: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        x = stream.sub_(branch) if inplace and _writable(stream, branch) else stream - branch
         return x, normalised(x, norm)
 
     def norm_backward(
-        self, value: torch.Tensor, grad_stream: torch.Tensor, grad_normed: torch.Tensor, norm: SeamNorm | None
+        self, value: torch.Tensor, grad_stream: torch.Tensor, grad_normed: torch.Tensor, norm: SeamNorm | None, *, inplace: bool = False
     ) -> NormGradients:
         """(grad_stream + norm'(value)^T grad_normed, weight gradient, bias gradient); a plain sum without a norm."""
         if norm is None:
-            return grad_stream + grad_normed, None, None
+            return _added(grad_stream, grad_normed, inplace), None, None
         leaf = value.detach().requires_grad_(True)
         weight, bias = (t.detach().requires_grad_(True) if t is not None else None for t in (norm.weight, norm.bias))
         with torch.enable_grad():
@@ -80,7 +86,21 @@ class TorchSeam:
         grad_value = next(grads)
         grad_weight = next(grads) if weight is not None else None
         grad_bias = next(grads) if bias is not None else None
-        return grad_stream + grad_value, grad_weight, grad_bias
+        return _added(grad_stream, grad_value, inplace), grad_weight, grad_bias
+
+
+def _writable(target: torch.Tensor, operand: torch.Tensor) -> bool:
+    """Can `target op= operand` replace `target op operand`: same result dtype and shape, and a dense target?"""
+    return (
+        torch.result_type(target, operand) == target.dtype
+        and torch.broadcast_shapes(target.shape, operand.shape) == target.shape
+        and target.is_contiguous()
+    )
+
+
+def _added(grad_stream: torch.Tensor, grad: torch.Tensor, inplace: bool) -> torch.Tensor:
+    """grad_stream + grad, written into grad_stream when `inplace` allows it (the same arithmetic either way)."""
+    return grad_stream.add_(grad) if inplace and _writable(grad_stream, grad) else grad_stream + grad
 
 
 class TritonSeam:
@@ -94,9 +114,15 @@ class TritonSeam:
 
         return seam_forward(stream, branch, *_norm_arguments(norm))
 
-    def subtract(self, stream: torch.Tensor, branch: torch.Tensor, norm: SeamNorm | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        from bwsk.kernels.runtime import seam_rebuild
+    def subtract(
+        self, stream: torch.Tensor, branch: torch.Tensor, norm: SeamNorm | None = None, *, inplace: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        from bwsk.kernels.runtime import kernels_for, launch_seam, pattern_of, seam_rebuild
 
+        if inplace and _writable(stream, branch) and branch.shape == stream.shape:  # no graph: the kernel writes into the stream
+            weight, bias, eps, kind = _norm_arguments(norm)
+            out, normed = launch_seam(kernels_for(pattern_of(weight, bias, eps, kind)), "rebuild", stream, branch, weight, bias, out=stream)
+            return out, (out if normed is None else normed)
         return seam_rebuild(stream, branch, *_norm_arguments(norm))
 
     def normalised(self, stream: torch.Tensor, norm: SeamNorm | None) -> torch.Tensor:
@@ -104,16 +130,18 @@ class TritonSeam:
         return stream if norm is None else self.subtract(stream, torch.zeros_like(stream), norm)[1]
 
     def norm_backward(
-        self, value: torch.Tensor, grad_stream: torch.Tensor, grad_normed: torch.Tensor, norm: SeamNorm | None
+        self, value: torch.Tensor, grad_stream: torch.Tensor, grad_normed: torch.Tensor, norm: SeamNorm | None, *, inplace: bool = False
     ) -> NormGradients:
         """As `TorchSeam.norm_backward`, in one fused kernel (no branch gradient written)."""
         if norm is None:
-            return grad_stream + grad_normed, None, None
+            return _added(grad_stream, grad_normed, inplace), None, None
         from bwsk.kernels.runtime import kernels_for, launch_backward
 
+        into = grad_stream if inplace and grad_stream.is_contiguous() else None
         grad, _, grad_weight, grad_bias = launch_backward(
-            kernels_for(norm.pattern), value, grad_stream, grad_normed, norm.weight, norm.bias, grad_stream.dtype, grad_stream.dtype, 0
-        )
+            kernels_for(norm.pattern), value, grad_stream, grad_normed, norm.weight, norm.bias, grad_stream.dtype, grad_stream.dtype, 0,
+            grad_src=into,
+        )  # fmt: skip
         return grad, grad_weight, grad_bias
 
 

@@ -53,6 +53,25 @@ STREAMS = torch.float64
 CALIBRATION_PRECISIONS = (None, torch.bfloat16)  # autocast dtypes `calibrate` measures under (None: the model's own)
 
 
+class StreamSum(torch.autograd.Function):
+    """(y1, y2, hidden) -> (y1 + y2 - h0) in hidden's dtype, h0 being hidden in the streams' dtype (as the stack made it).
+
+    The same value as autograd's `(y1 + y2 - h0).to(hidden.dtype)`; its backward hands the stack input its share, -grad,
+    in hidden's dtype, where autograd's would hold it in the streams' dtype (float64: twice the bytes of an fp32
+    tensor of the stream's shape) for the whole reversible backward, until the streams' gradients reach h0.
+    """
+
+    @staticmethod
+    def forward(ctx, y1: torch.Tensor, y2: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        ctx.stream_dtype = y1.dtype
+        return (y1 + y2 - hidden.to(y1.dtype)).to(hidden.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        stream_grad = grad.to(ctx.stream_dtype)
+        return stream_grad, stream_grad, -grad
+
+
 class ReversibleStack:
     """Blocks run as `segments`; `monitor` (optional) measures drift and, with a tolerance, re-plans the segments."""
 
@@ -89,7 +108,7 @@ class ReversibleStack:
                 y1, y2 = run_blocks(self.blocks, h0, h0, side, hidden.dtype, seeds)
             else:
                 y1, y2 = self._segments(h0, side, hidden.dtype, seeds)
-        return (y1 + y2 - h0).to(hidden.dtype)
+        return StreamSum.apply(y1, y2, hidden)
 
     def _segments(self, h0: torch.Tensor, side: list[dict[str, Any]], dtype: torch.dtype, seeds: StackSeeds):
         self.pair_bytes = 2 * h0.numel() * h0.element_size()

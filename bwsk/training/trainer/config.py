@@ -18,7 +18,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bwsk.errors import BwskError
-from bwsk.training.choices import DEFAULT_BUDGET, DEFAULT_DRIFT_TOLERANCE, KERNELS, MODES, PRECISIONS, STRATEGIES, require_choice
+from bwsk.training.choices import (
+    DEFAULT_BUDGET,
+    DEFAULT_DRIFT_TOLERANCE,
+    KERNELS,
+    MODES,
+    PRECISIONS,
+    STRATEGIES,
+    parse_budget,
+    require_choice,
+)
 from bwsk.training.trainer.field_types import is_number, require_field_types
 
 if TYPE_CHECKING:
@@ -57,7 +66,7 @@ class TrainConfig:
     eval_stride: int | None = None  # None: eval_window // 2
     eval_batch_size: int = 8
     checkpoint_every: int = 500
-    budget: float = DEFAULT_BUDGET  # the analyzed mode's share of recomputable bytes kept
+    budget: int | float | str = DEFAULT_BUDGET  # the analyzed mode's activation bytes: bytes, "6GiB", or a fraction of conventional's
     drift_every: int = 100  # reversible runs: steps between rebuild-error measurements
     drift_tolerance: float = DEFAULT_DRIFT_TOLERANCE  # reversible runs: rebuild error above which anchors or recompute are re-planned
     kernels: str = "auto"  # the reversible mode's seams: "torch", "triton", or "auto" (Triton on CUDA); see `modes.seam_kernels`
@@ -66,8 +75,10 @@ class TrainConfig:
     optimizer_in_backward: bool = False  # step each parameter in backward once its gradient is final (`trainer.optimizer_in_backward`)
 
     def __post_init__(self) -> None:
-        """Every knob of the right type and in its range (a run.json is read back through here too)."""
+        """Every knob of the right type and in its range (a run.json is read back through here too); the budget is
+        kept parsed (`parse_budget`: whole bytes or a fraction), so "6GiB" and 6442450944 are the same config."""
         require_field_types(TrainConfig, self.__dict__, _flag)
+        object.__setattr__(self, "budget", parse_budget(self.budget, "--budget"))
         require_choice(self.mode, MODES, "training mode")
         if self.distributed is not None:
             require_choice(self.distributed, STRATEGIES, "distributed strategy")
@@ -90,9 +101,8 @@ class TrainConfig:
                 raise BwskError(f"{_flag(name)} must be a finite number >= 0, not {value}")
         if not self.drift_tolerance > 0:
             raise BwskError(f"--drift-tolerance must be a number > 0, not {self.drift_tolerance}")
-        for name in ("min_lr_ratio", "budget"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise BwskError(f"{_flag(name)} must be from 0 to 1, not {getattr(self, name)}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise BwskError(f"--min-lr-ratio must be from 0 to 1, not {self.min_lr_ratio}")
         if not (isinstance(self.betas, tuple) and len(self.betas) == 2 and all(is_number(b) and 0 <= b < 1 for b in self.betas)):
             raise BwskError(f"betas must be two numbers from 0 to below 1, not {self.betas}")
         if self.optimizer_in_backward and self.grad_clip > 0:

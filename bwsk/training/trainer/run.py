@@ -61,7 +61,7 @@ from bwsk.training.distributed import (
     unwrap_model,
     wrap_model,
 )
-from bwsk.training.modes.apply import apply_mode, require_mode_fits, seam_kernels
+from bwsk.training.modes.apply import applied_mode, apply_mode, require_mode_fits, seam_kernels
 from bwsk.training.reversible.huggingface import saved_config
 from bwsk.training.trainer.checkpoint import BestWeights, restore_run_state, save_run_state
 from bwsk.training.trainer.config import TrainConfig
@@ -130,6 +130,8 @@ def train(
     run_on_main(prepare_folder, info)
     if not resume and run.whole.is_main:
         document = {"config": config.to_json(), "resolved": run.config.to_json(), "pretrained": pretrained, "source": source}
+        if run.analyzed_plan is not None:
+            document["analyzed_plan"] = run.analyzed_plan
         write_run_file(out, {**document, "world_size": world_size, "data": splits.description, "inputs": inputs or {}})
     return run.execute(resume=resume, progress=progress, source=source)
 
@@ -151,6 +153,8 @@ class Run:
         self.planned = self.config.planned_steps(self.sampler.batches_per_epoch)
         self.dtype = self.config.autocast_dtype
         self.model = self._model_in_mode(model)
+        plan = applied_mode(unwrap_model(self.model)).plan
+        self.analyzed_plan = None if plan is None else plan.summary()  # the budget, the byte target it meant, the plan
         self.runtime = self._reversible_runtime()
         self.update = OptimizerStep(self.model, self.config, planned_steps=self.planned, device=self.device, info=info)
         self.whole = WholeState(self.model, self.update.optimizer, info)
@@ -357,6 +361,7 @@ class Run:
             wall_seconds=time.perf_counter() - self.started,
             device=describe_device(self.device, self.info, self.config.distributed),
             conversion=None if self.runtime is None else self.runtime.summary(),
+            analyzed_plan=self.analyzed_plan,
             saved_model=saved,
             world_size=self.world_size,
             peak_memory_per_rank=peaks,

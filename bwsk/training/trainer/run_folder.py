@@ -215,6 +215,7 @@ class RunResult:
     device: str
     drift: dict[str, Any] | None = None
     conversion: dict[str, Any] | None = None
+    analyzed_plan: dict[str, Any] | None = None  # the analyzed mode's budget, byte target and plan (`SelectivePlan.summary`)
     saved_model: str = ""
     evaluations: list[dict[str, Any]] = field(default_factory=list)
     world_size: int = 1  # processes of a distributed run (`config["distributed"]`: ddp or fsdp)
@@ -223,8 +224,8 @@ class RunResult:
     @classmethod
     def from_run(cls, state: LoopState, config: TrainConfig, splits: TokenSplits, test: Perplexity, **reported: Any) -> RunResult:
         """The result of a finished run: its loop state, resolved config, data and test evaluation, and the `reported`
-        fields the loop alone knows (model, start, stopped, device, wall_seconds, conversion, saved_model, world_size,
-        peak_memory_per_rank)."""
+        fields the loop alone knows (model, start, stopped, device, wall_seconds, conversion, analyzed_plan, saved_model,
+        world_size, peak_memory_per_rank)."""
         best = next(e for e in state.evaluations if e["step"] == state.best_step)
         peaks = reported.get("peak_memory_per_rank")
         return cls(

@@ -20,6 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import bwsk
 from bwsk.errors import BwskError
+from bwsk.render.units import human_bytes
 from bwsk.training.experiments.grid import ExperimentFailed, _hub_id, run_experiment
 from bwsk.training.experiments.report import model_card, timing_caveat
 from bwsk.training.experiments.runs import RunSpec
@@ -118,6 +119,9 @@ def test_the_card_has_hub_metadata_and_the_seed_table(grid):
         assert test["value"] == pytest.approx(row["test_perplexity"]["mean"], abs=1e-4)
     header = "| variant | mode | seeds | final train loss | valid ppl | test ppl | peak memory | time | epochs |"
     assert header in body and summary["perplexity_method"] in body and "no noise floor" in body
+    plan = next(row for row in summary["variants"] if row["mode"] == "analyzed")["runs"][0]["analyzed_plan"]
+    assert plan["budget"] == CONFIG.budget and plan["target_bytes"] == int(CONFIG.budget * plan["conventional_bytes"])
+    assert f"**Analyzed mode:** budget {plan['budget_means']}, a target of {human_bytes(plan['target_bytes'])}" in body
     tokens = summary["tokens"]["train"]
     for row in summary["variants"]:
         (run,) = row["runs"]

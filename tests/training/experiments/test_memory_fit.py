@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
 import random
 
 import pytest
+from benchmark_script import benchmark
 from training.tiny_models import tiny_model
 
 from bwsk.training.experiments import fit_report
@@ -87,11 +86,7 @@ def test_the_fit_section_is_replaced_alone():
 
 
 def _benchmark():
-    script = pathlib.Path(__file__).parents[3] / "benchmarks" / "memory.py"
-    spec = importlib.util.spec_from_file_location("memory_bench_fit", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark("memory")
 
 
 def test_fit_without_fake_is_refused_in_one_line(capsys):

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import pathlib
 
 import pytest
 import torch
+from benchmark_script import benchmark
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.distributed._tools.mem_tracker import MemTracker
 from training.tiny_models import tiny_model
@@ -94,29 +93,30 @@ def test_chunked_loss_flops_add_one_head_product():
 
 
 def _benchmark():
-    script = pathlib.Path(__file__).parents[3] / "benchmarks" / "memory.py"
-    spec = importlib.util.spec_from_file_location("memory_bench_fake", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark("memory")
 
 
-def test_benchmark_fake_writes_a_record_per_mode_and_loss(tmp_path, capsys):
-    out = tmp_path / "fake.json"
+def test_benchmark_fake_writes_a_record_per_mode_and_variant_and_its_doc_section(tmp_path, capsys):
+    out, doc = tmp_path / "fake.json", tmp_path / "memory.md"
+    doc.write_text("# Title\n\n## Kept\n\nother text\n")
     argv = ["--fake", "--model", "pythia-70m", "--layers", "1", "--mode", "reversible", "--batch", "1", "--seq", "32"]
-    assert _benchmark().main([*argv, "--loss", "full", "--loss", "chunked", "--json", str(out)]) == 0
-    records = json.loads(out.read_text())
-    assert [(r["mode"], r["loss"]) for r in records] == [
-        ("conventional", "full"),
-        ("conventional", "chunked"),
-        ("reversible", "full"),
-        ("reversible", "chunked"),
+    assert _benchmark().main([*argv, "--variants", "full,chunked-oib", "--json", str(out), "--doc", str(doc), "--force"]) == 0
+    steps = json.loads(out.read_text())["steps"]
+    assert [(r["mode"], r["loss"], r["optimizer"]) for r in steps] == [
+        ("conventional", "full", "AdamW"),
+        ("conventional", "chunked", "AdamW in backward"),
+        ("reversible", "full", "AdamW"),
+        ("reversible", "chunked", "AdamW in backward"),
     ]
     parameters = 4 * sum(p.numel() for p in build("pythia-70m", layers=1).parameters())
-    for record in records:
+    for record in steps:
         assert record["fake"] and record["peak_bytes"] == sum(record["peak_by_category"].values())
         assert record["peak_by_category"]["Parameter"] == parameters
-    assert "| pythia-70m | 1 x 32 | reversible | chunked |" in capsys.readouterr().out
+    assert "| pythia-70m | 1 x 32 | reversible | chunked + opt. in backward |" in capsys.readouterr().out
+    text = doc.read_text()
+    assert text.startswith("# Title\n\n## Kept\n\nother text\n") and "## Full size: one training step" in text
+    baseline_row = next(line for line in text.splitlines() if "| conventional | full loss |" in line)
+    assert baseline_row.split(" | ")[5] == "100%"  # the baseline against itself
 
 
 def test_benchmark_fake_refuses_several_precisions_in_one_line(capsys):
