@@ -12,6 +12,8 @@
     python benchmarks/memory.py --fake --model pythia-410m --model llama-3-8b --batch 1 --seq 4096 --dtype bf16
     python benchmarks/memory.py --fake --fit 24GiB,48GiB,80GiB --model pythia-410m --dtype bf16 \
         --json fit.json --plot docs/memory-fit.png --doc docs/memory.md --force    # what fits each budget
+    python benchmarks/memory.py --fake --frontier 0.2,0.5,0.8 --model pythia-410m --batch 1 --seq 4096 --dtype bf16 \
+        --plot docs/memory-frontier.png --doc docs/memory.md --force   # analyzed against torch's SAC ILP (needs pulp)
 
 Each run applies every mode to its own copy of the same model (same weights) and
 measures one step (forward, next-token loss, backward, AdamW step) with
@@ -29,12 +31,14 @@ existing depth section too). Outputs are never overwritten without --force.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
 import shlex
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from rich.console import Console
@@ -44,6 +48,7 @@ from bwsk.atomic import write_atomic
 from bwsk.cli.arguments import ArgumentParser
 from bwsk.errors import BwskError
 from bwsk.frontend import zoo
+from bwsk.render.figures import new_figure, png_bytes
 from bwsk.render.markdown import replace_heading_section
 from bwsk.render.step_table import step_table
 from bwsk.render.units import MIB
@@ -94,6 +99,17 @@ def parse_budgets(text: str) -> list[int]:
             raise argparse.ArgumentTypeError(f"{item!r}: expected sizes like 24GiB,48GiB (units B, KiB, MiB, GiB, TiB)")
         sizes.append(size)
     return sorted(set(sizes))
+
+
+def parse_fractions(text: str) -> list[float]:
+    """`0.2,0.5,0.8` -> those fractions of conventional activation memory, ascending (each in (0, 1])."""
+    try:
+        found = sorted({float(item) for item in text.split(",") if item.strip()})
+    except ValueError:
+        found = []
+    if not found or not all(0 < f <= 1 for f in found):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected fractions of conventional activation memory in (0, 1], like 0.2,0.5,0.8")
+    return found
 
 
 def analyzed_budget(text: str):
@@ -222,6 +238,14 @@ def parser() -> argparse.ArgumentParser:
         help="with --fake: per model, mode and variant (full loss; chunked loss; chunked loss + optimizer in backward) the "
         "longest sequence at batch 1 and the largest batch at seq 2048 whose measured step peak fits each budget",
     )
+    cli.add_argument(
+        "--frontier",
+        type=parse_fractions,
+        metavar="0.2,0.5,...",
+        help="activation bytes (measured) against recompute FLOPs (counted) of the analyzed plan and torch's SAC ILP at "
+        "these budgets (fractions of conventional activation memory), beside checkpoint, reversible and conventional; "
+        "with --fake the full-size models, else real steps at --layers and --seq; needs pulp (pip install 'bwsk[sac]')",
+    )
     cli.add_argument("--json", metavar="OUT", help="write the records as a JSON list")
     cli.add_argument("--plot", metavar="OUT.png", help="plot activation bytes per mode against the swept axis")
     cli.add_argument("--doc", metavar="OUT.md", help="write a markdown report (tables, the plot, the command)")
@@ -260,14 +284,7 @@ def runs(args: argparse.Namespace) -> list[tuple[str, int | None, int]]:
 
 def plot(groups: dict[tuple[str, str], list[Record]], path: str, force: bool) -> None:
     """One row per (model, swept axis): activation bytes and peak bytes per mode against the axis."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, panels = plt.subplots(len(groups), 2, figsize=(11, 3.6 * len(groups)), squeeze=False)
+    figure, panels = new_figure(len(groups), 2, (11, 3.6 * len(groups)))
     for row, ((model, axis), records) in zip(panels, groups.items()):
         for label in dict.fromkeys(r.label for r in records):
             chosen = sorted((r for r in records if r.label == label), key=lambda r: getattr(r, axis))
@@ -281,11 +298,7 @@ def plot(groups: dict[tuple[str, str], list[Record]], path: str, force: bool) ->
             panel.grid(alpha=0.3)
             panel.ticklabel_format(axis="y", useOffset=False)
             panel.legend()
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
-    write_atomic(path, buffer.getvalue(), force=force)
+    write_atomic(path, png_bytes(figure), force=force)
 
 
 MODES_HEADING = "## Real steps at reduced size: against depth and tokens"
@@ -335,6 +348,23 @@ def table_lines(records: list[Record]) -> list[str]:
     return lines
 
 
+@contextlib.contextmanager
+def progress_lines(console: Console) -> Iterator[Callable[[str], None]]:
+    """Progress of a long measurement, reported per step: one live line on a terminal; elsewhere (a log, CI) a line
+    per step with the seconds since the start."""
+    start = time.perf_counter()
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
+        task = progress.add_task("measuring", total=None)
+
+        def report(message: str) -> None:
+            if console.is_terminal:
+                progress.update(task, description=message)
+            else:
+                console.print(f"[{time.perf_counter() - start:.0f} s] {message}", markup=False, highlight=False)
+
+        yield report
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     console = Console(stderr=True)
@@ -350,7 +380,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise BwskError("--batch and --layers must be at least 1, --seq at least 2")
         if args.fit and not args.fake:
             raise BwskError("--fit measures fake steps: add --fake")
-        if args.fake and args.fit:
+        if args.frontier and args.fit:
+            raise BwskError("--frontier and --fit are separate measurements: pass one")
+        if args.frontier:
+            measure_frontier(args, console, command)
+        elif args.fake and args.fit:
             measure_fit(args, console, command)
         elif args.fake:
             measure_fake(args, console, command)
@@ -372,11 +406,10 @@ def measure_modes(args: argparse.Namespace, console: Console, command: str) -> N
     variants(modes, args.kernels, torch.device(args.device))  # the kernels can run here: refused before any model is built
     groups: dict[tuple[str, str], list[Record]] = {}
     planned = [(spec, axis, layers, seq) for spec in args.model or [f"{DEFAULT_MODEL}:tiny"] for axis, layers, seq in runs(args)]
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("measuring", total=len(planned))
-        for spec, axis, layers, seq in planned:
+    with progress_lines(console) as report:
+        for index, (spec, axis, layers, seq) in enumerate(planned):
             model, label = build_model(args, spec, layers)
-            progress.update(task, description=f"{label}: {layers or 'all'} blocks, {args.batch} x {seq}")
+            report(f"{label}: {layers or 'all'} blocks, {args.batch} x {seq} ({index + 1} of {len(planned)})")
             groups.setdefault((label, axis), []).extend(
                 compare_modes(
                     model,
@@ -390,7 +423,6 @@ def measure_modes(args: argparse.Namespace, console: Console, command: str) -> N
                     kernels=args.kernels,
                 )
             )
-            progress.advance(task)
     records = [r for group in groups.values() for r in group]
     Console(width=None if sys.stdout.isatty() else 160).print(step_table(records))
     if args.json:
@@ -412,11 +444,10 @@ def measure_drift(args: argparse.Namespace, console: Console, command: str) -> N
         raise BwskError(f"--train-steps must be at least 0, not {args.train_steps}")
     records = []
     planned = [(spec, layers) for spec in args.model or [f"{DEFAULT_MODEL}:tiny"] for _, layers, _ in runs(args)]
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("measuring", total=len(planned))
-        for spec, layers in planned:
+    with progress_lines(console) as report:
+        for index, (spec, layers) in enumerate(planned):
             base, label = build_model(args, spec, layers)
-            progress.update(task, description=f"{label}: {layers or 'all'} blocks, {args.batch} x {args.seq}")
+            report(f"{label}: {layers or 'all'} blocks, {args.batch} x {args.seq} ({index + 1} of {len(planned)})")
             model = converted(base.train())
             ids = next(text_batches(args.batch, args.seq, model.config.vocab_size)).to(args.device)
             records += measure_depth(model, ids, dtypes=args.dtype, state="random init", name=label)
@@ -427,7 +458,6 @@ def measure_drift(args: argparse.Namespace, console: Console, command: str) -> N
             gc.collect()  # a converted model is a reference cycle (each layer's forward refers to the layer): free it now
             if args.json:  # after every run: what was measured survives a later one that fails
                 write_atomic(args.json, json.dumps([r.to_json() for r in records], indent=2) + "\n", force=True)
-            progress.advance(task)
     Console(width=None if sys.stdout.isatty() else 200).print("\n".join(depth_report.table_lines(records)))
     if args.plot:
         write_atomic(args.plot, depth_report.plot(records), force=args.force)
@@ -482,8 +512,6 @@ def fake_config(name: str, layers: int | None):
 def measure_fit(args: argparse.Namespace, console: Console, command: str) -> None:
     """--fake --fit: what fits each budget, per model, mode and variant (`bwsk.training.experiments.memory_fit`); the
     table, and --json (fits and every measured step, written as each fit is found), --plot and --doc (its own section)."""
-    import time
-
     from bwsk.training.experiments import fit_report
     from bwsk.training.experiments.memory_fit import FIT_SEQ, fit_model
 
@@ -498,12 +526,11 @@ def measure_fit(args: argparse.Namespace, console: Console, command: str) -> Non
             payload = {"command": command, "fits": [f.to_json() for f in fits], "steps": [s.to_json() for s in steps]}
             write_atomic(args.json, json.dumps(payload, indent=2) + "\n", force=True)
 
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("fitting", total=None)
+    with progress_lines(console) as report:
 
         def stepped(step) -> None:
             steps.append(step)
-            progress.update(task, description=f"{step.model}: {step.mode}, {step.loss} loss, {step.optimizer}, {step.batch} x {step.seq}")
+            report(f"{step.model}: {step.mode}, {step.loss} loss, {step.optimizer}, {step.batch} x {step.seq}")
 
         for name in args.model or ["pythia-410m"]:
             config = fake_config(name, args.layers)
@@ -533,6 +560,48 @@ def measure_fit(args: argparse.Namespace, console: Console, command: str) -> Non
         write_atomic(args.doc, fit_report.with_section(_read(args.doc), text, TITLE), force=args.force)
 
 
+def measure_frontier(args: argparse.Namespace, console: Console, command: str) -> None:
+    """--frontier: per model, the analyzed plan and torch's SAC ILP at each budget, checkpoint, reversible and
+    conventional (`bwsk.training.modes.frontier`); the table, --json, --plot and --doc (its own section)."""
+    import dataclasses
+
+    from bwsk.training.experiments import frontier_report
+    from bwsk.training.modes.frontier import measure_frontier as frontier_points
+
+    if len(args.dtype) > 1:
+        raise BwskError("--frontier measures one --dtype at a time")
+    groups = {}
+    with progress_lines(console) as report:
+        for name in args.model or ["pythia-410m"]:
+            config = fake_config(name, args.layers)
+            config.max_position_embeddings = max(config.max_position_embeddings, args.seq)
+            groups[name] = frontier_points(
+                config,
+                batch=args.batch,
+                seq=args.seq,
+                budgets=args.frontier,
+                dtype=DTYPES[args.dtype[0]],
+                fake=args.fake,
+                name=name,
+                progress=report,
+            )
+    shape = f"{args.batch} x {args.seq} tokens, {args.dtype[0]}, " + ("under FakeTensorMode" if args.fake else "real tensors")
+    shape += "" if args.layers is None else f", {args.layers} blocks"
+    for name, points in groups.items():
+        print(f"{name} ({shape})")
+        print("\n".join(frontier_report.table_lines(points)))
+        print(frontier_report.verdict(points)[1])
+    if args.json:
+        payload = {"command": command, "points": [dataclasses.asdict(p) for points in groups.values() for p in points]}
+        write_atomic(args.json, json.dumps(payload, indent=2) + "\n", force=args.force)
+    if args.plot:
+        write_atomic(args.plot, frontier_report.plot(groups), force=args.force)
+    if args.doc:
+        link = os.path.relpath(args.plot, os.path.dirname(os.path.abspath(args.doc))) if args.plot else None
+        text = frontier_report.section(groups, command, link, shape)
+        write_atomic(args.doc, frontier_report.with_section(_read(args.doc), text, TITLE), force=args.force)
+
+
 def measure_fake(args: argparse.Namespace, console: Console, command: str) -> None:
     """Every mode (conventional always) and variant of each full-size model under FakeTensorMode
     (`bwsk.training.modes.fake_step`): peak bytes and the categories at the peak, FLOPs per step and their ratio to
@@ -547,12 +616,13 @@ def measure_fake(args: argparse.Namespace, console: Console, command: str) -> No
         raise BwskError("--fake measures one --dtype and one --kernels at a time")
     modes = list(dict.fromkeys(["conventional", *args.mode]))
     steps, times = [], []
-    for name, (_, layers, seq) in [(name, run) for name in args.model or ["pythia-410m"] for run in runs(args)]:
-        config = fake_config(name, layers)
-        config.max_position_embeddings = max(config.max_position_embeddings, seq, args.positions or 0)
-        for mode, variant in [(mode, variant) for mode in modes for variant in args.variants]:
-            chunked, in_backward = VARIANTS[variant]
-            with console.status(f"{name}: {mode}, {variant}, {args.batch} x {seq} under FakeTensorMode"):
+    with progress_lines(console) as report:
+        for name, (_, layers, seq) in [(name, run) for name in args.model or ["pythia-410m"] for run in runs(args)]:
+            config = fake_config(name, layers)
+            config.max_position_embeddings = max(config.max_position_embeddings, seq, args.positions or 0)
+            for mode, variant in [(mode, variant) for mode in modes for variant in args.variants]:
+                chunked, in_backward = VARIANTS[variant]
+                report(f"{name}: {mode}, {variant}, {args.batch} x {seq} under FakeTensorMode")
                 steps.append(
                     measure_step(
                         config,
@@ -567,9 +637,9 @@ def measure_fake(args: argparse.Namespace, console: Console, command: str) -> No
                         optimizer_in_backward=OptimizerInBackward if in_backward else None,
                     )
                 )
-    if args.cpu_time:  # the first model only: every mode's copy of it, with AdamW, is in memory at once
-        name = (args.model or ["pythia-410m"])[0]
-        with console.status(f"{name}: real steps at {CPU_TIME_LAYERS} blocks x {CPU_TIME_SEQ} tokens, timed"):
+        if args.cpu_time:  # the first model only: every mode's copy of it, with AdamW, is in memory at once
+            name = (args.model or ["pythia-410m"])[0]
+            report(f"{name}: real steps at {CPU_TIME_LAYERS} blocks x {CPU_TIME_SEQ} tokens, timed")
             times = cpu_times(args, name, modes)
     print(f"FakeTensorMode + MemTracker, {steps[0].device}, {steps[0].dtype}; GiB at the step's peak")
     print("\n".join(full_size_report.table_lines(steps)))

@@ -5,9 +5,11 @@ shape here (2 layers, sequence 8, batch 1): each model is then exported once per
 device, whichever file asks first. A Compiled and its Program are immutable; an Analysis is
 not, so each test builds its own (tracing and the passes cost a fraction of the export).
 
-Sweeps over the zoo take `zoo_sweep()`: tiny, the other sizes of an architecture (pythia-160m
-... pythia-1b, gpt2-medium) run the same operators in the same definitions as its first model,
-so they are marked `slow`: `make test` runs them, `make test-fast` does not.
+Sweeps over the zoo take `zoo_sweep()`: every zoo model whose tiny `LAYERS`-layer build is not one
+an earlier name already builds. The other sizes of an architecture (pythia-160m ... pythia-1b,
+gpt2-medium) differ from its first model only in depth, which `LAYERS` overrides, so at this
+size they are the same model to the byte and are left out; one whose tiny build differs is
+swept, marked `slow` (`make test` runs it, `make test-fast` does not).
 """
 
 from __future__ import annotations
@@ -36,11 +38,17 @@ def tiny_program(name: str, level: str = "core", **shape: int) -> Program:
 
 
 def zoo_sweep() -> list:
-    """Every zoo name as a pytest parameter; all but the first model of each architecture marked `slow`."""
-    seen: set[str] = set()
+    """Every zoo name whose tiny `LAYERS`-layer model differs from those before it, as pytest parameters; all but the
+    first model of each architecture marked `slow`."""
+    seen_architectures: set[str] = set()
+    seen_models: list[tuple] = []
     names = []
     for name in zoo.names():
-        architecture = zoo.entry(name).model_class
-        names.append(name if architecture not in seen else pytest.param(name, marks=pytest.mark.slow))
-        seen.add(architecture)
+        entry = zoo.entry(name)
+        model = (entry.config_class, entry.model_class, {**entry.full, **entry.tiny, entry.depth_field: LAYERS})
+        if model in seen_models:  # what `zoo.build(name, tiny=True, layers=LAYERS)` configures: built already
+            continue
+        seen_models.append(model)
+        names.append(name if entry.model_class not in seen_architectures else pytest.param(name, marks=pytest.mark.slow))
+        seen_architectures.add(entry.model_class)
     return names

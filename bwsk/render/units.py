@@ -1,4 +1,4 @@
-"""The one formatter of byte counts: binary units, at most three significant digits below 100."""
+"""The formatters of byte counts (binary units, at most three significant digits below 100) and FLOP counts (decimal)."""
 
 from __future__ import annotations
 
@@ -17,3 +17,15 @@ def human_bytes(nbytes: float) -> str:
         if size < 1024 or unit == "TiB":
             break
     return f"{size:.0f} {unit}" if size >= 100 else f"{size:.3g} {unit}"
+
+
+def human_flops(flops: float) -> str:
+    """0, 950 MFLOP, 1.23 GFLOP, 45.6 TFLOP: decimal units, three significant digits."""
+    if flops == 0:
+        return "0"
+    size, unit = float(flops), "FLOP"
+    for prefix in ("k", "M", "G", "T", "P"):
+        if abs(size) < 1000:
+            break
+        size, unit = size / 1000, prefix + "FLOP"
+    return f"{size:.3g} {unit}"

@@ -25,6 +25,7 @@ def corpus(tmp_path):
     return write_corpus(tmp_path, lines=80)
 
 
+@pytest.mark.slow  # the demo's own settings (6 layers, 16 x 32 tokens, two modes): over 10 s
 def test_without_arguments_the_demo_trains_and_prints_the_table(capsys):
     code, out, err = run([], capsys)
     assert code == 0, err

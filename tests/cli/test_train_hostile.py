@@ -276,7 +276,7 @@ def test_moved_inputs_are_named_without_suggesting_a_dataset(moved, inputs, tmp_
         (["--min-lr-ratio", "2"], "--min-lr-ratio must be from 0 to 1, not 2.0"),
         (["--budget", "2"], "--budget 2.0: a fraction of conventional activation memory must be above 0 and at most 1"),
         (["--budget", "6GB"], "--budget '6GB': unknown unit 'GB' (use B, KiB, MiB, GiB or TiB)"),
-        (["--mode", "analyzed", "--budget", "1KiB"], "the analyzed mode's budget 1 KiB (1 KiB at the planning shape) is below its floor"),
+        (["--mode", "analyzed", "--budget", "1KiB"], "the analyzed mode's budget 1 KiB (1 KiB at the planned shape) is below its floor"),
         (["--seed", "-1"], "--seed must be from 0 to 4294967295"),
         (["--seed", str(2**70)], "--seed must be from 0 to 4294967295"),
         (["--seed", "4294967295", "--seeds", "2"], "would run seeds up to 4294967296"),
@@ -369,8 +369,9 @@ sys.exit(main(sys.argv[1:]))
 
 
 @pytest.mark.slow
-def test_sigterm_from_outside_checkpoints_exits_143_and_the_run_resumes_from_another_folder(inputs, tmp_path):
-    """A real signal from another process, mid-run; then `--resume` in a fresh process from another working directory."""
+def test_sigterm_from_outside_checkpoints_exits_143_and_the_run_resumes_from_another_folder(inputs, tmp_path, capsys, monkeypatch):
+    """A real signal from another process, mid-run; then `--resume` from another working directory (in this process:
+    the terminated one is gone, so all the resume has is the run folder)."""
     out = tmp_path / "run"
     argv = [*ZOO, "--data", "corpus.txt", "--tokenizer", "tokenizer.json", *FAST, "--max-steps", "12", "--out", str(out)]
     child = subprocess.Popen(
@@ -386,8 +387,9 @@ def test_sigterm_from_outside_checkpoints_exits_143_and_the_run_resumes_from_ano
     assert "terminated (SIGTERM) at step" in lines[0] and f"continue with: bwsk-train --resume {out}" in lines[0]
     step = int(lines[0].split(" at step ")[1].split(";")[0])
     assert json.loads((checkpoint_of(out) / "state.json").read_text())["trainer"]["step"] == step < 12
-    resumed = subprocess.run([sys.executable, "-m", "bwsk.cli.train", "--resume", str(out)], cwd=tmp_path, capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(["--resume", out], capsys)
+    assert code == 0, err
     assert json.loads((out / RESULTS_FILE).read_text())["steps"] == 12
 
 

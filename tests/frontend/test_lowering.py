@@ -80,15 +80,6 @@ def test_a_tied_weight_stays_one_reference():
     assert faithfulness(compiled).ok
 
 
-@pytest.mark.slow
-def test_full_size_pythia_410m_lowers_from_the_meta_device_without_weights():
-    compiled = compile_source("pythia-410m", device="meta", seq=128, progress=False)
-    assert all(t.device.type == "meta" for t in compiled.state.values())
-    program = compiled.program
-    assert sum(1 for d in program.defs if d.name.endswith(".branch")) == 24
-    assert parse(print_program(program)) == program
-
-
 class _Branchy(torch.nn.Module):
     def forward(self, x):
         return torch.cond(x.sum() > 0, lambda t: t.sin(), lambda t: t.cos(), (x,))

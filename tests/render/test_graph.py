@@ -9,7 +9,6 @@ import xml.etree.ElementTree as ET
 import pytest
 from zoo_exports import tiny_program
 
-from bwsk.frontend.compile import compile_source
 from bwsk.passes.analysis import Analysis
 from bwsk.passes.manager import PassManager
 from bwsk.passes.partition import Partition
@@ -179,14 +178,3 @@ def test_bad_collapse_is_refused(two_layers: Analysis):
 def test_human_bytes():
     assert [human_bytes(n) for n in (8, 1024, 1536, 524288, 525312, 1 << 21)] == ["8 B", "1 KiB", "1.5 KiB", "512 KiB", "513 KiB", "2 MiB"]
     assert [human_bytes(n) for n in (0, -1536, 1.5 * 2**30, 2**50)] == ["0 B", "-1.5 KiB", "1.5 GiB", "1024 TiB"]
-
-
-@pytest.mark.slow
-def test_full_size_pythia_folds_its_24_layers_into_one_cluster():
-    """Timing of this path is measured by benchmarks/analysis.py, not asserted here."""
-    program = compile_source("pythia-410m", device="meta", progress=False).program
-    analysis = Analysis.of(program)
-    PassManager([Partition]).run(analysis)
-    svg = to_svg(analysis, collapse="layers")
-    assert "gpt_neox.layers.0 … gpt_neox.layers.23 (x24, identical)" in svg
-    ET.fromstring(svg)

@@ -33,7 +33,7 @@ from bwsk.training.distributed import (
 )
 from bwsk.training.language_model import lm_loss, logits_of
 from bwsk.training.modes import MODES
-from bwsk.training.modes.apply import analyze_model, apply_mode
+from bwsk.training.modes.apply import apply_mode
 
 FAMILIES = ("neox-parallel", "llama")
 STEPS = 3
@@ -58,12 +58,8 @@ def fresh_model(family: str) -> torch.nn.Module:
     return model.train()
 
 
-def in_mode(family: str, mode: str, analyses: dict) -> torch.nn.Module:
-    model = fresh_model(family)
-    example = (global_batches()[0],)
-    if mode == "analyzed" and family not in analyses:
-        analyses[family] = analyze_model(model, example)
-    return apply_mode(model, mode, example_input=example, analysis=analyses.get(family) if mode == "analyzed" else None)
+def in_mode(family: str, mode: str) -> torch.nn.Module:
+    return apply_mode(fresh_model(family), mode, example_input=(global_batches()[0],))
 
 
 def make_optimizer(model: torch.nn.Module) -> torch.optim.AdamW:
@@ -85,9 +81,9 @@ def train_steps(
     return record
 
 
-def train_reference(family: str, mode: str, analyses: dict, steps: int = STEPS) -> tuple[torch.nn.Module, torch.optim.Optimizer, dict]:
+def train_reference(family: str, mode: str, steps: int = STEPS) -> tuple[torch.nn.Module, torch.optim.Optimizer, dict]:
     """One process, whole global batches: the model and optimizer after `steps` steps, and the steps' record."""
-    model = in_mode(family, mode, analyses)
+    model = in_mode(family, mode)
     optimizer = make_optimizer(model)
     return model, optimizer, train_steps(model, optimizer, global_batches()[:steps])
 
@@ -97,10 +93,9 @@ def main(out: Path) -> None:
     local = [batch[info.rank :: info.world_size] for batch in global_batches()]
     tensors: dict[str, torch.Tensor] = {}
     records: dict[str, dict] = {}
-    analyses: dict = {}
 
     def wrapped(family: str, mode: str, strategy: str) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
-        model = wrap_model(in_mode(family, mode, analyses), strategy, info)
+        model = wrap_model(in_mode(family, mode), strategy, info)
         return model, make_optimizer(model)
 
     def keep(prefix: str, state: dict[str, torch.Tensor]) -> None:

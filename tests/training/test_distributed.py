@@ -53,11 +53,6 @@ def distributed_run(tmp_path_factory) -> tuple[dict[str, torch.Tensor], dict[str
     return load_file(str(out / "tensors.safetensors")), json.loads((out / "records.json").read_text())
 
 
-@pytest.fixture(scope="module")
-def analyses() -> dict:
-    return {}
-
-
 def relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm().clamp_min(1e-30))
 
@@ -78,9 +73,9 @@ def final_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 @pytest.mark.slow
 @pytest.mark.parametrize("family", cases.FAMILIES)
 @pytest.mark.parametrize("mode", MODES)
-def test_data_parallel_matches_one_process(distributed_run, analyses, family, mode):
+def test_data_parallel_matches_one_process(distributed_run, family, mode):
     tensors, records = distributed_run
-    model, _, reference = cases.train_reference(family, mode, analyses)
+    model, _, reference = cases.train_reference(family, mode)
     weights = final_weights(model)
     initial = {name: p.detach() for name, p in cases.fresh_model(family).named_parameters()}
     assert min(relative(weights[name], initial[name]) for name in initial) > 100 * RELATIVE  # every parameter moved
@@ -105,11 +100,11 @@ def test_fsdp_shards_parameters_and_ddp_replicates_them(distributed_run, mode):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_resumed_run_matches_and_its_optimizer_state_is_one_process_layout(distributed_run, analyses, strategy):
+def test_resumed_run_matches_and_its_optimizer_state_is_one_process_layout(distributed_run, strategy):
     tensors, records = distributed_run
     family, mode = cases.RESUMED_FAMILY, cases.RESUMED_MODE
     assert worst_relative(saved(tensors, f"resumed/{strategy}"), saved(tensors, f"{family}/{mode}/{strategy}")) < 1e-6
-    _, optimizer, _ = cases.train_reference(family, mode, analyses, steps=2)
+    _, optimizer, _ = cases.train_reference(family, mode, steps=2)
     reference = optimizer.state_dict()
     assert records[f"moments/{strategy}"] == [group["params"] for group in reference["param_groups"]]
     expected = {f"{index}.{name}": value for index, values in reference["state"].items() for name, value in values.items()}

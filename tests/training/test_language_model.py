@@ -14,12 +14,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 import transformers
-from torch.distributed._tools.mem_tracker import MemTracker
 from training.tiny_models import FAMILIES, VOCAB, tiny_model
 
 from bwsk.errors import BwskError
 from bwsk.training.language_model import IGNORE_INDEX, chunked_lm_loss, evaluating, lm_loss, logits_of, next_token_loss
 from bwsk.training.modes.apply import apply_mode
+from bwsk.training.modes.peak_tracker import PeakTracker
 
 FP32 = 1e-6
 BF16_TO_FULL = 1e-2
@@ -247,8 +247,8 @@ def test_a_model_without_a_linear_head_is_scored_on_its_logits():
 
 
 def peak_bytes(model: torch.nn.Module, ids: torch.Tensor, *, chunked: bool) -> int:
-    """MemTracker's peak over forward, loss and backward."""
-    tracker = MemTracker()
+    """MemTracker's peak over forward, loss and backward (global peak only: see `PeakTracker`)."""
+    tracker = PeakTracker()
     tracker.track_external(model, ids)
     with tracker:
         next_token_loss(model, ids, chunked=chunked).backward()

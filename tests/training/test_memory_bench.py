@@ -20,12 +20,15 @@ def bench():
     return benchmark("memory")
 
 
-def test_benchmark_writes_records_and_refuses_to_overwrite(bench, tmp_path, capsys):
-    out = tmp_path / "records.json"
-    argv = ["--mode", "analyzed", "--sweep", "layers=1,2", "--batch", "1", "--seq", "8", "--repeats", "1", "--json", str(out)]
+def test_several_sweeps_write_records_and_one_report_with_a_plot_and_refuse_to_overwrite(bench, tmp_path, capsys):
+    out, doc, figure = tmp_path / "records.json", tmp_path / "memory.md", tmp_path / "memory.png"
+    argv = ["--mode", "analyzed", "--sweep", "layers=1,2", "--sweep", "tokens=8,16", "--layers", "1", "--batch", "1", "--seq", "8"]
+    argv += ["--repeats", "1", "--json", str(out), "--plot", str(figure), "--doc", str(doc)]
     assert bench.main(argv) == 0
     records = json.loads(out.read_text())
-    assert [(r["mode"], r["layers"]) for r in records] == [("conventional", 1), ("analyzed", 1), ("conventional", 2), ("analyzed", 2)]
+    assert [(r["mode"], r["layers"], r["seq"]) for r in records] == [
+        (mode, layers, seq) for layers, seq in ((1, 8), (2, 8), (1, 8), (1, 16)) for mode in ("conventional", "analyzed")
+    ]
     for record in records:
         assert {
             "mode",
@@ -41,9 +44,14 @@ def test_benchmark_writes_records_and_refuses_to_overwrite(bench, tmp_path, caps
         assert abs(record["predicted_activation_bytes"] - record["activation_bytes"]) <= 0.1 * record["activation_bytes"]
         assert record["max_grad_difference"] < 1e-5
     assert "analyzed" in capsys.readouterr().out
-    before = out.read_text()
+    text = doc.read_text()
+    assert text.startswith("# Training memory per mode, measured\n\n## Real steps at reduced size: against depth and tokens\n")
+    assert "\n### pythia-70m (tiny): against depth\n" in text and "\n### pythia-70m (tiny): against tokens\n" in text
+    assert "](memory.png)" in text and figure.read_bytes().startswith(b"\x89PNG")
+    assert text.count("| analyzed |") == 4 and "python benchmarks/memory.py --mode analyzed" in text
+    before = [path.read_bytes() for path in (out, doc, figure)]
     assert bench.main(argv) == 2
-    assert "already exists" in capsys.readouterr().err and out.read_text() == before
+    assert "already exists" in capsys.readouterr().err and [path.read_bytes() for path in (out, doc, figure)] == before
 
 
 def test_benchmark_rejects_bad_arguments_in_one_line(bench, capsys):
@@ -55,17 +63,6 @@ def test_benchmark_rejects_bad_arguments_in_one_line(bench, capsys):
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert stop.value.code == 2 and "--budget" in error and "at most 1" in error
     assert bench.parse_sweep("tokens=64,128") == ("tokens", [64, 128])
-
-
-def test_several_sweeps_make_one_report_with_a_plot(bench, tmp_path):
-    doc, figure = tmp_path / "memory.md", tmp_path / "memory.png"
-    argv = ["--mode", "checkpoint", "--sweep", "layers=1,2", "--sweep", "tokens=8,16", "--batch", "1", "--seq", "8", "--repeats", "1"]
-    assert bench.main([*argv, "--plot", str(figure), "--doc", str(doc)]) == 0
-    text = doc.read_text()
-    assert text.startswith("# Training memory per mode, measured\n\n## Real steps at reduced size: against depth and tokens\n")
-    assert "\n### pythia-70m (tiny): against depth\n" in text and "\n### pythia-70m (tiny): against tokens\n" in text
-    assert "](memory.png)" in text and figure.read_bytes().startswith(b"\x89PNG")
-    assert text.count("| checkpoint |") == 4 and "python benchmarks/memory.py --mode checkpoint" in text
 
 
 @pytest.mark.interpreter

@@ -1,8 +1,9 @@
 """`bwsk-train --distributed ddp|fsdp` under torchrun (gloo, 2 cpu processes) against one process on the global batch.
 
-Two torchrun jobs in all: the first (`training.distributed_training`) runs the reversible and the
-checkpoint mode under DDP and FSDP2 through the CLI, then a run that rank 1 kills (SIGKILL) after
-step 3; the second is `python -m torch.distributed.run ... -m bwsk.cli.train --resume` on that run.
+Two torchrun jobs in all: the first (`training.distributed_training`) runs the reversible mode under FSDP2 and
+the checkpoint mode under DDP through the CLI (each strategy and each mode once: every mode under both strategies,
+to the weights, is tests/training/test_distributed.py), then a run that rank 1 kills (SIGKILL) after step 3; the
+second is `python -m torch.distributed.run ... -m bwsk.cli.train --resume` on that run.
 The references are single-process runs with twice the per-process batch: the same blocks per step
 (`BlockSampler` gives rank r every other block of the shuffled order). Dropout is off, fp32.
 AdamW's epsilon is 1e-6: the attention key bias has a gradient that is zero up to rounding
@@ -34,6 +35,7 @@ pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test`
 
 TESTS = Path(__file__).resolve().parents[1]
 MODES = ("reversible", "checkpoint")
+RUNS = (("reversible", "fsdp"), ("checkpoint", "ddp"))  # (mode, strategy): the killed run is reversible under fsdp
 PER_PROCESS_BATCH = 2
 RELATIVE = 1e-5
 KILL_AT = 3
@@ -51,15 +53,15 @@ def torchrun(*arguments: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Path:
-    """Every run's folder under one root: MODE/STRATEGY, MODE/one-process, killed (after the resume), and the jobs' logs."""
+    """Every run's folder under one root: MODE/STRATEGY of `RUNS`, MODE/one-process, killed (after the resume), and the
+    jobs' logs."""
     root = tmp_path_factory.mktemp("train-distributed")
     corpus, tokenizer = write_corpus(root, lines=80)
     tiny_model("neox-parallel").save_pretrained(root / "start")
     base = [str(root / "start"), "--data", str(corpus), "--split", "80/10/10", "--tokenizer", str(tokenizer), *COMMON]
     distributed = [
         [*base, "--mode", mode, "--batch-size", str(PER_PROCESS_BATCH), "--distributed", strategy, "--out", str(root / mode / strategy)]
-        for mode in MODES
-        for strategy in STRATEGIES
+        for mode, strategy in RUNS
     ]
     killed = [*base, "--mode", "reversible", "--batch-size", str(PER_PROCESS_BATCH), "--distributed", "fsdp", "--out", str(root / "killed")]
     plan = {"root": str(root), "runs": distributed, "killed": killed, "kill_at": KILL_AT, "writes": str(root / "writes")}
@@ -125,8 +127,7 @@ def losses(folder: Path) -> list[float]:
     return [record["loss"] for record in read_metrics(folder / "metrics.jsonl") if "loss" in record]
 
 
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("mode,strategy", RUNS)
 def test_two_processes_train_as_one_process_on_the_global_batch(runs, mode, strategy):
     one, two = runs / mode / "one-process", runs / mode / strategy
     assert (two / RESULTS_FILE).exists(), (runs / "first.log").read_text()[-4000:]
@@ -146,9 +147,9 @@ def test_two_processes_train_as_one_process_on_the_global_batch(runs, mode, stra
 
 def test_only_rank_0_writes(runs):
     written = json.loads((runs / "writes.rank0.json").read_text())
-    for mode in MODES:  # the hook sees rank 0 write into every run folder: it would see rank 1 do so
-        for strategy in STRATEGIES:
-            assert any(f"{runs / mode / strategy}/" in entry for entry in written), (mode, strategy)
+    assert {s for _, s in RUNS} == set(STRATEGIES) and {m for m, _ in RUNS} == set(MODES)  # each one through the CLI
+    for mode, strategy in RUNS:  # the hook sees rank 0 write into every run folder: it would see rank 1 do so
+        assert any(f"{runs / mode / strategy}/" in entry for entry in written), (mode, strategy)
     assert json.loads((runs / "writes.rank1.json").read_text()) == []
 
 

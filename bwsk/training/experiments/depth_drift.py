@@ -33,6 +33,7 @@ from torch.distributed._tools.mem_tracker import MemTracker
 from bwsk.training.experiments.demo_data import DEMO_TEXT
 from bwsk.training.language_model import autocast, lm_loss, logits_of
 from bwsk.training.modes.compare import DTYPES
+from bwsk.training.modes.peak_tracker import PeakTracker
 from bwsk.training.reversible.convert import make_reversible, plain_autograd, reversible_runtime
 from bwsk.training.reversible.discover import example_ids
 from bwsk.training.reversible.drift import DriftMonitor, Segment
@@ -217,7 +218,7 @@ def stack_activation_bytes(model: nn.Module, ids: torch.Tensor, precision: torch
     what the stack saves does not depend on it.
     """
     frozen = [p for p in model.parameters() if not p.requires_grad]
-    tracker = MemTracker()
+    tracker = PeakTracker()
     tracker.track_external(model, ids)
     before: list[int] = []
     held: list[int] = []

@@ -6,10 +6,10 @@ document can hold it beside other sections and have it replaced alone (`with_sec
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Sequence
 
+from bwsk.render.figures import new_figure, png_bytes
 from bwsk.render.markdown import heading_section, replace_heading_section
 from bwsk.render.units import MIB
 from bwsk.training.experiments.depth_drift import DepthRecord
@@ -72,14 +72,9 @@ def table_lines(records: Sequence[DepthRecord]) -> list[str]:
 
 def plot(records: Sequence[DepthRecord]) -> bytes:
     """PNG bytes: drift per block (log scale) for each model (rows) and precision (columns), fp32 streams against the defaults."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     models = list(dict.fromkeys(r.model for r in records))
     precisions = list(dict.fromkeys(r.dtype for r in records))
-    figure, panels = plt.subplots(len(models), len(precisions), figsize=(6 * len(precisions), 4 * len(models)), squeeze=False)
+    figure, panels = new_figure(len(models), len(precisions), (6 * len(precisions), 4 * len(models)))
     depths = sorted({r.layers for r in records})
     colours = {layers: f"C{i}" for i, layers in enumerate(depths)}
     for row, model in zip(panels, models):
@@ -99,11 +94,7 @@ def plot(records: Sequence[DepthRecord]) -> bytes:
             panel.set_ylabel("relative rebuild error of the input pair")
             panel.grid(alpha=0.3)
             panel.legend(fontsize=7, ncol=2)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
-    return buffer.getvalue()
+    return png_bytes(figure)
 
 
 def with_section(existing: str | None, new_section: str, title: str) -> str:

@@ -6,10 +6,10 @@ beside other sections and has it replaced alone (`with_section`); the rest of th
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Sequence
 
+from bwsk.render.figures import new_figure, png_bytes
 from bwsk.render.markdown import heading_section, replace_heading_section
 from bwsk.training.experiments.memory_fit import FIT_SEQ, SEQ_UNIT, VARIANTS, Fit
 from bwsk.training.modes.fake_step import StepRecord
@@ -110,15 +110,13 @@ def section(
 
 def plot(steps: Sequence[StepRecord], budgets: Sequence[int]) -> bytes:
     """PNG bytes: one panel per mode, the peak at batch 1 against sequence length stacked by category (`STACKED`)."""
-    from matplotlib.figure import Figure
-
     chunked, in_backward = VARIANTS[PLOTTED_VARIANT]
     chosen = [s for s in steps if s.batch == 1 and (s.loss == "chunked") == chunked and (s.optimizer == "AdamW in backward") == in_backward]
     model = chosen[0].model if chosen else "no model"
     chosen = [s for s in chosen if s.model == model]
     modes = list(dict.fromkeys(s.mode for s in chosen))
-    figure = Figure(figsize=(4.6 * max(len(modes), 1), 4.2), layout="constrained")
-    axes = figure.subplots(1, max(len(modes), 1), squeeze=False, sharey=True)[0]
+    figure, grid = new_figure(1, max(len(modes), 1), (4.6 * max(len(modes), 1), 4.2), sharey=True)
+    axes = grid[0]
     for axis, mode in zip(axes, modes):
         points = sorted((s for s in chosen if s.mode == mode), key=lambda s: s.seq)
         xs = [s.seq for s in points]
@@ -133,9 +131,7 @@ def plot(steps: Sequence[StepRecord], budgets: Sequence[int]) -> bytes:
         axis.grid(alpha=0.3)
     axes[0].set_ylabel("peak of the training step (GiB)")
     axes[0].legend(fontsize="small", loc="upper left")
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
-    return buffer.getvalue()
+    return png_bytes(figure)
 
 
 def with_section(existing: str | None, new_section: str, title: str) -> str:

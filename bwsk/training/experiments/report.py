@@ -19,7 +19,6 @@ Drawn on a bare matplotlib `Figure` with the Agg canvas (no pyplot, no global ba
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import platform
@@ -30,6 +29,7 @@ import torch
 import transformers
 
 from bwsk.atomic import write_atomic
+from bwsk.render.figures import new_figure, png_bytes
 from bwsk.render.units import MIB, human_bytes
 from bwsk.training.trainer.run_folder import METRICS_FILE, RUN_FILE, RunResult, read_metrics, summarize
 
@@ -313,7 +313,7 @@ def _analyzed_line(rows: list[dict[str, Any]]) -> list[str]:
     plan = plans[0]
     return [
         f"- **Analyzed mode:** budget {plan['budget_means']}, a target of {human_bytes(plan['target_bytes'])} of activations per "
-        f"training batch (predicted at fp32: {human_bytes(plan['predicted_bytes'])} stored, floor {human_bytes(plan['floor_bytes'])}; "
+        f"training batch (predicted at the training precision: {human_bytes(plan['predicted_bytes'])} stored, floor {human_bytes(plan['floor_bytes'])}; "
         f"{plan['recompute_flops']:.3g} FLOPs recomputed per step)"
     ]
 
@@ -430,10 +430,8 @@ def loss_curves_png(curves: dict[str, dict[str, list[dict[str, Any]]]]) -> bytes
     `curves[experiment][variant]` lists runs as {"seed", "steps", "losses", "valid_steps", "valid_losses"}; steps
     every seed reached are drawn. Line styles differ so that variants computing the same function stay visible.
     """
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(6.5 * len(curves), 4.2), layout="constrained")
-    axes = figure.subplots(1, len(curves), squeeze=False)[0]
+    figure, grid = new_figure(1, len(curves), (6.5 * len(curves), 4.2))
+    axes = grid[0]
     for axis, (experiment, variants) in zip(axes, curves.items()):
         for index, (variant, runs) in enumerate(variants.items()):
             colour, style = f"C{index % 10}", LINE_STYLES[index % len(LINE_STYLES)]
@@ -448,7 +446,7 @@ def loss_curves_png(curves: dict[str, dict[str, list[dict[str, Any]]]]) -> bytes
         axis.set_ylabel("loss (nats per token)")
         axis.grid(alpha=0.3)
         axis.legend(fontsize="small")
-    return _png(figure)
+    return png_bytes(figure, dpi=110)
 
 
 def _across_seeds(series: list[tuple[list[int], list[float]]]) -> tuple[list[int], list[float], list[float], list[float]]:
@@ -460,11 +458,9 @@ def _across_seeds(series: list[tuple[list[int], list[float]]]) -> tuple[list[int
 
 def peak_memory_png(memory: dict[str, float]) -> bytes:
     """Horizontal bars: mean peak memory of each variant's training step, in MiB."""
-    from matplotlib.figure import Figure
-
     names = list(memory)
-    figure = Figure(figsize=(7, 0.5 * len(names) + 1.4), layout="constrained")
-    axis = figure.subplots()
+    figure, grid = new_figure(1, 1, (7, 0.5 * len(names) + 1.4))
+    axis = grid[0][0]
     values = [memory[name] / MIB for name in names]
     bars = axis.barh(names, values, color=[f"C{i % 10}" for i in range(len(names))])
     axis.bar_label(bars, labels=[f"{v:,.1f}" for v in values], padding=3, fontsize="small")
@@ -472,10 +468,4 @@ def peak_memory_png(memory: dict[str, float]) -> bytes:
     axis.set_xlabel("peak memory of a training step (MiB)")
     axis.set_xlim(0, max(values, default=1) * 1.2 or 1)
     axis.grid(axis="x", alpha=0.3)
-    return _png(figure)
-
-
-def _png(figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
-    return buffer.getvalue()
+    return png_bytes(figure, dpi=110)

@@ -1,8 +1,10 @@
 """The four training modes and what each keeps from forward to backward.
 
-`apply` (`apply_mode`, the predicted bytes per mode), `selective` (the analyzed mode's
-checkpoint policy), `measure` (one step's memory and time, measured with MemTracker),
-`compare` (the modes side by side).
+`apply` (`apply_mode`, the predicted bytes per mode), `recording` (one forward recorded per block: the analyzed
+plan's facts), `selective` (the analyzed mode's plan and checkpoint policy), `torch_sac` (torch's SAC ILP for the same
+blocks, the baseline), `flops` (FLOP counting), `measure` (one step's memory and time, measured with MemTracker),
+`fake_step` (a full-size step without weights), `peak_tracker` (MemTracker counting the global peak only), `frontier` (bytes against recompute FLOPs per planner), `compare`
+(the modes side by side).
 
 Importing this package imports no pass: it re-exports the modes' names and the analyzed mode's default
 budget from `bwsk.training.choices`. `apply_mode` here is the old path of

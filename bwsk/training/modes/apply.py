@@ -5,10 +5,11 @@
                 `torch.utils.checkpoint`: only block inputs are stored, each block is
                 recomputed in backward.
   analyzed:     each block runs under selective activation checkpointing whose
-                per-operator policy comes from the memory analysis (`bwsk.training.modes.selective`),
-                sized to `budget`: the activation bytes to keep, as bytes (an int, or "6GiB", "512MiB")
-                or a fraction of what conventional training keeps (a float in (0, 1]); below the plan's
-                floor (block inputs, what is outside the blocks) it is refused.
+                per-operator policy is planned from the block's recorded dataflow (`bwsk.training.modes.selective`:
+                which operators backward's recompute runs, their FLOPs and bytes), sized to `budget`: the activation
+                bytes to keep, as bytes (an int, or "6GiB", "512MiB") or a fraction of what conventional training
+                keeps (a float in (0, 1]); below the plan's floor (block inputs, what is outside the blocks) it is
+                refused.
   reversible:   `bwsk.training.reversible.convert.make_reversible`: the blocks become coupling blocks
                 whose inputs are rebuilt by inversion (a different function of the same weights);
                 `kernels` chooses the seam arithmetic (`seam_kernels`): "torch" (eager, each half
@@ -23,9 +24,9 @@ The first three compute the same function as the model; modes are applied to a m
 once (a model already in a mode is refused). A model that is already reversible (converted,
 e.g. loaded from a `bwsk_reversible` folder) trains in the reversible mode as it is, in its own
 coupling layout, and in no other mode: it computes another function than its plain
-architecture (its seams are rebuilt when `kernels` asks for others than it was converted with). The analysis is run on the model before
-its blocks are wrapped; `predicted_activation_bytes` gives the bytes each mode is
-predicted to keep from forward to backward.
+architecture (its seams are rebuilt when `kernels` asks for others than it was converted with). The analyzed plan
+is recorded on the model before its blocks are wrapped; `predicted_activation_bytes` gives the bytes each mode is
+predicted to keep from forward to backward (the memory pass's figure, the analyzed plan's own for `analyzed`).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from bwsk.errors import BwskError
 from bwsk.frontend.zoo import max_positions, model_inputs
 from bwsk.passes.analysis import Analysis
 from bwsk.passes.memory import Memory
-from bwsk.training.blocks import block_list, block_paths
+from bwsk.training.blocks import block_list
 from bwsk.training.choices import parse_budget
 from bwsk.training.kv_cache import cache_off_while_training
 from bwsk.training.modes import DEFAULT_BUDGET, MODES
@@ -83,14 +84,15 @@ def apply_mode(
     *,
     budget: int | float | str = DEFAULT_BUDGET,
     example_input: tuple[torch.Tensor, ...] | None = None,
-    analysis: Analysis | None = None,
+    dtype: torch.dtype | None = None,
     kernels: str = "auto",
 ) -> nn.Module:
     """Put `model` in training mode `mode`; returns the model to train (the converted copy for `reversible`).
 
-    `analyzed` needs the analysis of the model, given or made from `example_input` (default: `planning_input`;
-    the analysis is shape-specific: its prediction, and the byte target a fractional `budget` means, hold at that
-    shape); `budget` is checked first (one-line BwskError). `kernels`: the
+    `analyzed` plans on one recorded forward of `example_input` (default: `planning_input`) under autocast to `dtype`
+    (None: the model's precision): pass the training batch and precision, since the plan's prediction, the byte
+    target a fractional `budget` means and the order of what it caches hold at that shape and precision; `budget` is
+    checked first (one-line BwskError). `kernels`: the
     reversible mode's seam arithmetic, on the model's device (see `seam_kernels`).
     """
     if mode not in MODES:
@@ -109,20 +111,24 @@ def apply_mode(
         converted = _reseamed(model, seams) if is_reversible(model) else make_reversible(model, inplace=True, kernels=seams)
         _APPLIED[converted] = AppliedMode(mode)
         return converted
-    _, blocks = block_list(model)
     plan = None
     if mode == "analyzed":
-        if analysis is None:
-            analysis = analyze_model(model, planning_input(model) if example_input is None else example_input)
-        plan = plan_selective(analysis, block_paths(model), budget=budget)
+        plan = plan_selective(model, planning_input(model) if example_input is None else example_input, budget=budget, dtype=dtype)
+    checkpoint_blocks(model, plan)
+    _APPLIED[model] = AppliedMode(mode, plan)
+    return model
+
+
+def checkpoint_blocks(model: nn.Module, plan: SelectivePlan | None = None) -> None:
+    """Run each block of `model` under non-reentrant `torch.utils.checkpoint`, with `plan`'s selective policy when
+    given (a plan of this model's blocks), and its graph-building calls without a KV cache."""
+    _, blocks = block_list(model)
     for index, block in enumerate(blocks):
         options: dict[str, Any] = {"use_reentrant": False}
         if plan is not None:
             options["context_fn"] = plan.context_fn(index)
         block.forward = functools.partial(checkpoint, block.forward, **options)
     cache_off_while_training(model)
-    _APPLIED[model] = AppliedMode(mode, plan)
-    return model
 
 
 def planning_input(model: nn.Module) -> tuple[torch.Tensor, ...]:

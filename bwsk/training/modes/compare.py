@@ -128,7 +128,7 @@ def compare_modes(
     for mode, seams in order:
         gc.collect()  # a converted or checkpointed copy is a reference cycle (a layer's forward refers to the layer)
         before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
-        applied = apply_mode(copy.deepcopy(model), mode, analysis=analysis, budget=budget, kernels=seams or "auto")
+        applied = apply_mode(copy.deepcopy(model), mode, example_input=(ids,), dtype=precision, budget=budget, kernels=seams or "auto")
         plan = applied_mode(applied).plan
         reference = references["reversible" if mode == "reversible" else "conventional"]
         difference = max_grad_difference(_on_cpu(loss_gradients(applied, ids, dtype=precision)), reference)
@@ -164,18 +164,16 @@ def compare_modes(
                 kernels=seams,
             )
         )
-    _time_steps(model, order, records, ids, precision, analysis, budget, repeats)
+    _time_steps(model, order, records, ids, precision, budget, repeats)
     return records
 
 
-def _time_steps(
-    model, order: list[Variant], records: list[Record], ids, precision, analysis, budget: int | float | str, repeats: int
-) -> None:
+def _time_steps(model, order: list[Variant], records: list[Record], ids, precision, budget: int | float | str, repeats: int) -> None:
     """Fill each record's median step time and its ratio to conventional: every variant on the device at once,
     one untimed step each, then `repeats` rounds, one timed step per variant each round."""
     trained = []
     for mode, seams in order:
-        applied = apply_mode(copy.deepcopy(model), mode, analysis=analysis, budget=budget, kernels=seams or "auto")
+        applied = apply_mode(copy.deepcopy(model), mode, example_input=(ids,), dtype=precision, budget=budget, kernels=seams or "auto")
         optimizer = torch.optim.AdamW([p for p in applied.parameters() if p.requires_grad], lr=1e-4)
         train_step(applied, optimizer, ids, precision)
         optimizer.zero_grad(set_to_none=True)

@@ -24,7 +24,7 @@ gradient freed as soon as it is final; no gradient clipping, as in the trainer),
 Its global gradient norm is a value, which a fake step does not have: the one `float` of it, after the backward
 and every parameter's step, is skipped there (it allocates nothing).
 
-The tracker counts the step's global peak only (`_StepPeakTracker`): MemTracker's per-module peaks, which it
+The tracker counts the step's global peak only (`PeakTracker`): MemTracker's per-module peaks, which it
 updates on every operation for every module, cost most of a full-size fake step's time and are not reported.
 
 Transformers takes a fake tensor for a trace and skips the value checks it makes on real inputs; one of them decides
@@ -43,25 +43,24 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
 from torch import nn
 from torch._subclasses.fake_tensor import DataDependentOutputException, FakeTensorMode, is_fake
-from torch.distributed._tools.mem_tracker import _TOTAL_KEY, MemTracker
-from torch.utils import flop_counter
-from torch.utils.flop_counter import FlopCounterMode
+from torch.distributed._tools.mem_tracker import MemTracker
 
 from bwsk.training.language_model import autocast, next_token_loss
 from bwsk.training.modes import DEFAULT_BUDGET
 from bwsk.training.modes.apply import apply_mode, is_reversible
+from bwsk.training.modes.flops import counting_flops
+from bwsk.training.modes.peak_tracker import PeakTracker
+from bwsk.training.modes.recording import unpacked_positions
 
 CATEGORIES = ("Parameter", "Buffer", "Gradient", "Activation", "Temp", "Optstate", "Other")
 WEIGHTLESS_REVERSIBLE = "reversible: no anchor calibration and no function gap (fake tensors have no values); segments as given"
-
-aten = torch.ops.aten
 
 
 class InBackward(Protocol):
@@ -95,28 +94,6 @@ class StepRecord:
         return {**self.__dict__, "notes": list(self.notes)}
 
 
-def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, **kwargs) -> int:
-    return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
-
-
-def _cpu_attention_backward_flops(grad_out_shape, query_shape, key_shape, value_shape, *args, **kwargs) -> int:
-    return flop_counter.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
-
-
-def _addmm_flops(self_shape, a_shape, b_shape, *args, **kwargs) -> int:
-    (m, k), (_, n) = a_shape, b_shape
-    return 2 * m * k * n
-
-
-# products FlopCounterMode's own table lacks: the CPU flash attention kernels (counted as its CUDA ones are: not
-# causal) and the in-place addmm_ (the chunked loss accumulates its weight gradient with it)
-EXTRA_FLOPS = {
-    aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops,
-    aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_attention_backward_flops,
-    aten.addmm_: _addmm_flops,
-}
-
-
 def measure_step(
     config: Any,
     mode: str,
@@ -138,17 +115,17 @@ def measure_step(
     `optimizer_in_backward`: `OptimizerInBackward` to step AdamW inside the backward (None: `optimizer.step()` after it).
     """
     start = time.perf_counter()
-    values, positions = (FakeTensorMode(), _unpacked_positions()) if fake else (contextlib.nullcontext(), contextlib.nullcontext())
+    values, positions = (FakeTensorMode(), unpacked_positions()) if fake else (contextlib.nullcontext(), contextlib.nullcontext())
     with torch.random.fork_rng(devices=[]), values, positions:
         torch.manual_seed(seed)
         model = _build(config)
         ids = torch.randint(config.vocab_size, (batch, seq))
-        model = apply_mode(model, mode, budget=budget, example_input=(ids,), kernels=kernels)
+        model = apply_mode(model, mode, budget=budget, example_input=(ids,), dtype=dtype, kernels=kernels)
         optimizer = torch.optim.AdamW(model.parameters())
         in_backward = None if optimizer_in_backward is None else optimizer_in_backward(model, optimizer)
-        tracker = _StepPeakTracker()
+        tracker = PeakTracker()
         tracker.track_external(model, optimizer, ids)
-        counter = FlopCounterMode(display=False, custom_mapping=EXTRA_FLOPS)
+        counter = counting_flops()
         with tracker, counter:
             _train_step(model, optimizer, in_backward, ids, dtype, chunked)
         optimizer.zero_grad(set_to_none=True)
@@ -173,24 +150,6 @@ def measure_step(
         time.perf_counter() - start,
         (WEIGHTLESS_REVERSIBLE,) if weightless else (),
     )
-
-
-@contextlib.contextmanager
-def _unpacked_positions() -> Iterator[None]:
-    """While active, transformers finds no packed sequences in fake position ids (the real check's answer for
-    positions 0..seq-1 in every row, the ones a model makes for input ids alone)."""
-    from transformers import masking_utils
-
-    found = masking_utils.find_packed_sequence_indices
-
-    def unpacked(position_ids: torch.Tensor) -> torch.Tensor | None:
-        return None if is_fake(position_ids) else found(position_ids)
-
-    masking_utils.find_packed_sequence_indices = unpacked
-    try:
-        yield
-    finally:
-        masking_utils.find_packed_sequence_indices = found
 
 
 def _build(config: Any) -> nn.Module:
@@ -221,16 +180,6 @@ def _train_step(
         except DataDependentOutputException:  # the norm's float(), once every parameter is stepped: fake tensors have no value
             if not is_fake(loss) or any(p.grad is not None for p in model.parameters()):
                 raise
-
-
-class _StepPeakTracker(MemTracker):
-    """MemTracker keeping the global peak (snapshot and categories) only, not every module's own peak."""
-
-    def _update_peak_stats(self, peak_state: Any) -> None:
-        for device, snapshot in self._curr_mem_snap.items():
-            if self._peak_mem.get(device, 0) < snapshot[_TOTAL_KEY]:
-                self._peak_mem[device] = snapshot[_TOTAL_KEY]
-                self._peak_mem_snap[device] = dict(snapshot)
 
 
 def _peak(tracker: MemTracker) -> dict[str, int]:

@@ -28,6 +28,7 @@ from torch import nn
 from torch.distributed._tools.mem_tracker import MemTracker
 
 from bwsk.training.language_model import autocast, logits_of, next_token_loss
+from bwsk.training.modes.peak_tracker import PeakTracker
 
 ACTIVATIONS = "Activation"
 
@@ -80,7 +81,7 @@ def activation_bytes(model: nn.Module, input_ids: torch.Tensor, *, dtype: torch.
     device = _device(model)
     if device.type == "cuda":
         return _cuda_activation_bytes(model, input_ids, dtype)
-    tracker = MemTracker()
+    tracker = PeakTracker()
     tracker.track_external(model, input_ids)
     with tracker, drift_paused(model):
         ids = input_ids.clone()
@@ -129,7 +130,7 @@ def step_memory(
 ) -> StepMemory:
     """One real `train_step` under a fresh MemTracker (and, on CUDA, the allocator's peak counter)."""
     device = input_ids.device
-    tracker = MemTracker()
+    tracker = PeakTracker()
     tracker.track_external(model, optimizer, input_ids)
     if device.type == "cuda":
         torch.cuda.synchronize()

@@ -172,7 +172,12 @@ class Run:
             model.config.use_cache = False  # a KV cache is of no use in training, and checkpoint recomputes would extend it
         config = self.config
         model = apply_mode(
-            model.to(self.device).train(), config.mode, example_input=(example,), budget=config.budget, kernels=config.kernels
+            model.to(self.device).train(),
+            config.mode,
+            example_input=(example,),
+            dtype=self.dtype,
+            budget=config.budget,
+            kernels=config.kernels,
         )
         return model if self.info is None else wrap_model(model, config.distributed, self.info)
 

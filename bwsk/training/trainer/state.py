@@ -21,6 +21,7 @@ import torch
 from torch.distributed._tools.mem_tracker import MemTracker
 
 from bwsk.errors import BwskError, SourceError
+from bwsk.training.modes.peak_tracker import PeakTracker
 from bwsk.training.trainer.field_types import is_count, is_number, require_field_types
 
 
@@ -122,7 +123,7 @@ def step_tracker(device: torch.device, state: LoopState, *tracked: object) -> Me
     """A MemTracker counting `tracked` (model, optimizer) for the next step on the cpu while no peak is known; else None."""
     if device.type != "cpu" or state.peak_memory_bytes is not None:
         return None
-    tracker = MemTracker()
+    tracker = PeakTracker()
     tracker.track_external(*tracked)
     return tracker
 

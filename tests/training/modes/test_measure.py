@@ -57,7 +57,7 @@ def measured(layers: int) -> dict[str, tuple[int, int]]:
     analysis = analyze_model(model, (ids,))
     found = {}
     for mode in MEASURED:
-        applied = apply_mode(copy.deepcopy(model), mode, analysis=analysis)
+        applied = apply_mode(copy.deepcopy(model), mode, example_input=(ids,))
         kept = activation_bytes(applied, ids)
         assert activation_bytes(applied, ids) == kept  # repeatable to the byte
         found[mode] = (kept, predicted_activation_bytes(analysis, mode, applied_mode(applied).plan))

@@ -16,9 +16,10 @@ from bwsk.frontend.zoo import build, model_inputs
 from bwsk.training.blocks import block_paths
 from bwsk.training.language_model import lm_loss, logits_of
 from bwsk.training.modes import MODES
-from bwsk.training.modes.apply import PLANNING_SEQ, analyze_model, applied_mode, apply_mode, planning_input, seam_kernels
+from bwsk.training.modes.apply import PLANNING_SEQ, applied_mode, apply_mode, planning_input, seam_kernels
 from bwsk.training.modes.measure import loss_gradients
-from bwsk.training.modes.selective import plan_selective
+from bwsk.training.modes.recording import record_blocks
+from bwsk.training.modes.selective import Planner, plan_selective
 from bwsk.training.reversible.convert import make_reversible
 
 pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` (CI) runs them, `make test-fast` leaves them out
@@ -30,16 +31,16 @@ FP32 = dict(rtol=1e-5, atol=1e-6)
 def tiny(name: str, layers: int = 2, seq: int = 16):
     model = build(name, tiny=True, layers=layers, device="cpu", seed=3)
     (ids,) = model_inputs(model, batch=2, seq=seq, seed=5)
-    return model, ids, analyze_model(model, (ids,))
+    return model, ids
 
 
 @pytest.mark.parametrize("name", ["pythia-70m", "gpt2", "smollm-135m"])
 @pytest.mark.parametrize("mode,budget", [("checkpoint", 0.5), ("analyzed", 0.2), ("analyzed", 0.5), ("analyzed", 1.0)])
 def test_recomputing_modes_give_conventional_loss_and_every_gradient(name, mode, budget):
-    model, ids, analysis = tiny(name)
+    model, ids = tiny(name)
     expected_loss = lm_loss(logits_of(model(ids)), ids)
     expected = loss_gradients(model, ids)
-    applied = apply_mode(copy.deepcopy(model), mode, analysis=analysis, budget=budget)
+    applied = apply_mode(copy.deepcopy(model), mode, example_input=(ids,), budget=budget)
     torch.testing.assert_close(lm_loss(logits_of(applied(ids)), ids), expected_loss, **FP32)
     got = loss_gradients(applied, ids)
     assert got.keys() == expected.keys()
@@ -50,30 +51,34 @@ def test_recomputing_modes_give_conventional_loss_and_every_gradient(name, mode,
         assert plan.alignment.unmatched == 0 and plan.alignment.matched > 0
 
 
-def test_the_s_k_plan_saves_erasing_outputs_and_recomputes_cheap_s_work():
-    """At the bytes of the analysis's own plan (see tests/training/modes/test_selective.py for the budget around it)."""
-    model, _, analysis = tiny("pythia-70m")
-    paths = block_paths(model)
-    plan = plan_selective(analysis, paths, budget=plan_selective(analysis, paths, budget=1.0).analysis_bytes)
-    assert not plan.dropped and plan.predicted_bytes == plan.analysis_bytes
-    saved = {str(step.op) for step in plan.blocks[0] if step.save}
-    assert {"aten.native_layer_norm.default", "aten._softmax.default", "aten.gelu.default"} <= saved  # K-barriers
-    assert not saved & {"aten.cat.default", "aten.neg.default"}  # cheap S work of the rotary embedding is recomputed
+def test_the_plan_caches_nothing_past_the_recompute_stop():
+    """Backward's recompute stops at a block's last saved output (the MLP's input): the output projection after it never
+    runs again, so even the whole budget does not cache it; below the stop the products and attention go first."""
+    model, ids = tiny("pythia-70m")
+    recorded = record_blocks(model, (ids,))
+    planner = Planner(recorded)
+    everything = planner.plan(1.0)
+    for steps, stop in zip(everything.blocks, recorded.stop):
+        assert not any(step.save for step in steps[stop + 1 :])
+        assert [str(step.op) for step in steps[stop + 1 :] if step.flops] == ["aten.addmm.default"]  # dense_4h_to_h
+    products = [step for step in everything.blocks[0][: recorded.stop[0] + 1] if step.flops]
+    assert products and all(step.save for step in products)
+    assert everything.recompute_flops == 0 < everything.checkpoint_flops
 
 
 def test_apply_mode_refuses_misuse():
-    model, ids, analysis = tiny("pythia-70m")
+    model, ids = tiny("pythia-70m")
     with pytest.raises(BwskError, match="unknown training mode"):
         apply_mode(copy.deepcopy(model), "fast")
     with pytest.raises(BwskError, match="budget 1.5: a fraction .* at most 1"):
-        apply_mode(copy.deepcopy(model), "analyzed", analysis=analysis, budget=1.5)
+        apply_mode(copy.deepcopy(model), "analyzed", example_input=(ids,), budget=1.5)
     applied = apply_mode(copy.deepcopy(model), "checkpoint")
     with pytest.raises(BwskError, match="already in mode 'checkpoint'"):
-        apply_mode(applied, "analyzed", analysis=analysis)
+        apply_mode(applied, "analyzed", example_input=(ids,))
 
 
 def test_block_paths_name_the_stack():
-    model, _, _ = tiny("gpt2", layers=3)
+    model, _ = tiny("gpt2", layers=3)
     assert block_paths(model) == ["transformer.h.0", "transformer.h.1", "transformer.h.2"]
     with pytest.raises(BwskError, match="no stack"):
         block_paths(torch.nn.Linear(2, 2))
@@ -113,7 +118,7 @@ def test_a_reversible_model_takes_the_seams_asked_for_on_its_own_layout():
 
 
 def test_kernels_are_refused_in_one_line_where_they_mean_nothing_or_cannot_run(monkeypatch):
-    model, _, _ = tiny("pythia-70m")
+    model, _ = tiny("pythia-70m")
     for mode in ("conventional", "checkpoint"):
         with pytest.raises(BwskError, match=f"reversible mode's seams; the {mode} mode has none"):
             apply_mode(copy.deepcopy(model), mode, kernels="triton")
@@ -183,14 +188,13 @@ def test_analyzed_dropout_plan_recomputes_the_masks_it_cannot_cache():
     created: selective checkpointing cannot cache it, so the plan recomputes it (same RNG state, same mask)."""
     model = tiny_model("gpt2", dropout=0.3)
     (ids,) = planning_input(model)
-    analysis = analyze_model(model, (ids,))
-    plan = plan_selective(analysis, block_paths(model), budget=0.5)
+    plan = plan_selective(model, (ids,), budget=0.5)
     ops = [step for step in plan.blocks[0]]
     filled = [i for i, step in enumerate(ops) if str(step.op) == "aten.bernoulli_.float"]
     assert filled, "the plan sees the training-mode dropout"
     for i in filled:
         assert not any(step.save for step in ops[i - 1 : i + 2]), "neither the buffer, its fill nor its scaling is cached"
-    applied = apply_mode(copy.deepcopy(model), "analyzed", analysis=analysis)
+    applied = apply_mode(copy.deepcopy(model), "analyzed", example_input=(ids,))
     _, got = gradients(applied, [ids], plain=False)
     _, want = gradients(model, [ids], plain=False)
     assert_same_gradients(applied, got, want, FP32_RTOL)

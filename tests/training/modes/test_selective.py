@@ -1,6 +1,6 @@
-"""The analyzed mode's budget: bytes or a fraction of conventional activation memory, made a byte target that the
-measured activation bytes stay within, gradients equal conventional's bit for bit, the knob monotone, the floor refused
-below in one line, and the plan saying what it decided and why."""
+"""The analyzed mode's plan: a byte target from bytes or a fraction of conventional activation memory, predicted bytes
+and recompute FLOPs equal to the measured ones, gradients equal to conventional's, the knob monotone, the floor refused
+below in one line; on the model as transformers builds it (sdpa attention), under bf16 autocast and with dropout."""
 
 from __future__ import annotations
 
@@ -10,128 +10,142 @@ import json
 
 import pytest
 import torch
+from training.tiny_models import tiny_model
 
 from bwsk.errors import BwskError
-from bwsk.frontend.zoo import build, model_inputs
-from bwsk.passes.memory import Memory
 from bwsk.render.units import human_bytes
-from bwsk.training.blocks import block_paths
 from bwsk.training.choices import DEFAULT_BUDGET
-from bwsk.training.modes.apply import analyze_model, applied_mode, apply_mode
+from bwsk.training.language_model import autocast, next_token_loss
+from bwsk.training.modes.apply import applied_mode, apply_mode
+from bwsk.training.modes.flops import counting_flops
 from bwsk.training.modes.measure import activation_bytes, loss_gradients
-from bwsk.training.modes.selective import BY_ANALYSIS, plan_selective
+from bwsk.training.modes.recording import record_blocks
+from bwsk.training.modes.selective import Planner
 
 pytestmark = pytest.mark.slow  # whole-model steps: `make test` (CI) runs them, `make test-fast` leaves them out
 
-BUDGETS = [0.3, 0.5, 0.8, 1.0, "48KiB", "100KiB", 200 * 1024]
+BUDGETS = [0.3, 0.5, 0.8, 1.0, "160KiB", "300KiB", 400 * 1024]
 
 
 @functools.cache
-def tiny_pythia():
-    """A 2-layer tiny Pythia, its input (batch 2 x 16) and its analysis, shared by the module's tests."""
-    model = build("pythia-70m", tiny=True, layers=2, device="cpu", seed=3)
-    (ids,) = model_inputs(model, batch=2, seq=16, seed=5)
-    return model, ids, analyze_model(model, (ids,))
+def tiny(family: str = "neox-sequential", dropout: float = 0.0):
+    """A tiny model as transformers builds it from its config (sdpa attention, the cache default), its input, and its
+    planner."""
+    model = tiny_model(family, layers=3, dropout=dropout, seed=3).train()
+    ids = torch.randint(0, model.config.vocab_size, (2, 24), generator=torch.Generator().manual_seed(5))
+    return model, ids, Planner(record_blocks(model, (ids,)))
 
 
-def conventional_bytes() -> int:
-    return tiny_pythia()[2].result(Memory).modes["conventional"].stored
+def step_flops(model: torch.nn.Module, ids: torch.Tensor, dtype: torch.dtype | None = None) -> int:
+    with counting_flops() as counter:
+        with autocast(ids.device, dtype):
+            loss = next_token_loss(model, ids, chunked=False)
+        loss.backward()
+    return counter.get_total_flops()
 
 
-def plan(budget):
-    model, _, analysis = tiny_pythia()
-    return plan_selective(analysis, block_paths(model), budget=budget)
+@functools.cache
+def conventional_flops(family: str = "neox-sequential") -> int:
+    model, ids, _ = tiny(family)
+    return step_flops(copy.deepcopy(model), ids)
 
 
 @pytest.mark.parametrize("budget", BUDGETS, ids=str)
-def test_measured_activation_bytes_stay_within_the_budget(budget):
-    model, ids, analysis = tiny_pythia()
-    applied = apply_mode(copy.deepcopy(model), "analyzed", analysis=analysis, budget=budget)
+def test_the_prediction_is_what_the_step_keeps_and_recomputes(budget):
+    model, ids, planner = tiny()
+    applied = apply_mode(copy.deepcopy(model), "analyzed", example_input=(ids,), budget=budget)
     made = applied_mode(applied).plan
-    expected = int(budget * conventional_bytes()) if isinstance(budget, float) else made.target_bytes
+    conventional = planner.recorded.conventional_bytes
+    expected = int(budget * conventional) if isinstance(budget, float) else made.target_bytes
     assert made.target_bytes == expected and made.floor_bytes <= made.predicted_bytes <= made.target_bytes
-    assert activation_bytes(applied, ids) <= made.target_bytes
+    assert activation_bytes(applied, ids) == made.predicted_bytes  # MemTracker, to the byte
+    assert step_flops(applied, ids) - conventional_flops() == made.recompute_flops  # FlopCounterMode, to the FLOP
     assert made.alignment.unmatched == 0 and made.alignment.matched > 0  # the run followed the plan
 
 
-def test_a_plan_filled_to_the_byte_is_exceeded_by_at_most_the_unread_block_arguments():
-    """At the floor itself the measured bytes may pass the target by what the blocks receive and do not read (the
-    Pythia layers' cache positions, 8 bytes per token; see the module docstring of `selective`)."""
-    model, ids, analysis = tiny_pythia()
-    applied = apply_mode(copy.deepcopy(model), "analyzed", analysis=analysis, budget=plan(1.0).floor_bytes)
+def test_conventional_bytes_are_what_conventional_training_keeps():
+    model, ids, planner = tiny()
+    assert activation_bytes(copy.deepcopy(model), ids) == planner.recorded.conventional_bytes
+
+
+def test_at_the_floor_the_plan_is_the_checkpoint_mode():
+    model, ids, planner = tiny()
+    floor = planner.plan(1.0).floor_bytes
+    applied = apply_mode(copy.deepcopy(model), "analyzed", example_input=(ids,), budget=floor)
     made = applied_mode(applied).plan
-    assert made.predicted_bytes == made.target_bytes == made.floor_bytes
-    assert activation_bytes(applied, ids) <= made.target_bytes + 8 * ids.shape[1]
+    assert made.predicted_bytes == made.target_bytes == floor and not made.cached()
+    checkpointed = apply_mode(copy.deepcopy(model), "checkpoint")
+    assert activation_bytes(applied, ids) == activation_bytes(checkpointed, ids) == floor
+    assert made.recompute_flops == made.checkpoint_flops == step_flops(checkpointed, ids) - conventional_flops()
 
 
-def test_byte_budgets_are_the_target_as_given():
-    assert plan("48KiB").target_bytes == 48 * 1024 and plan(200 * 1024).target_bytes == 200 * 1024
+@pytest.mark.parametrize("family", ["neox-sequential", "llama"])
+@pytest.mark.parametrize("budget", [0.3, 0.7])
+def test_gradients_equal_conventional_with_dropout_on(family, budget):
+    model, ids, _ = tiny(family, dropout=0.0 if family == "llama" else 0.2)
+    torch.manual_seed(11)
+    want = loss_gradients(model, ids)
+    applied = apply_mode(copy.deepcopy(model), "analyzed", example_input=(ids,), budget=budget)
+    torch.manual_seed(11)
+    got = loss_gradients(applied, ids)
+    assert got.keys() == want.keys()
+    for name in want:
+        assert torch.equal(got[name], want[name]), name
+    assert applied_mode(applied).plan.alignment.unmatched == 0
 
 
-@pytest.mark.parametrize("budget", ["40KiB", 0.5, 1.0], ids=str)
-def test_gradients_equal_conventional_exactly(budget):
-    model, ids, analysis = tiny_pythia()
-    expected = loss_gradients(model, ids)
-    got = loss_gradients(apply_mode(copy.deepcopy(model), "analyzed", analysis=analysis, budget=budget), ids)
-    assert got.keys() == expected.keys()
-    for name in expected:
-        assert torch.equal(got[name], expected[name]), name
+def test_dropout_masks_are_never_cached():
+    """Dropout fills `empty_like` in place (bernoulli_, then div_): selective checkpointing cannot cache a tensor
+    written after it is made, so the plan recomputes the mask (same RNG state, same mask)."""
+    _, _, planner = tiny(dropout=0.2)
+    plan = planner.plan(1.0)
+    written = [(b, i) for b, ops in enumerate(planner.recorded.blocks) for i, op in enumerate(ops) if op.written]
+    assert written, "the recording sees the training-mode dropout"
+    assert not any(plan.blocks[b][i].save for b, i in written)
+    assert plan.written_in_place == len(written) and plan.summary()["written_in_place"] == len(written)
 
 
-def test_a_larger_budget_stores_no_fewer_bytes_and_recomputes_no_more():
-    floor = plan(1.0).floor_bytes
-    sizes = sorted(
-        {floor, floor + 1, *(int(f * conventional_bytes()) for f in (0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)), 10 * conventional_bytes()}
-    )
-    plans = [plan(size) for size in sizes]
-    stored = [p.predicted_bytes for p in plans]
-    recomputed = [p.recompute_flops for p in plans]
-    assert stored == sorted(stored) and recomputed == sorted(recomputed, reverse=True)
-    assert stored[0] == floor < stored[-1] and recomputed[0] > recomputed[-1]
-    kept = [{id(c.unit) for c in p.choices if c.stored} for p in plans]
-    assert all(smaller <= larger for smaller, larger in zip(kept, kept[1:]))  # each budget keeps what a smaller one kept
+def test_under_bf16_autocast_the_prediction_holds():
+    model, ids, _ = tiny()
+    applied = apply_mode(copy.deepcopy(model), "analyzed", example_input=(ids,), dtype=torch.bfloat16, budget=0.5)
+    made = applied_mode(applied).plan
+    assert activation_bytes(applied, ids, dtype=torch.bfloat16) == made.predicted_bytes <= made.target_bytes
+    conventional = step_flops(copy.deepcopy(model), ids, torch.bfloat16)
+    assert step_flops(applied, ids, torch.bfloat16) - conventional == made.recompute_flops
 
 
-def test_a_budget_below_the_floor_is_refused_in_one_line_naming_the_floor():
-    floor = plan(1.0).floor_bytes
-    for budget in (floor - 1, 0.01):
-        with pytest.raises(BwskError, match=f"below its floor of {human_bytes(floor)}") as refused:
-            plan(budget)
-        assert "\n" not in str(refused.value)
-    model, _, analysis = tiny_pythia()
-    with pytest.raises(BwskError, match="neither bytes with a unit"):
-        apply_mode(copy.deepcopy(model), "analyzed", analysis=analysis, budget="lots")
+def test_the_knob_is_monotone():
+    """A larger budget caches a superset: never fewer bytes stored, never more FLOPs recomputed."""
+    _, _, planner = tiny()
+    floor = planner.plan(1.0).floor_bytes
+    targets = sorted({floor, *(floor + k * 20_000 for k in range(1, 40)), planner.recorded.conventional_bytes})
+    plans = [planner.plan(t) for t in targets]
+    for smaller, larger in zip(plans, plans[1:]):
+        assert smaller.predicted_bytes <= larger.predicted_bytes and smaller.recompute_flops >= larger.recompute_flops
+        cached = lambda plan: {(b, i) for b, steps in enumerate(plan.blocks) for i, s in enumerate(steps) if s.save}  # noqa: E731
+        assert cached(smaller) <= cached(larger)
+    assert plans[0].recompute_flops > plans[-1].recompute_flops == 0
 
 
-def test_the_plan_reports_what_the_analysis_and_the_budget_decided():
-    """At the S/K plan's own bytes every decision is the analysis's; below it the budget recomputes units the analysis
-    stores (K-barrier outputs), above it the budget stores what the analysis recomputes, dearest per byte first."""
-    model, _, analysis = tiny_pythia()
-    at = plan(plan(1.0).analysis_bytes)
-    free = {id(c.unit) for c in plan(at.floor_bytes).choices if c.stored}  # stored at the floor: they add no bytes
-    assert at.predicted_bytes == at.analysis_bytes and not at.dropped and {id(unit) for unit in at.kept} <= free
-    assert all(c.stored == (c.unit.analyzed == "store") for c in at.choices if c.by == BY_ANALYSIS)
-    stored_ops = {analysis.calls[c.unit.call].target for c in at.choices if c.stored and c.by == BY_ANALYSIS}
-    assert {"aten.softmax.int", "aten.gelu.default", "aten.layer_norm.default"} <= stored_ops  # K-barriers: erased, stored
-    below = plan((at.floor_bytes + at.analysis_bytes) // 2)
-    assert below.dropped and all(unit.analyzed == "store" for unit in below.dropped)
-    above = plan(0.8)
-    assert above.kept and all(unit.analyzed == "recompute" for unit in above.kept)
-
-    def per_byte(unit) -> float:
-        return analysis.calls[unit.call].flops / unit.bytes
-
-    kept = [unit for unit in above.kept if id(unit) not in free]
-    left = [c.unit for c in above.choices if not c.stored and c.by == BY_ANALYSIS and c.unit.analyzed == "recompute"]
-    assert {analysis.calls[unit.call].target for unit in kept} <= {"aten.linear.default", "aten.matmul.default"}
-    assert min(map(per_byte, kept)) >= max(map(per_byte, left))  # the budget keeps the dearest to recompute per byte
-    assert below.recompute_flops >= at.recompute_flops > above.recompute_flops
-    summary = json.loads(json.dumps(above.summary()))
-    assert summary["budget"] == 0.8 and summary["target_bytes"] == int(0.8 * conventional_bytes())
-    assert summary["predicted_bytes"] == above.predicted_bytes and summary["recompute_flops"] == above.recompute_flops
-    assert summary["decisions"]["stored by budget"]["units"] == len(above.kept)
+def test_a_budget_below_the_floor_is_refused_in_one_line():
+    model, ids, planner = tiny()
+    floor = planner.plan(1.0).floor_bytes
+    with pytest.raises(BwskError) as refused:
+        apply_mode(copy.deepcopy(model), "analyzed", example_input=(ids,), budget=floor - 1)
+    message = str(refused.value)
+    assert "\n" not in message and "below its floor" in message and human_bytes(floor) in message
+    with pytest.raises(BwskError, match=r"budget 0\.01 of conventional activation memory .* below its floor"):
+        planner.plan(0.01)
 
 
-def test_the_default_budget_is_half_of_conventional():
-    made = plan(DEFAULT_BUDGET)
-    assert DEFAULT_BUDGET == 0.5 and made.budget == 0.5 and made.target_bytes == conventional_bytes() // 2
+def test_the_summary_says_what_the_plan_decided():
+    model, ids, _ = tiny()
+    plan = applied_mode(apply_mode(copy.deepcopy(model), "analyzed", example_input=(ids,))).plan
+    summary = json.loads(json.dumps(plan.summary()))
+    assert summary["budget"] == DEFAULT_BUDGET and "of conventional activation memory" in summary["budget_means"]
+    assert summary["predicted_bytes"] == plan.predicted_bytes and summary["recompute_flops"] == plan.recompute_flops
+    assert summary["floor_bytes"] <= summary["predicted_bytes"] <= summary["target_bytes"]
+    assert sum(summary["cached_operators"].values()) == sum(step.save for steps in plan.blocks for step in steps) > 0
+    recorded = tiny()[2].recorded
+    after_stop = sum(op.flops for ops, stop in zip(recorded.blocks, recorded.stop) for op in ops[stop + 1 :])
+    assert summary["past_stop_flops"] == after_stop > 0  # each block's MLP output projection: never run again

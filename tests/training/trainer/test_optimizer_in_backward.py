@@ -10,13 +10,13 @@ import pytest
 import torch
 from cli.train_runs import one_line_error
 from safetensors.torch import load_file
-from torch.distributed._tools.mem_tracker import MemTracker
 from training.tiny_models import tiny_model
 from training.tiny_text import tiny_text, tiny_tokenizer, write_corpus
 
 from bwsk.errors import BwskError
 from bwsk.training.modes import MODES
 from bwsk.training.modes.apply import apply_mode
+from bwsk.training.modes.peak_tracker import PeakTracker
 from bwsk.training.reversible.convert import reversible_runtime
 from bwsk.training.trainer.config import TrainConfig
 from bwsk.training.trainer.data import load_text_splits, tokenize_splits
@@ -117,8 +117,9 @@ def test_reversible_blocks_are_stepped_one_by_one_during_the_rebuild():
 
 
 def _step_peak(model, update: OptimizerStep, ids: torch.Tensor, step: int) -> tuple[int, dict]:
-    """MemTracker's peak (bytes, and by category) over training step `step` (0-based)."""
-    tracker = MemTracker()
+    """MemTracker's peak (bytes, and by category) over training step `step` (0-based); the tracker skips MemTracker's
+    per-module peaks, most of its cost (tests/training/modes/test_fake_step.py checks it against MemTracker)."""
+    tracker = PeakTracker()
     tracker.track_external(model, update.optimizer)
     lr = update.set_learning_rate(step)
     with tracker:
