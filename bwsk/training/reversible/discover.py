@@ -324,7 +324,13 @@ def _couplings(model: nn.Module, tokens: int) -> list:
         return bwsk.analyze(program, passes=[Couple]).result(Couple)
 
     short = meta_twin(model, layers=1) if hasattr(model, "config") else model
-    found = couple(short)
+    key = _twin_key(short, tokens) if short is not model else None
+    if key is None:
+        found = couple(short)
+    else:
+        if key not in _ONE_LAYER_COUPLINGS:
+            _ONE_LAYER_COUPLINGS[key] = tuple(couple(short))
+        found = list(_ONE_LAYER_COUPLINGS[key])
     if len(found) != 1 or short is model:
         return found
     template = found[0]
@@ -350,6 +356,21 @@ def _couplings(model: nn.Module, tokens: int) -> list:
         )
         for i in range(len(layers))
     ]
+
+
+_ONE_LAYER_COUPLINGS: dict[tuple, tuple] = {}  # the couple pass's result on one-layer twins, by `_twin_key`
+
+
+def _twin_key(twin: nn.Module, tokens: int) -> tuple | None:
+    """What the couple pass's result on a one-layer meta twin depends on: its class, its whole config, attention
+    implementation and example length (None when the config cannot be written out: then nothing is cached). Converting many models of
+    one architecture (a sweep, a fit search, a test suite) then exports it once per process."""
+    config = twin.config
+    try:
+        written = config.to_json_string(use_diff=False)
+    except (TypeError, ValueError):
+        return None
+    return type(twin), written, str(getattr(config, "_attn_implementation", None)), tokens
 
 
 def _why_uncoupled(model: nn.Module, tokens: int) -> str:

@@ -259,3 +259,28 @@ def test_activation_memory_is_flat_in_depth():
     assert reversible[24] <= 1.1 * reversible[6]
     assert plain[24] >= 3 * plain[6]
     assert reversible[24] < plain[6]
+
+
+def test_one_architecture_is_exported_once_per_process(monkeypatch):
+    """Discovery exports a one-layer twin; a second model of the same class and config (any depth) reuses its
+    couplings, another config is exported again, and each finds the same halves as a fresh export would."""
+    import bwsk
+    from bwsk.training.reversible import discover as discovery
+
+    exports = []
+    lower = bwsk.lower_module
+    monkeypatch.setattr(bwsk, "lower_module", lambda *args, **kwargs: (exports.append(args[0]), lower(*args, **kwargs))[1])
+
+    def layout(layers: int, hidden: int) -> list[tuple]:
+        _, halves = discovery.discover(build("neox-sequential", layers=layers, hidden=hidden))
+        return [(h.layer, h.kind, repr(h.f), repr(h.g), h.outputs) for h in halves]
+
+    cached = [layout(2, 48), layout(3, 48), layout(2, 40)]
+    assert len(exports) == 2  # hidden 48 once (at 2 and at 3 layers), hidden 40 once
+    assert [entry[0] for entry in cached[1]] == ["gpt_neox.layers.0", "gpt_neox.layers.1", "gpt_neox.layers.2"]
+    monkeypatch.setattr(discovery, "_ONE_LAYER_COUPLINGS", {})
+    fresh = []
+    for layers, hidden in ((2, 48), (3, 48), (2, 40)):
+        discovery._ONE_LAYER_COUPLINGS.clear()
+        fresh.append(layout(layers, hidden))
+    assert fresh == cached and len(exports) == 5  # without the cache: one export each
