@@ -28,7 +28,6 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
-from torch.distributed._tools.mem_tracker import MemTracker
 
 from bwsk.training.experiments.demo_data import DEMO_TEXT
 from bwsk.training.language_model import autocast, lm_loss, logits_of
@@ -224,8 +223,10 @@ def stack_activation_bytes(model: nn.Module, ids: torch.Tensor, precision: torch
     held: list[int] = []
     last = _last_layer(model)
     handles = [
-        last.register_forward_pre_hook(lambda *_: before.append(_activations(tracker))),
-        last.register_forward_hook(lambda _m, _a, out: held.append(_activations(tracker) - before[-1] - _bytes(out))),
+        last.register_forward_pre_hook(lambda *_: before.append(tracker.categories("current").get(ACTIVATIONS, 0))),
+        last.register_forward_hook(
+            lambda _m, _a, out: held.append(tracker.categories("current").get(ACTIVATIONS, 0) - before[-1] - _bytes(out))
+        ),
     ]
     try:
         for parameter in frozen:
@@ -239,11 +240,6 @@ def stack_activation_bytes(model: nn.Module, ids: torch.Tensor, precision: torch
         for parameter in frozen:
             parameter.requires_grad_(False)
     return held[-1]
-
-
-def _activations(tracker: MemTracker) -> int:
-    snapshot = tracker.get_tracker_snapshot("current")
-    return sum(int(v) for categories in snapshot.values() for k, v in categories.items() if str(getattr(k, "value", k)) == ACTIVATIONS)
 
 
 def _bytes(output: object) -> int:

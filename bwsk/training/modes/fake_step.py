@@ -50,7 +50,6 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 from torch._subclasses.fake_tensor import DataDependentOutputException, FakeTensorMode, is_fake
-from torch.distributed._tools.mem_tracker import MemTracker
 
 from bwsk.training.language_model import autocast, next_token_loss
 from bwsk.training.modes import DEFAULT_BUDGET
@@ -132,7 +131,7 @@ def measure_step(
         tracker.reset_mod_stats()
         with tracker:  # entering again starts a new peak from what is alive now
             _train_step(model, optimizer, in_backward, ids, dtype, chunked)
-        peak = _peak(tracker)
+        peak = tracker.categories("peak", "cpu")
     weightless = fake and is_reversible(model)
     return StepRecord(
         name or config.model_type,
@@ -180,11 +179,3 @@ def _train_step(
         except DataDependentOutputException:  # the norm's float(), once every parameter is stepped: fake tensors have no value
             if not is_fake(loss) or any(p.grad is not None for p in model.parameters()):
                 raise
-
-
-def _peak(tracker: MemTracker) -> dict[str, int]:
-    """The tracker's peak snapshot of the cpu: bytes per category name, and "Total"."""
-    for device, categories in tracker.get_tracker_snapshot("peak").items():
-        if torch.device(device).type == "cpu":
-            return {str(getattr(key, "value", key)): int(size) for key, size in categories.items()}
-    return {}

@@ -26,7 +26,6 @@ from typing import Any
 import torch
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.distributed._tools.mem_tracker import MemTracker
 
 from bwsk.training.language_model import autocast, next_token_loss
 from bwsk.training.modes.apply import apply_mode, checkpoint_blocks
@@ -93,7 +92,7 @@ def measure_frontier(
             with tracker:
                 with autocast(ids.device, dtype):
                     loss = next_token_loss(model, ids, chunked=True)
-                kept = _activations(tracker)
+                kept = tracker.categories("current").get("Activation", 0)
             loss.backward()
         return kept, counter.get_total_flops()
 
@@ -148,9 +147,3 @@ def measure_frontier(
         with built("reversible") as (model, ids):
             points.append(point("reversible", *step(model, ids)))
     return points
-
-
-def _activations(tracker: MemTracker) -> int:
-    """Bytes of the activation category in the tracker's current snapshot, over every device."""
-    snapshot = tracker.get_tracker_snapshot("current")
-    return sum(int(n) for categories in snapshot.values() for key, n in categories.items() if getattr(key, "value", key) == "Activation")

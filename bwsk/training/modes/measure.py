@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.distributed._tools.mem_tracker import MemTracker
 
 from bwsk.training.language_model import autocast, logits_of, next_token_loss
 from bwsk.training.modes.peak_tracker import PeakTracker
@@ -64,18 +63,6 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _category(key: object) -> str:
-    return str(getattr(key, "value", key))
-
-
-def _snapshot(tracker: MemTracker, device: torch.device, kind: str) -> dict[str, int]:
-    found = tracker.get_tracker_snapshot(kind)
-    for dev, categories in found.items():
-        if torch.device(dev).type == device.type:
-            return {_category(k): int(v) for k, v in categories.items()}
-    return {}
-
-
 def activation_bytes(model: nn.Module, input_ids: torch.Tensor, *, dtype: torch.dtype | None = None) -> int:
     """Bytes the forward's autograd graph keeps for backward (see the module docstring); no backward is run."""
     device = _device(model)
@@ -89,7 +76,7 @@ def activation_bytes(model: nn.Module, input_ids: torch.Tensor, *, dtype: torch.
             logits = logits_of(model(ids))
         graph = logits.grad_fn
         del logits, ids
-        kept = _snapshot(tracker, device, "current").get(ACTIVATIONS, 0)
+        kept = tracker.categories("current", device.type).get(ACTIVATIONS, 0)
     del graph
     return kept
 
@@ -137,7 +124,7 @@ def step_memory(
         torch.cuda.reset_peak_memory_stats()
     with tracker:
         loss = train_step(model, optimizer, input_ids, dtype, full_logits=full_logits)
-    categories = _snapshot(tracker, device, "peak")
+    categories = tracker.categories("peak", device.type)
     if device.type == "cuda":
         torch.cuda.synchronize()
         return StepMemory(torch.cuda.max_memory_allocated(), categories, "CUDA allocator", loss.item())

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
-from torch.distributed._tools.mem_tracker import MemTracker
 
 from bwsk.errors import BwskError, SourceError
 from bwsk.training.modes.peak_tracker import PeakTracker
@@ -119,7 +118,7 @@ def _evaluation(record: Any, where: str) -> dict[str, Any]:
     return record
 
 
-def step_tracker(device: torch.device, state: LoopState, *tracked: object) -> MemTracker | None:
+def step_tracker(device: torch.device, state: LoopState, *tracked: object) -> PeakTracker | None:
     """A MemTracker counting `tracked` (model, optimizer) for the next step on the cpu while no peak is known; else None."""
     if device.type != "cpu" or state.peak_memory_bytes is not None:
         return None
@@ -128,7 +127,7 @@ def step_tracker(device: torch.device, state: LoopState, *tracked: object) -> Me
     return tracker
 
 
-def record_step_peak(state: LoopState, device: torch.device, tracker: MemTracker | None, step: int) -> None:
+def record_step_peak(state: LoopState, device: torch.device, tracker: PeakTracker | None, step: int) -> None:
     """Fold training step `step` (1-based, just run under `step_tracker`'s `tracker`) into the state's peak."""
     if tracker is not None:
         state.peak_memory_bytes = _tracker_peak(tracker)
@@ -144,7 +143,6 @@ def exclude_evaluation(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def _tracker_peak(tracker: MemTracker) -> int:
-    """MemTracker's peak total over every device it saw."""
-    peaks = tracker.get_tracker_snapshot("peak")
-    return int(sum(int(categories.get("Total", 0)) for categories in peaks.values()))
+def _tracker_peak(tracker: PeakTracker) -> int:
+    """The tracker's peak total over every device it saw."""
+    return tracker.categories("peak").get("Total", 0)
