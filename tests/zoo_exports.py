@@ -8,8 +8,8 @@ not, so each test builds its own (tracing and the passes cost a fraction of the 
 Sweeps over the zoo take `zoo_sweep()`: every zoo model whose tiny `LAYERS`-layer build is not one
 an earlier name already builds. The other sizes of an architecture (pythia-160m ... pythia-1b,
 gpt2-medium) differ from its first model only in depth, which `LAYERS` overrides, so at this
-size they are the same model to the byte and are left out; one whose tiny build differs is
-swept, marked `slow` (`make test` runs it, `make test-fast` does not).
+size they are the same model to the byte and are left out. `make test` runs a sweep's first
+model; the rest are marked `sweep` (`make check`, CI, runs them): `sweep_after_first`.
 """
 
 from __future__ import annotations
@@ -37,18 +37,20 @@ def tiny_program(name: str, level: str = "core", **shape: int) -> Program:
     return tiny_compiled(name, level, **shape).program
 
 
+def sweep_after_first(names) -> list:
+    """`names` as pytest parameters: the first plain, the rest marked `sweep`."""
+    first, *rest = names
+    return [first, *(pytest.param(name, marks=pytest.mark.sweep) for name in rest)]
+
+
 def zoo_sweep() -> list:
-    """Every zoo name whose tiny `LAYERS`-layer model differs from those before it, as pytest parameters; all but the
-    first model of each architecture marked `slow`."""
-    seen_architectures: set[str] = set()
+    """Every zoo name whose tiny `LAYERS`-layer model differs from those before it, as `sweep_after_first` parameters."""
     seen_models: list[tuple] = []
     names = []
     for name in zoo.names():
         entry = zoo.entry(name)
         model = (entry.config_class, entry.model_class, {**entry.full, **entry.tiny, entry.depth_field: LAYERS})
-        if model in seen_models:  # what `zoo.build(name, tiny=True, layers=LAYERS)` configures: built already
-            continue
-        seen_models.append(model)
-        names.append(name if entry.model_class not in seen_architectures else pytest.param(name, marks=pytest.mark.slow))
-        seen_architectures.add(entry.model_class)
-    return names
+        if model not in seen_models:  # what `zoo.build(name, tiny=True, layers=LAYERS)` configures: not built yet
+            seen_models.append(model)
+            names.append(name)
+    return sweep_after_first(names)

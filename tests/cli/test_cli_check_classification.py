@@ -9,7 +9,7 @@ from bwsk.passes.classify.check import ClassificationCheck
 from bwsk.passes.classify.phase_check import PhaseCheck
 
 
-@pytest.mark.slow
+@pytest.mark.sweep
 def test_a_tiny_model_is_confirmed_verdict_by_verdict_and_phase_by_phase(capsys):
     assert main(["gpt2", "--tiny", "--layers", "1", "--seq", "8", "--check-classification"]) == 0
     out = capsys.readouterr().out
@@ -17,6 +17,7 @@ def test_a_tiny_model_is_confirmed_verdict_by_verdict_and_phase_by_phase(capsys)
     assert " 0 failed" in out and "FAILED" not in out
 
 
+@pytest.mark.slow
 def test_failures_count_refuted_verdicts_and_phases(monkeypatch, capsys):
     phase = PhaseCheck(3, "h.0", 4, "%x", "FAILED", "jacobian rank 7/8")
     report = ClassificationCheck("p", [("aten.mul.Tensor", "S", "r", "e", "FAILED"), ("aten.add.Tensor", "S", "r", "e", "ok")], [phase])

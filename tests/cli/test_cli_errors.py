@@ -76,6 +76,7 @@ def test_a_bad_argument_is_one_line_pointing_to_help(tmp_path, capsys, argv, exp
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.sweep
 def test_the_console_entry_reports_an_argparse_error_in_one_line(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "bwsk.cli.compile", "pythia-70m", "--batch", "-1", "-o", str(tmp_path / "out.bwsk")],
@@ -90,7 +91,7 @@ def test_the_console_entry_reports_an_argparse_error_in_one_line(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.slow
+@pytest.mark.sweep
 def test_an_input_shape_the_model_rejects_is_one_line_without_torch_logs(tmp_path):
     torch.save(torch.nn.Linear(4, 4), tmp_path / "linear.pt")
     result = subprocess.run(
@@ -148,6 +149,7 @@ def test_example_inputs_larger_than_memory_are_refused_before_allocating(tmp_pat
     assert line.startswith("example input of shape 100000000000000x4: 3.20e+15 bytes; more than this machine's ")
 
 
+@pytest.mark.slow
 def test_size_estimates_bound_the_zoo_models_from_below():
     for name in zoo.names():
         spec = zoo.entry(name)
@@ -182,6 +184,7 @@ def test_a_located_error_escapes_the_file_name(tmp_path, capsys):
     assert line.startswith(f"{tmp_path}/bad\\n\\x1b]0;title\\x07.bwsk:1:")
 
 
+@pytest.mark.slow
 def test_a_50_mb_argument_is_shortened(tmp_path, capsys):
     huge = "x" * 50_000_000
     line = refused([huge, "-o", tmp_path / "out.bwsk"], capsys)
@@ -241,6 +244,7 @@ STALLED_WRITER = textwrap.dedent(
 )
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("existing", [True, False], ids=["replacing", "new"])
 def test_sigterm_during_a_write_leaves_no_temporary_and_the_old_file(tmp_path, existing):
     source, output = tmp_path / "in.bwsk", tmp_path / "out" / "out.bwsk"

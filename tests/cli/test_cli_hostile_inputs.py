@@ -25,6 +25,7 @@ from frontend.hostile_archives import (
     write_members,
     write_remote_code_directory,
 )
+from zoo_exports import sweep_after_first
 
 from bwsk.cli.compile import main
 from bwsk.frontend import zoo
@@ -76,7 +77,10 @@ def refused_in_one_line(code: int, err: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("name", [name for name in HF_MODELS if name != "gpt-neox-parallel"])  # that one: in a fresh process below
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name", sweep_after_first(name for name in HF_MODELS if name != "gpt-neox-parallel")
+)  # that one: in a fresh process below
 def test_saved_hugging_face_programs_lower_and_verify(tmp_path, capsys, name):
     archive = tmp_path / f"{name}.pt2"
     save_hf_archive(name, archive)
@@ -86,7 +90,7 @@ def test_saved_hugging_face_programs_lower_and_verify(tmp_path, capsys, name):
     assert parse((tmp_path / "out.bwsk").read_text()).inputs[0].type.shape == (1, 8)
 
 
-@pytest.mark.slow
+@pytest.mark.sweep
 def test_a_saved_hugging_face_program_loads_in_a_fresh_process(tmp_path):
     """No transformers module is imported when the archive is read: bwsk registers the output type itself."""
     archive = tmp_path / "neox.pt2"
@@ -142,6 +146,7 @@ def test_hostile_archives_are_refused(tmp_path, capsys, build):
     assert out == "" and not out_file.exists() and not marker.exists()
 
 
+@pytest.mark.sweep
 def test_a_directory_with_its_own_code_never_prompts(tmp_path):
     """Even answering `y` on stdin runs nothing: the directory is refused before transformers reads it."""
     marker = tmp_path / "marker"
@@ -153,6 +158,7 @@ def test_a_directory_with_its_own_code_never_prompts(tmp_path):
     assert "--trust-remote-code" in refused_in_one_line(result.returncode, result.stderr)
 
 
+@pytest.mark.slow
 def test_transformers_output_stays_off_stderr(tmp_path, capfd):
     model = zoo.build("pythia-70m", tiny=True, layers=1, device="cpu", seed=3)
     model.save_pretrained(tmp_path / "pythia")

@@ -148,6 +148,7 @@ def test_output_into_a_missing_folder_is_a_one_line_error(tmp_path: Path, capsys
     assert err.count("\n") == 1 and "does not exist" in err
 
 
+@pytest.mark.sweep
 def test_installed_console_script() -> None:
     script = Path(sys.executable).with_name("bwsk-compile")
     assert script.exists()

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import zipfile
 
+import pytest
 import torch
 from paths import EXAMPLES
 
@@ -27,6 +28,7 @@ def one_line_error(err: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_zoo_model_with_verify_prints_ir_and_the_errors(capsys):
     code, out, err = run(["gpt2", "--tiny", "--layers", "1", "--seq", "8", "--verify"], capsys)
     assert code == 0, err
@@ -34,6 +36,7 @@ def test_zoo_model_with_verify_prints_ir_and_the_errors(capsys):
     assert parse(out).name == "gpt2"
 
 
+@pytest.mark.slow
 def test_export_archive_with_stored_inputs_verifies(tmp_path, capsys):
     model = torch.nn.Sequential(torch.nn.Linear(5, 5), torch.nn.Tanh())
     archive = tmp_path / "model.pt"
@@ -107,6 +110,7 @@ class _Branchy(torch.nn.Module):
         return torch.cond(x.sum() > 0, lambda t: t.sin(), lambda t: t.cos(), (x,))
 
 
+@pytest.mark.slow
 def test_unsupported_operator(tmp_path, capsys):
     archive = tmp_path / "cond.pt2"
     torch.export.save(torch.export.export(_Branchy(), (torch.randn(3),)), archive)

@@ -23,7 +23,7 @@ from bwsk.kernels import runtime
 from bwsk.kernels.patterns import SeamPattern
 from bwsk.kernels.source import mention
 
-pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` (CI) runs them, `make test-fast` leaves them out
+pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` runs them, `make test-fast` leaves them out
 
 
 def test_emit_triton_writes_an_importable_module_of_seam_kernels(tmp_path):
@@ -82,6 +82,25 @@ def tiny_pythia_ir(tmp_path_factory) -> str:
     return out.read_text()
 
 
+@pytest.fixture(scope="module")
+def plain_ir_kernels(tmp_path_factory, tiny_pythia_ir):
+    """The module and text emitted from the tiny Pythia IR as printed: what every hostile program name is compared with."""
+    folder = tmp_path_factory.mktemp("plain-ir")
+    (folder / "plain.bwsk").write_text(tiny_pythia_ir)
+    return emit_and_import(str(folder / "plain.bwsk"), folder / "plain.py")
+
+
+TINY_NEOX = transformers.GPTNeoXConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=128)
+
+
+@pytest.fixture(scope="module")
+def plain_folder_kernels(tmp_path_factory) -> str:
+    """The text emitted from a tiny GPT-NeoX folder named `plain`: what every hostile folder name is compared with."""
+    folder = tmp_path_factory.mktemp("plain-folder")
+    TINY_NEOX.save_pretrained(folder / "plain")
+    return emit_and_import(str(folder / "plain"), folder / "plain.py", "--seq", "8")[1]
+
+
 def emit_and_import(spec: str, out: Path, *extra: str):
     """Emit `spec`'s seam kernels to `out` through the CLI and import the file; the module and the file's text."""
     assert main([spec, "--emit", "triton", "--passes", "seams", "-o", str(out), *extra]) == 0
@@ -99,16 +118,15 @@ def assert_same_code(hostile: str, plain: str, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", HOSTILE_NAMES.values(), ids=HOSTILE_NAMES.keys())
-def test_hostile_program_and_module_names_stay_in_comments_and_docstrings(tmp_path, monkeypatch, tiny_pythia_ir, name):
+def test_hostile_program_and_module_names_stay_in_comments_and_docstrings(tmp_path, monkeypatch, tiny_pythia_ir, plain_ir_kernels, name):
     """The IR `program` name reaches the docstring and every block's module path the comments: escaped, never code."""
     monkeypatch.chdir(tmp_path)
     assert 'program "pythia-70m"' in tiny_pythia_ir and 'from "gpt_neox.layers.' in tiny_pythia_ir
     hostile = tiny_pythia_ir.replace('program "pythia-70m"', f"program {json.dumps(name)}", 1)
     prefix = name.replace("\n", "\r").replace(".", "")  # a module path: the block is what precedes `.layers.N`
     hostile = hostile.replace('from "gpt_neox.layers.', f"from {json.dumps(prefix + '.layers.')[:-1]}")
-    (tmp_path / "plain.bwsk").write_text(tiny_pythia_ir)
     (tmp_path / "hostile.bwsk").write_text(hostile)
-    plain_module, plain_text = emit_and_import(str(tmp_path / "plain.bwsk"), tmp_path / "plain.py")
+    plain_module, plain_text = plain_ir_kernels
     module, text = emit_and_import(str(tmp_path / "hostile.bwsk"), tmp_path / "hostile.py")
     assert_same_code(text, plain_text, name)
     assert f"#   {mention(name)} {mention(prefix + '.layers.0')} (y1)\n" in text
@@ -117,13 +135,10 @@ def test_hostile_program_and_module_names_stay_in_comments_and_docstrings(tmp_pa
 
 
 @pytest.mark.parametrize("name", [HOSTILE_NAMES["newline"], f'm"""\r{PAYLOAD}#\\ modèle'], ids=["newline", "quotes-cr-backslash"])
-def test_a_hugging_face_folder_with_a_hostile_name_stays_in_the_docstring(tmp_path, monkeypatch, name):
+def test_a_hugging_face_folder_with_a_hostile_name_stays_in_the_docstring(tmp_path, monkeypatch, plain_folder_kernels, name):
     """The folder's name is the program's name; the kernels emitted from it are those of a plainly named folder."""
     monkeypatch.chdir(tmp_path)
-    config = transformers.GPTNeoXConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=128)
-    for folder in ("plain", name):
-        config.save_pretrained(tmp_path / folder)
-    _, plain = emit_and_import(str(tmp_path / "plain"), tmp_path / "plain.py", "--seq", "8")
+    TINY_NEOX.save_pretrained(tmp_path / name)
     _, hostile = emit_and_import(str(tmp_path / name), tmp_path / "hostile.py", "--seq", "8")
-    assert_same_code(hostile, plain, name)
+    assert_same_code(hostile, plain_folder_kernels, name)
     assert not (tmp_path / MARKER).exists()

@@ -25,7 +25,7 @@ def corpus(tmp_path):
     return write_corpus(tmp_path, lines=80)
 
 
-@pytest.mark.slow  # the demo's own settings (6 layers, 16 x 32 tokens, two modes): over 10 s
+@pytest.mark.sweep  # the demo's own settings (6 layers, 16 x 32 tokens, two modes): over 10 s
 def test_without_arguments_the_demo_trains_and_prints_the_table(capsys):
     code, out, err = run([], capsys)
     assert code == 0, err
@@ -38,6 +38,7 @@ def test_without_arguments_the_demo_trains_and_prints_the_table(capsys):
     assert "Why the peaks differ" in out and "the layer stack outweigh" in " ".join(out.split())
 
 
+@pytest.mark.slow
 def test_zoo_model_from_scratch_then_an_earlier_run_as_the_start(corpus, tmp_path, capsys):
     text, tokenizer = corpus
     first, second = tmp_path / "first", tmp_path / "second"
@@ -51,6 +52,7 @@ def test_zoo_model_from_scratch_then_an_earlier_run_as_the_start(corpus, tmp_pat
     assert json.loads((second / RESULTS_FILE).read_text())["start"] == "fine-tune"
 
 
+@pytest.mark.slow
 def test_hugging_face_folder_with_seeds_writes_a_summary(corpus, tmp_path, capsys):
     text, tokenizer = corpus
     folder = tmp_path / "hf"
@@ -146,6 +148,7 @@ def test_help_teaches_with_examples_that_parse(argv, capsys, monkeypatch):
         assert any("--distributed" in example for example in examples) and "--split proxy" in out
 
 
+@pytest.mark.slow
 def test_the_experiment_prints_a_line_per_run_and_a_bar_over_the_runs_on_a_terminal(corpus, tmp_path, monkeypatch):
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
@@ -173,6 +176,7 @@ def test_triton_seams_without_cuda_or_the_interpreter_are_one_line_before_the_ru
     assert "need a CUDA device" in err and "TRITON_INTERPRET=1" in err and not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_the_kernels_a_run_used_are_recorded(corpus, tmp_path, capsys):
     text, tokenizer = corpus
     argv = ["pythia-70m", "--tiny", "--layers", "1", "--data", text, "--tokenizer", tokenizer, "--out", tmp_path / "r", *FAST]
@@ -184,6 +188,7 @@ def test_the_kernels_a_run_used_are_recorded(corpus, tmp_path, capsys):
     assert results["conversion"]["kernels"] == "torch" and results["conversion"]["fused_norms"] == 0
 
 
+@pytest.mark.slow
 def test_the_experiment_gives_its_kernels_to_the_reversible_runs(corpus, tmp_path, capsys):
     text, tokenizer = corpus
     out = tmp_path / "grid"
@@ -199,6 +204,7 @@ def test_the_experiment_gives_its_kernels_to_the_reversible_runs(corpus, tmp_pat
     assert "the conventional mode has none" in err and not (tmp_path / "no").exists()
 
 
+@pytest.mark.slow
 def test_the_budget_of_an_analyzed_run_and_the_byte_target_it_meant_are_recorded(corpus, tmp_path, capsys):
     text, tokenizer = corpus
     argv = ["pythia-70m", "--tiny", "--layers", "1", "--data", text, "--tokenizer", tokenizer, *FAST, "--mode", "analyzed"]

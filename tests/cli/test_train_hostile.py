@@ -88,6 +88,7 @@ def checkpoint_of(run_folder: Path) -> Path:
 # --- a run that is fine resumes from any folder -------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_run_json_holds_absolute_paths_hashes_and_the_version_and_resumes_from_anywhere(resumable, tmp_path, capsys, monkeypatch):
     document = json.loads((resumable / "run.json").read_text())
     inputs = document["inputs"]
@@ -368,7 +369,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-@pytest.mark.slow
+@pytest.mark.sweep
 def test_sigterm_from_outside_checkpoints_exits_143_and_the_run_resumes_from_another_folder(inputs, tmp_path, capsys, monkeypatch):
     """A real signal from another process, mid-run; then `--resume` from another working directory (in this process:
     the terminated one is gone, so all the resume has is the run folder)."""

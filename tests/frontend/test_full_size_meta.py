@@ -18,7 +18,7 @@ from bwsk.passes.manager import PassManager
 from bwsk.passes.partition import Partition
 from bwsk.render.graph import to_svg
 
-pytestmark = pytest.mark.slow  # a full-size export: `make test` (CI) runs it, `make test-fast` leaves it out
+pytestmark = pytest.mark.sweep  # tens of seconds: `make check` (CI) runs it, `make test` and `make test-fast` leave it out
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import re
 
 import pytest
 import torch
-from zoo_exports import tiny_compiled, tiny_program, zoo_sweep
+from zoo_exports import sweep_after_first, tiny_compiled, tiny_program, zoo_sweep
 
 from bwsk.errors import LoweringError
 from bwsk.frontend.compile import compile_source, lower, state_tensors
@@ -15,7 +15,7 @@ from bwsk.ir.parser import parse
 from bwsk.ir.printer import print_program
 from bwsk.ir.terms import App, Comb, Ref, spine
 
-pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` (CI) runs them, `make test-fast` leaves them out
+pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` runs them, `make test-fast` leaves them out
 
 
 @pytest.mark.parametrize("name", zoo_sweep())
@@ -29,7 +29,7 @@ def test_every_zoo_model_lowers_prints_parses_and_matches_its_export(name):
     assert report.max_rel <= 1e-5
 
 
-@pytest.mark.parametrize("name", ["pythia-70m", "gpt2", "smollm-135m", "bert-base", "resnet18"])
+@pytest.mark.parametrize("name", sweep_after_first(["pythia-70m", "gpt2", "smollm-135m", "bert-base", "resnet18"]))
 def test_residual_blocks_read_as_S_terms(name):
     program = tiny_program(name)
     residuals = []

@@ -57,6 +57,7 @@ def gpt2() -> tuple[nn.Module, tuple[torch.Tensor, ...], torch.export.ExportedPr
     return model, args, tensor_outputs.export(model, args)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".pt2", ".pt", ".bin"])
 def test_export_archive_loads_whatever_its_extension(tmp_path, gpt2, suffix):
     model, args, program = gpt2
@@ -102,6 +103,7 @@ def test_pickle_is_refused_without_being_unpickled(tmp_path, form):
     assert marker.exists()
 
 
+@pytest.mark.slow
 def test_export_archive_holding_an_armed_pickle_is_refused(tmp_path, gpt2):
     original, tampered, marker = tmp_path / "ok.pt2", tmp_path / "tampered.pt2", tmp_path / "marker"
     torch.export.save(gpt2[2], original)
@@ -163,6 +165,7 @@ def save_tiny_pythia(directory: Path) -> nn.Module:
     return model
 
 
+@pytest.mark.slow
 def test_hf_directory_with_weights_loads_them(tmp_path):
     saved = save_tiny_pythia(tmp_path / "pythia")
     resolved = sources.resolve(str(tmp_path / "pythia"), seq=8)
@@ -175,6 +178,7 @@ def test_hf_directory_with_weights_loads_them(tmp_path):
     torch.testing.assert_close(resolved.program.module()(ids), tensor_outputs.traceable(saved)(ids))
 
 
+@pytest.mark.slow
 def test_hf_directory_with_sharded_weights_loads_every_shard_its_index_names(tmp_path):
     from bwsk.frontend.hf_files import read_config, weight_files
 
@@ -187,6 +191,7 @@ def test_hf_directory_with_sharded_weights_loads_every_shard_its_index_names(tmp
         assert torch.equal(loaded.state_dict()[key], value), key
 
 
+@pytest.mark.slow
 def test_hf_directory_without_weights_is_randomly_initialised(tmp_path):
     zoo.build("pythia-70m", tiny=True, layers=1).config.save_pretrained(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
@@ -243,6 +248,7 @@ def test_unreadable_files_name_themselves(tmp_path, write, expected):
     assert "broken.pt2" in str(caught.value) and "\n" not in str(caught.value)
 
 
+@pytest.mark.slow
 def test_zoo_names_resolve_and_unknown_names_do_not():
     resolved = sources.resolve("bert-base", tiny=True, layers=1, seq=8, device="cpu", dynamic_batch=True)
     assert resolved.kind is SourceKind.ZOO and resolved.name == "bert-base"

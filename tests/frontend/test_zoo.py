@@ -31,6 +31,7 @@ def test_names_are_the_published_zoo():
         assert entry.source
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", zoo_sweep())
 def test_tiny_two_layer_model_exports_and_matches_eager(name):
     source = tiny_compiled(name, device="cpu").source  # the export the lowering and pass tests share
@@ -57,6 +58,7 @@ def test_example_inputs_follow_the_model():
         zoo.example_inputs("gpt2", lm, seq=2048)
 
 
+@pytest.mark.slow
 def test_tiny_keeps_each_architectures_features():
     pythia = zoo.build("pythia-70m", tiny=True)
     assert pythia.config.use_parallel_residual
@@ -88,6 +90,7 @@ def test_tiny_keeps_each_architectures_features():
         ("resnet18", 11_689_512),
     ],
 )
+@pytest.mark.slow
 def test_full_size_has_the_published_parameter_count(name, parameters):
     model = zoo.build(name)
     assert all(p.device.type == "meta" for p in model.parameters())

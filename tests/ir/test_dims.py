@@ -42,6 +42,7 @@ def reference_value(dim: Dim, sizes: dict[str, int]) -> sympy.Integer:
     return operations[dim.op](left, right)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(dim_expressions)
 def test_printed_expression_parses_back_to_the_same_tree(dim: Dim) -> None:
@@ -50,6 +51,7 @@ def test_printed_expression_parses_back_to_the_same_tree(dim: Dim) -> None:
     assert parsed_dim(text) == dim
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(dim_expressions, st.fixed_dictionaries({name: st.integers(1, 1000) for name in SYMBOLS}))
 def test_value_agrees_with_sympy(dim: Dim, sizes: dict[str, int]) -> None:

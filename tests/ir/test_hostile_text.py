@@ -97,6 +97,7 @@ def test_cli_refuses_hostile_text_in_one_line_and_runs_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["h.bwsk"]  # no marker, no output, no temporary file
 
 
+@pytest.mark.sweep
 def test_a_fresh_process_refuses_a_payload_without_running_it(tmp_path: Path) -> None:
     source = tmp_path / "payload.bwsk"
     source.write_text(HEADER + f"input %n : f32[({TOUCH})]\n" + "output %x : f32[2]\n")
@@ -112,6 +113,7 @@ def test_a_fresh_process_refuses_a_payload_without_running_it(tmp_path: Path) ->
     assert sorted(p.name for p in tmp_path.iterdir()) == ["payload.bwsk"]
 
 
+@pytest.mark.slow
 def test_a_50_megabyte_token_is_shown_by_its_start_and_length(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     source = tmp_path / "long.bwsk"
     source.write_text(HEADER + "%y = " + "Q" * 50_000_000 + "\n")

@@ -171,6 +171,7 @@ def test_rewriter_rewrites_inside_primitive_arguments_and_counts_firings() -> No
     assert sum(rewrite.fired.values()) == 2
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(combinator_terms((A, SIN, SUB)))
 def test_rewriter_reaches_a_fixpoint_and_never_grows_a_term(term: Term) -> None:
@@ -188,6 +189,7 @@ def test_rewriter_reaches_a_fixpoint_and_never_grows_a_term(term: Term) -> None:
 @given(
     st.integers(0, 3).flatmap(lambda n: st.tuples(st.just(n), terms(n, [(A, 0), (B_REF, 0)], ELEMENTWISE_TEMPLATES))), st.integers(0, 2**16)
 )
+@pytest.mark.slow
 def test_rewritten_term_evaluates_equal_to_the_original(case: tuple[int, Term], seed: int) -> None:
     arity, term = case
     assert arity_of(term) == arity
@@ -207,6 +209,7 @@ output %y : f32[3, 4], %z : f32[3, 4]
 """
 
 
+@pytest.mark.slow
 def test_rewrite_program_verifies_and_evaluates_equal() -> None:
     program = parse(REDUNDANT)
     rewritten = rewrite_program(program, COMBINATOR_LAWS)

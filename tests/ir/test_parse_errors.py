@@ -274,6 +274,7 @@ def test_message_with_newlines_renders_as_one_line() -> None:
     assert rendered.startswith("first") and rendered.endswith(")") and "third" in rendered
 
 
+@pytest.mark.sweep
 def test_cli_in_a_subprocess_prints_one_line_and_no_traceback(tmp_path: Path) -> None:
     path = tmp_path / "bad.bwsk"
     path.write_text(HEADER + "%y = X %x\n")

@@ -67,6 +67,7 @@ def noisy(text: str, data: st.DataObject) -> str:
 # ---- random programs -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(programs())
 def test_generated_program_round_trips(program: Program) -> None:
@@ -79,6 +80,7 @@ def test_generated_program_round_trips(program: Program) -> None:
         assert parsed.definition(definition.name).term is definition.term  # hash-consed: the very same node
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(programs(), st.data())
 def test_generated_program_ignores_comments_blank_lines_and_crlf(program: Program, data: st.DataObject) -> None:
@@ -86,6 +88,7 @@ def test_generated_program_ignores_comments_blank_lines_and_crlf(program: Progra
     assert parse(text) == program
 
 
+@pytest.mark.slow
 @settings(max_examples=100, deadline=None)
 @given(programs(), st.data())
 def test_fast_lexer_matches_lark_contextual_lexer_on_generated_programs(lexers, program: Program, data: st.DataObject) -> None:

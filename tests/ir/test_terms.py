@@ -108,6 +108,7 @@ def test_non_static_values_are_rejected() -> None:
         Ref("local", "x")
 
 
+@pytest.mark.slow
 def test_unreferenced_nodes_are_collected() -> None:
     node = Ref("value", "only-used-in-this-test")
     alive = weakref.ref(node)

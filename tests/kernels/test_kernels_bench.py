@@ -14,6 +14,7 @@ def bench():
     return benchmark("kernels")
 
 
+@pytest.mark.sweep
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU path runs only without CUDA")
 def test_cpu_run_checks_every_seam_and_says_timings_need_a_gpu(bench, capsys):
     assert bench.main([]) == 0
@@ -27,6 +28,7 @@ def test_cpu_run_checks_every_seam_and_says_timings_need_a_gpu(bench, capsys):
     assert max(errors.values()) < 1e-4
 
 
+@pytest.mark.sweep
 def test_plot_draws_every_seam_and_refuses_to_overwrite(bench, tmp_path):
     records = [
         {"norm": norm, "seam": seam, "width": width, "rows": rows, **{f"{name}_of_copy": 0.5 for name in ("triton", "compile", "eager")}}

@@ -35,6 +35,7 @@ def test_seam_kernel_matches_reference(pattern, shape, dtypes, direction):
     check_against_reference(pattern, direction, triton_seam(pattern, direction), inputs)
 
 
+@pytest.mark.slow
 @pytest.mark.interpreter
 @pytest.mark.parametrize("norm", ["layernorm", "rmsnorm"])
 def test_a_large_eps_is_honoured(norm):

@@ -32,6 +32,7 @@ def seam(pattern: SeamPattern, direction: str):
     return lambda x, f, weight, bias: api(x, f, weight, bias, eps=pattern.eps, norm=pattern.norm)
 
 
+@pytest.mark.slow
 @pytest.mark.interpreter
 @pytest.mark.parametrize("pattern", PATTERNS, ids=lambda p: p.name)
 def test_rebuild_inverts_forward_bit_for_bit(pattern):

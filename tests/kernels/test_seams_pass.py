@@ -1,10 +1,9 @@
 """The `seams` pass finds each coupling's seam norms in the IR; `codegen.emit_model` of them writes a module whose kernels are correct."""
 
-import functools
-
 import pytest
 import torch
 from seam_checks import check_against_reference, operands
+from zoo_exports import tiny_program
 
 import bwsk
 from bwsk.kernels import cache, codegen, runtime
@@ -16,11 +15,12 @@ LAYERNORM = SeamPattern("add", "layernorm", True, True, 1e-5)
 RMSNORM = SeamPattern("add", "rmsnorm", True, False, 1e-5)
 
 
-@functools.cache
 def analysed(model: str, level: str):
-    return bwsk.analyze(bwsk.load(model, tiny=True, layers=2, level=level))
+    """The tiny model's analysis, from the export the session shares (tests/zoo_exports.py)."""
+    return bwsk.analyze(tiny_program(model, level))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("level", ["core", "training"])
 def test_pythia_seams_are_layer_norms_of_the_consumer(level):
     analysis = analysed("pythia-70m", level)
@@ -37,6 +37,7 @@ def test_pythia_seams_are_layer_norms_of_the_consumer(level):
     assert all(s.bias == s.weight.replace(".weight", ".bias") for s in seams)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("level", ["core", "training"])
 def test_smollm_seams_are_rms_norms_recognised_from_their_arithmetic(level):
     analysis = analysed("smollm-135m", level)
@@ -51,6 +52,7 @@ def test_smollm_seams_are_rms_norms_recognised_from_their_arithmetic(level):
     assert all(s.bias is None for s in seams)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model, pattern", [("pythia-70m", LAYERNORM), ("smollm-135m", RMSNORM)])
 def test_emitted_module_imports_and_its_kernels_match_the_reference(model, pattern):
     analysis = analysed(model, "core")

@@ -539,6 +539,7 @@ class _Halves(torch.nn.Module):
         return first * 2 + second
 
 
+@pytest.mark.slow
 def test_getitem_rule_fires_on_a_lowered_program() -> None:
     import bwsk
 

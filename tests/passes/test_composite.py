@@ -9,7 +9,7 @@ import pytest
 import torch
 from lambda_module import Lambda
 from torch import nn
-from zoo_exports import tiny_program
+from zoo_exports import sweep_after_first, tiny_program
 
 import bwsk
 from bwsk.passes.analysis import Analysis
@@ -65,12 +65,14 @@ def test_stated_witnesses_collide(witness):
         (lambda x: x + torch.tanh(x), "aten.add.Tensor", "not injective in general"),
     ],
 )
+@pytest.mark.slow
 def test_operands_sharing_an_ancestor_are_k_with_the_reason(fn, target, says):
     found = verdicts(fn, shape=(8, 4))[target]
     assert [kind for kind, _ in found] == ["K"]
     assert "operands share ancestor %x" in found[0][1] and says in found[0][1]
 
 
+@pytest.mark.slow
 def test_silu_is_k_at_both_levels():
     core = verdicts(nn.SiLU(), level="core")
     training = verdicts(nn.SiLU(), level="training")
@@ -78,6 +80,7 @@ def test_silu_is_k_at_both_levels():
     assert training["aten.silu.default"][0][0] == "K"
 
 
+@pytest.mark.slow
 def test_gelu_tanh_form_is_k_at_its_product_and_its_cubic_is_s():
     found = verdicts(lambda x: 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0)))))
     products = [(kind, reason) for kind, reason in found["aten.mul.Tensor"] if kind == "K"]
@@ -86,6 +89,7 @@ def test_gelu_tanh_form_is_k_at_its_product_and_its_cubic_is_s():
     assert kinds == {"S"}
 
 
+@pytest.mark.slow
 def test_rotary_embedding_is_injective_as_a_whole():
     found = verdicts(Rotary(), shape=(2, 3, 5, 8))
     rotary = [(target, kind) for target, items in found.items() for kind, reason in items if reason.startswith("rotary embedding")]
@@ -95,6 +99,7 @@ def test_rotary_embedding_is_injective_as_a_whole():
     assert {kind for _, kind in rotary} == {"S"}
 
 
+@pytest.mark.slow
 def test_rotation_by_angles_with_unequal_halves_is_not_proved():
     class Skewed(Rotary):
         def forward(self, q):
@@ -119,7 +124,8 @@ def layer_summary(name: str, level: str) -> dict[str, tuple[int, float]]:
     return {layer: (barriers[layer], share.by_flops) for layer, share in result.per_layer.items() if layer[-1].isdigit()}
 
 
-@pytest.mark.parametrize("name", ["gpt2", "smollm-135m", "pythia-70m"])
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sweep_after_first(["pythia-70m", "gpt2", "smollm-135m"]))
 def test_core_and_training_levels_agree_per_layer(name):
     core, training = layer_summary(name, "core"), layer_summary(name, "training")
     assert core.keys() == training.keys() and core

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 import torch.nn.functional as F
-from zoo_exports import tiny_program
+from zoo_exports import sweep_after_first, tiny_program
 
 from bwsk.errors import BwskError
 from bwsk.frontend.compile import lower
@@ -21,7 +21,7 @@ from bwsk.passes.manager import PassManager
 from bwsk.render.notes import coordinate_notes
 from bwsk.render.report import coordination_json
 
-TRANSFORMERS = ("pythia-70m", "gpt2", "bert-base")
+TRANSFORMERS = sweep_after_first(["pythia-70m", "gpt2", "bert-base"])
 MATMULS = ("aten.addmm.default", "aten.mm.default")
 NORMS = ("aten.native_layer_norm.default",)
 
@@ -49,6 +49,7 @@ def communicating(analysis: Analysis, axis: str, layer: str) -> list[str]:
     return [c.target for c in analysis.calls if layer_of(c.module) == layer and axis in result(analysis)[c.index].needs_comm]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", TRANSFORMERS)
 def test_every_transformer_op_has_a_rule_and_batch_sharding_never_communicates(name):
     found = result(zoo_analysis(name))
@@ -56,6 +57,7 @@ def test_every_transformer_op_has_a_rule_and_batch_sharding_never_communicates(n
     assert found.summary["batch"]["calls"] == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", TRANSFORMERS)
 def test_sequence_sharding_gathers_keys_and_values_at_the_two_attention_products(name):
     analysis = zoo_analysis(name)
@@ -70,6 +72,7 @@ def test_sequence_sharding_gathers_keys_and_values_at_the_two_attention_products
         assert [(s.mixes, s.needs_comm) for s in softmax] == [(("sequence",), {})]  # keys are whole by then
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", TRANSFORMERS)
 def test_hidden_sharding_is_tensor_parallel_with_an_all_reduce_after_attention_and_after_the_mlp(name):
     analysis = zoo_analysis(name)
@@ -97,6 +100,7 @@ class Projections(torch.nn.Module):
         return F.layer_norm(y, (12,)) if self.norm else self.down(y)
 
 
+@pytest.mark.slow
 def test_a_column_parallel_product_feeds_a_row_parallel_one_unless_its_features_are_normalised():
     paired = result(module_analysis(Projections(norm=False), torch.randn(2, 5, 6)))
     assert [(r.split, r.needs_comm, r.backward_comm) for r in paired.calls.values() if r.split] == [
@@ -107,7 +111,8 @@ def test_a_column_parallel_product_feeds_a_row_parallel_one_unless_its_features_
     assert normed.summary["hidden"]["calls"] == 0 and not any(r.split for r in normed.calls.values())  # kept whole
 
 
-@pytest.mark.parametrize("name", (*TRANSFORMERS, "resnet18"))
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [*TRANSFORMERS, pytest.param("resnet18", marks=pytest.mark.sweep)])
 def test_identical_layers_cost_the_same(name):
     analysis = zoo_analysis(name)
     summary = result(analysis).summary
@@ -116,6 +121,7 @@ def test_identical_layers_cost_the_same(name):
         assert len({summary[axis]["per_layer"].get(layer, 0) for layer in blocks}) == 1, axis
 
 
+@pytest.mark.slow
 def test_resnet_convolutions_mix_channels_as_hidden_and_space_as_sequence():
     analysis = zoo_analysis("resnet18")
     records = result(analysis)
@@ -137,6 +143,7 @@ class Elementwise(torch.nn.Module):
         return torch.sin(x) * 2 + torch.relu(x).unsqueeze(0).squeeze(0)
 
 
+@pytest.mark.slow
 def test_a_pure_elementwise_program_mixes_nothing():
     analysis = module_analysis(Elementwise(), torch.randn(2, 5, 6))
     found = result(analysis)
@@ -154,6 +161,7 @@ class Reduce(torch.nn.Module):
         return torch.cumsum(x, self.dim) if self.scan else x.sum(self.dim)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("dim", "axis"), [(-1, "hidden"), (1, "sequence"), (0, "batch")])
 def test_a_reduction_mixes_exactly_the_axis_it_reduces(dim, axis):
     analysis = module_analysis(Reduce(dim), torch.randn(2, 5, 6))
@@ -162,11 +170,13 @@ def test_a_reduction_mixes_exactly_the_axis_it_reduces(dim, axis):
     assert [(r.mixes, r.needs_comm) for r in mixing] == [((axis,), cost)]
 
 
+@pytest.mark.slow
 def test_a_cumsum_along_the_sequence_is_a_scan_under_sequence_sharding():
     analysis = module_analysis(Reduce(1, scan=True), torch.randn(2, 5, 6))
     assert result(analysis).summary["sequence"]["kinds"] == {"scan": 1}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("kernel", "stride", "padding", "cost"), [(4, 4, 0, {}), (3, 1, 1, {"sequence": "halo-exchange"})])
 def test_patch_convolutions_are_local_in_space_and_overlapping_ones_trade_halos(kernel, stride, padding, cost):
     conv = torch.nn.Conv2d(3, 8, kernel, stride=stride, padding=padding)
@@ -199,6 +209,7 @@ class Flip(torch.nn.Module):
         return torch.flip(x, [1]).sum(-1)
 
 
+@pytest.mark.slow
 def test_an_op_without_a_rule_is_reported_and_costed_conservatively():
     analysis = module_analysis(Flip(), torch.randn(2, 5, 6))
     found = result(analysis)

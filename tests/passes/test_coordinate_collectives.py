@@ -47,6 +47,7 @@ def mesh():
     assert not dist.is_initialized()  # the fake group is torn down for the tests that follow
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["GPT-NeoX", "Llama"])
 def test_tensor_parallel_collectives_are_the_ones_the_pass_predicts(family, mesh):
     expected = predicted(family)
@@ -56,6 +57,7 @@ def test_tensor_parallel_collectives_are_the_ones_the_pass_predicts(family, mesh
     assert found["backward"] == expected["hidden", "backward"] == Counter({"all-reduce": column_parallel})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["GPT-NeoX", "Llama"])
 def test_sequence_sharding_gathers_keys_and_values_forward_as_predicted(family, mesh):
     expected = predicted(family)
@@ -65,6 +67,7 @@ def test_sequence_sharding_gathers_keys_and_values_forward_as_predicted(family, 
     assert found["backward"]["all-gather"] > 2  # DTensor's propagation gathers instead (documented in docs/analysis.md)
 
 
+@pytest.mark.sweep
 def test_the_docs_table_is_the_one_the_script_writes():
     """Cheap consistency check: the predicted column of every row equals the pass now (counting is the slow part)."""
     document = (ROOT / "docs" / "analysis.md").read_text()

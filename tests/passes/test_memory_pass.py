@@ -27,13 +27,13 @@ from bwsk.passes.memory.saved_tensors import measure, probe
 from bwsk.render.notes import memory_notes
 from bwsk.render.report import memory_json
 
-pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` (CI) runs them, `make test-fast` leaves them out
+pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` runs them, `make test-fast` leaves them out
 
 MODELS = [
     ("gpt2", "training"),
     ("gpt2", "core"),
-    ("bert-base", "training"),
-    ("resnet18", "training"),
+    pytest.param("bert-base", "training", marks=pytest.mark.sweep),
+    pytest.param("resnet18", "training", marks=pytest.mark.sweep),
     ("pythia-70m", "training"),
     ("pythia-70m", "core"),
 ]

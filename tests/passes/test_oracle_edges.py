@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from bwsk.passes.classify.oracle import check
@@ -26,6 +27,7 @@ def test_rank_of_a_square_full_rank_jacobian_has_no_null_space():
     assert rank == 12 and null.shape[0] == 0
 
 
+@pytest.mark.slow
 def test_depthwise_convolution_is_never_refuted_by_an_ill_conditioned_draw():
     """MobileViT's 3x3 depthwise convolution: S if the map has full rank; random kernels can be numerically singular."""
     args = (

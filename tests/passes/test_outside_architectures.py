@@ -24,7 +24,7 @@ def _load(relative: str):
 script = _load("benchmarks/outside.py")
 
 
-@pytest.mark.slow
+@pytest.mark.sweep
 @pytest.mark.filterwarnings("ignore")
 @pytest.mark.parametrize("name", ["Qwen2", "Falcon", "RoBERTa", "ConvNeXt", "Whisper encoder"])
 def test_outside_architecture_lowers_and_every_verdict_is_confirmed(name):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import networkx as nx
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -65,6 +66,7 @@ def check_invariants(analysis: Analysis) -> None:
             assert nx.has_path(others, source, target), f"S-phases {source} -> {target} could merge (not maximal)"
 
 
+@pytest.mark.slow
 @settings(max_examples=80, deadline=None)
 @given(random_programs())
 def test_partition_invariants_hold_on_random_programs(program):

@@ -112,6 +112,7 @@ def test_passes_never_write_to_the_terminal(capsys):
     assert captured.out == "" and captured.err == ""
 
 
+@pytest.mark.slow
 def test_old_research_code_errors_are_corrected_on_a_real_model(pythia):
     kinds = {}
     for call in pythia.calls:
@@ -124,6 +125,7 @@ def test_old_research_code_errors_are_corrected_on_a_real_model(pythia):
     assert down and all(pythia.classes[c.index].kind == "K" for c in down)  # a down-projection erases
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("level", ["core", "training"])
 @pytest.mark.parametrize("name", zoo_sweep())
 def test_every_zoo_operator_has_a_rule(name, level):
@@ -155,6 +157,7 @@ def test_parallel_residuals_become_coupling_candidates(pythia):
     assert all(c.activation_bytes > 0 and c.rebuild_flops > 0 for c in couplings)
 
 
+@pytest.mark.slow
 def test_sequential_residual_pairs_become_coupling_candidates():
     couplings = analyze(tiny_program("gpt2"), passes=[Couple]).result(Couple)
     assert [c.kind for c in couplings] == ["sequential", "sequential"]
@@ -191,6 +194,7 @@ class _Square(torch.nn.Module):
         return self.linear(x)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rank, kind", [(4, "S"), (2, "K")])
 def test_weight_conditions_are_checked_on_the_actual_weights(rank, kind):
     ep = torch.export.export(_Square(rank), (torch.randn(3, 4),))

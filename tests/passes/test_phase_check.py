@@ -6,7 +6,7 @@ import pytest
 import torch
 from lambda_module import Lambda
 from torch import nn
-from zoo_exports import tiny_program
+from zoo_exports import sweep_after_first, tiny_program
 
 import bwsk
 from bwsk.frontend.compile import state_tensors
@@ -16,7 +16,7 @@ from bwsk.passes.classify.phase_check import capture, check_phases
 from bwsk.passes.manager import PassManager
 from bwsk.passes.partition import Partition, partition
 
-pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` (CI) runs them, `make test-fast` leaves them out
+pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` runs them, `make test-fast` leaves them out
 
 
 class Crafted(nn.Module):
@@ -69,7 +69,7 @@ def test_strictly_monotone_phase_passes_the_scan():
     assert [c.outcome for c in checks] == ["ok"]
 
 
-@pytest.mark.parametrize("name", ["gpt2", "pythia-70m"])
+@pytest.mark.parametrize("name", sweep_after_first(["pythia-70m", "gpt2"]))
 def test_every_s_phase_of_a_tiny_model_is_injective_as_a_whole(name):
     checks = check_phases(PassManager([Partition]).run(Analysis.of(tiny_program(name))))
     outcomes = [c.outcome for c in checks]

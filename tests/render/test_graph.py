@@ -135,6 +135,7 @@ def test_legend(svg: ET.Element):
         assert item in words
 
 
+@pytest.mark.slow
 def test_collapse_folds_identical_layers(four_layers: Analysis):
     root = ET.fromstring(to_svg(four_layers, collapse="layers"))
     layers = [g for g in groups(root, "cluster").values() if re.fullmatch(r"cluster_l\d+", title(g))]
@@ -147,6 +148,7 @@ def test_collapse_folds_identical_layers(four_layers: Analysis):
         assert (f"phase{phase.id}" in drawn) == (phase.layer not in {f"gpt_neox.layers.{i}" for i in (1, 2, 3)})
 
 
+@pytest.mark.slow
 def test_collapsed_edges_are_drawn_once(four_layers: Analysis):
     dot = to_dot(four_layers, collapse="layers")
     edges = re.findall(r"^\s*(\w+) -> (\w+) \[label=", dot, flags=re.M)

@@ -70,7 +70,7 @@ def final_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: tensor.detach() for name, tensor in model.state_dict().items()}
 
 
-@pytest.mark.slow
+@pytest.mark.sweep
 @pytest.mark.parametrize("family", cases.FAMILIES)
 @pytest.mark.parametrize("mode", MODES)
 def test_data_parallel_matches_one_process(distributed_run, family, mode):
@@ -87,7 +87,7 @@ def test_data_parallel_matches_one_process(distributed_run, family, mode):
         assert records[case]["losses"] == pytest.approx(reference["losses"], rel=RELATIVE), case
 
 
-@pytest.mark.slow
+@pytest.mark.sweep
 @pytest.mark.parametrize("mode", MODES)
 def test_fsdp_shards_parameters_and_ddp_replicates_them(distributed_run, mode):
     _, records = distributed_run
@@ -98,7 +98,7 @@ def test_fsdp_shards_parameters_and_ddp_replicates_them(distributed_run, mode):
         assert sum(sharded) == total and max(sharded) < 0.6 * total, (family, mode, sharded)
 
 
-@pytest.mark.slow
+@pytest.mark.sweep
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_resumed_run_matches_and_its_optimizer_state_is_one_process_layout(distributed_run, strategy):
     tensors, records = distributed_run
@@ -130,6 +130,7 @@ def test_helpers_without_a_process_group():
     assert gather_per_rank(123) == [123]
 
 
+@pytest.mark.slow
 @pytest.mark.interpreter
 def test_fsdp_runs_the_fused_norms_as_modules_again(tmp_path):
     """A fused seam would hand the norm's sharded parameters to a kernel: under FSDP2 each half runs its norm module."""

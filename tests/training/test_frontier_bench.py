@@ -10,7 +10,7 @@ from benchmark_script import benchmark
 
 pytest.importorskip("pulp")
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.sweep  # tens of seconds: `make check` (CI) runs it, `make test` and `make test-fast` leave it out
 
 
 def test_frontier_writes_table_json_plot_and_its_section(tmp_path, capsys):

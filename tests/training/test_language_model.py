@@ -190,6 +190,7 @@ def test_backward_passes_through_the_models_output_as_fsdp2_hooks_it():
     assert fired == [(2, 12, 0)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["checkpoint", "reversible"])
 def test_a_model_in_a_training_mode_gets_its_own_full_logits_gradients(mode):
     model, ids = apply_mode(tiny_model("llama", dropout=0.0), mode), ids_for(4)
@@ -257,6 +258,7 @@ def peak_bytes(model: torch.nn.Module, ids: torch.Tensor, *, chunked: bool) -> i
     return int(next(v for k, v in categories.items() if str(getattr(k, "value", k)) == "Total"))
 
 
+@pytest.mark.slow
 def test_the_chunked_step_peaks_at_least_a_logits_tensor_lower():
     config = transformers.GPTNeoXConfig(
         vocab_size=8192, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, max_position_embeddings=512

@@ -69,6 +69,7 @@ CASES = [  # batch, seq, width, vocab, bias, bwsk's chunk_tokens
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=["no-bias", "bias"])
 def test_liger_and_the_chunked_loss_agree_on_the_loss_and_every_gradient_fp32(case):
     batch, seq, width, vocab, bias, chunk = case

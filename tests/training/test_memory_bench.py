@@ -8,7 +8,7 @@ import pathlib
 import pytest
 from benchmark_script import benchmark
 
-pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` (CI) runs them, `make test-fast` leaves them out
+pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` runs them, `make test-fast` leaves them out
 
 SCRIPT = pathlib.Path(__file__).parents[2] / "benchmarks" / "memory.py"
 TITLE = "# Training memory per mode, measured"
@@ -20,6 +20,7 @@ def bench():
     return benchmark("memory")
 
 
+@pytest.mark.sweep
 def test_several_sweeps_write_records_and_one_report_with_a_plot_and_refuse_to_overwrite(bench, tmp_path, capsys):
     out, doc, figure = tmp_path / "records.json", tmp_path / "memory.md", tmp_path / "memory.png"
     argv = ["--mode", "analyzed", "--sweep", "layers=1,2", "--sweep", "tokens=8,16", "--layers", "1", "--batch", "1", "--seq", "8"]
@@ -65,6 +66,7 @@ def test_benchmark_rejects_bad_arguments_in_one_line(bench, capsys):
     assert bench.parse_sweep("tokens=64,128") == ("tokens", [64, 128])
 
 
+@pytest.mark.sweep
 @pytest.mark.interpreter
 def test_reversible_with_torch_and_triton_seams_side_by_side(bench, tmp_path, capsys):
     """Triton seams run in the CPU interpreter here (tests/conftest.py); both rows are checked against one reference."""
@@ -98,7 +100,7 @@ def test_kernels_that_cannot_be_measured_are_one_line(bench, capsys, monkeypatch
     assert "need a CUDA device" in err and err.strip().count("\n") == 0
 
 
-@pytest.mark.slow
+@pytest.mark.sweep
 def test_drift_sweep_writes_its_section_and_keeps_the_rest_of_the_document(bench, tmp_path, capsys):
     out, doc, figure = tmp_path / "drift.json", tmp_path / "memory.md", tmp_path / "drift.png"
     doc.write_text(f"{TITLE}\n\n## Kept\n\ntext\n\n{MODES}\n\nthe modes' report\n\n### pythia-70m: against depth\n\n| a table |\n")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from benchmark_script import benchmark
 
-pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` (CI) runs them, `make test-fast` leaves them out
+pytestmark = pytest.mark.sweep  # tens of seconds: `make check` (CI) runs it, `make test` and `make test-fast` leave it out
 
 MODEL, LAYERS, SEQ = "pythia-70m", 2, 8
 

@@ -31,7 +31,7 @@ from bwsk.training.distributed import shutdown_distributed
 from bwsk.training.trainer.checkpoint import latest_checkpoint
 from bwsk.training.trainer.run_folder import RESULTS_FILE, read_metrics, read_result, without_timing
 
-pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` (CI) runs them, `make test-fast` leaves them out
+pytestmark = pytest.mark.sweep  # tens of seconds: `make check` (CI) runs it, `make test` and `make test-fast` leave it out
 
 TESTS = Path(__file__).resolve().parents[1]
 MODES = ("reversible", "checkpoint")

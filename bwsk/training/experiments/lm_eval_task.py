@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from importlib import resources
 from importlib.util import find_spec
 from pathlib import Path
@@ -141,13 +142,17 @@ def evaluate_variant(
 
     register()
     lm = HFLM(pretrained=str(folder), device=device, batch_size=batch_size, max_length=max_length)
-    found = simple_evaluate(
-        model=lm,
-        tasks=[TASK],
-        task_manager=TaskManager(include_path=str(task_folder), include_defaults=False),
-        bootstrap_iters=0,
-        log_samples=False,
-    )
+    writes_bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # lm-eval imports FUNCTIONS_FILE: no __pycache__
+    try:  # beside it, so the published folder holds what bwsk wrote and nothing else
+        found = simple_evaluate(
+            model=lm,
+            tasks=[TASK],
+            task_manager=TaskManager(include_path=str(task_folder), include_defaults=False),
+            bootstrap_iters=0,
+            log_samples=False,
+        )
+    finally:
+        sys.dont_write_bytecode = writes_bytecode
     reported = found["results"][TASK]
     predicted = predict_lm_eval_perplexity(lm.model, lm.tokenizer, read_documents(task_folder), max_length=lm.max_length)
     numbers = {name: reported[f"{name},none"] for name in METRICS}

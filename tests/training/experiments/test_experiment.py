@@ -29,7 +29,7 @@ from bwsk.training.trainer.data import load_text_splits, load_tokenizer, tokeniz
 from bwsk.training.trainer.evaluation import perplexity
 from bwsk.training.trainer.run_folder import read_result
 
-pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` (CI) runs them, `make test-fast` leaves them out
+pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` runs them, `make test-fast` leaves them out
 
 bwsk.register()  # the reversible variants' folders load with the Auto classes
 

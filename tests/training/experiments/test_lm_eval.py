@@ -63,6 +63,7 @@ def variants(tmp_path_factory) -> dict:
     return {"root": root, "test": splits.test}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["plain", "reversible"])
 def test_lm_evals_token_perplexity_is_bwsks_prediction(variants, name):
     found = evaluate_variant(variants["root"] / name, variants["root"] / "task")
@@ -71,6 +72,7 @@ def test_lm_evals_token_perplexity_is_bwsks_prediction(variants, name):
     assert found["token_perplexity"] == pytest.approx(found["bwsk_prediction"], rel=TOLERANCE)
 
 
+@pytest.mark.slow
 def test_the_check_tells_windowings_apart(variants):
     """Shorter windows (less context) change lm-eval's number by more than the tolerance, and bwsk predicts it."""
     folder, task = variants["root"] / "plain", variants["root"] / "task"
@@ -79,12 +81,14 @@ def test_the_check_tells_windowings_apart(variants):
     assert abs(short["token_perplexity"] / full["token_perplexity"] - 1) > 3 * TOLERANCE
 
 
+@pytest.mark.slow
 def test_the_task_scores_the_trainers_test_tokens(variants):
     tokenizer = AutoTokenizer.from_pretrained(str(variants["root"] / "plain"))
     (document,) = read_documents(variants["root"] / "task")
     assert lm_eval_tokens(tokenizer, document) == variants["test"].tolist()
 
 
+@pytest.mark.slow
 def test_the_prediction_refuses_documents_without_tokens(variants):
     tokenizer = AutoTokenizer.from_pretrained(str(variants["root"] / "plain"))
     with pytest.raises(BwskError, match="no tokens"):
@@ -103,7 +107,7 @@ def test_eval_lm_eval_without_lm_eval_is_refused_in_one_line(monkeypatch, tmp_pa
     assert not (tmp_path / "out").exists()  # refused before any run
 
 
-@pytest.mark.slow  # a two-run experiment, then lm-eval on both variants (~25 s on a loaded 2-core CPU)
+@pytest.mark.sweep  # a two-run experiment, then lm-eval on both variants (~25 s on a loaded 2-core CPU)
 def test_experiment_eval_lm_eval_records_the_numbers_in_results_and_card(tmp_path: Path):
     pytest.importorskip("lm_eval")
     text_file, tokenizer_file = write_corpus(tmp_path)

@@ -36,7 +36,7 @@ def test_search_finds_the_largest_fitting_size_of_a_piecewise_peak():
         assert capped or (size or 0) + UNIT in calls  # the next size up was measured
 
 
-@pytest.mark.slow  # ~15-20 s: 12 fake steps of about 1.3 s each, whatever the size
+@pytest.mark.sweep  # ~15-20 s: 12 fake steps of about 1.3 s each, whatever the size
 def test_fits_of_a_tiny_model_are_measured_to_fit_and_the_next_size_up_not():
     config = tiny_model("llama", layers=1, use_cache=False, max_position_embeddings=CAP).config
     variant = {"chunked": True, "optimizer_in_backward": OptimizerInBackward}

@@ -81,6 +81,7 @@ def test_an_experiment_needs_an_end_of_text_token_and_says_so_before_any_run(cor
     assert require_special_tokens(tokenizer, "tiny")["eos_token"] == "<|endoftext|>"
 
 
+@pytest.mark.slow
 def test_the_experiment_keeps_its_seeds_in_the_layout_of_run_seeds(corpus, tmp_path):
     seeded, _ = run_seeds(zoo(corpus), dataclasses.replace(CONFIG, mode="conventional"), tmp_path / "seeds", seeds=2, progress=False)
     run_experiment(zoo(corpus), CONFIG, tmp_path / "grid", seeds=2, **SCRATCH)
@@ -92,6 +93,7 @@ def test_the_experiment_keeps_its_seeds_in_the_layout_of_run_seeds(corpus, tmp_p
     assert [r.seed for r in seeded] == [0, 1]
 
 
+@pytest.mark.slow
 def test_force_replaces_the_experiment_and_removes_only_what_bwsk_owns(corpus, tmp_path):
     out = tmp_path / "out"
     run_experiment(zoo(corpus), CONFIG, out, seeds=2, **SCRATCH)
@@ -116,6 +118,7 @@ def test_force_replaces_the_experiment_and_removes_only_what_bwsk_owns(corpus, t
     assert json.loads((out / "runs" / "scratch-conventional" / "seeds.json").read_text())["seeds"] == [0]
 
 
+@pytest.mark.slow
 def test_an_interrupted_experiment_writes_nothing_to_publish_and_continues_with_force(corpus, tmp_path, monkeypatch):
     out = tmp_path / "out"
 

@@ -61,6 +61,7 @@ def _logits(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
         return model.eval()(ids).logits
 
 
+@pytest.mark.slow
 def test_a_checkpoint_folder_loads_as_the_reversible_function_it_holds(finished):
     checkpoint = latest_checkpoint(finished / "checkpoints")
     assert json.loads((checkpoint / "config.json").read_text())["model_type"] == MODEL_TYPE
@@ -71,6 +72,7 @@ def test_a_checkpoint_folder_loads_as_the_reversible_function_it_holds(finished)
     assert torch.equal(_logits(loaded, ids), _logits(final, ids))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["run", "checkpoints"])
 def test_a_finished_reversible_run_is_a_start_in_its_own_layout(finished, where):
     start = load_start_model(str(finished if where == "run" else finished / "checkpoints"))
@@ -81,6 +83,7 @@ def test_a_finished_reversible_run_is_a_start_in_its_own_layout(finished, where)
     assert torch.equal(_logits(start.model, ids), _logits(final, ids))
 
 
+@pytest.mark.slow
 def test_it_trains_further_in_the_reversible_mode(finished, splits, tmp_path):
     start = load_start_model(str(finished))
     config = TrainConfig(mode="reversible", max_steps=2, **FAST)
@@ -92,6 +95,7 @@ def test_it_trains_further_in_the_reversible_mode(finished, splits, tmp_path):
     assert after[0] < before[0] - 0.5  # it starts from the trained weights, not from a fresh init
 
 
+@pytest.mark.slow
 def test_other_modes_are_refused_in_one_line_before_the_output_is_touched(finished, corpus, tmp_path, capsys):
     out = tmp_path / "plain"
     argv = [finished, "--mode", "conventional", "--data", corpus[0], "--split", SPLIT, "--out", out, "--device", "cpu"]
@@ -102,6 +106,7 @@ def test_other_modes_are_refused_in_one_line_before_the_output_is_touched(finish
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_the_finetune_experiment_from_a_reversible_run_needs_the_reversible_mode(finished, corpus, tmp_path):
     spec = RunSpec(str(finished), str(corpus[0]), split=SPLIT, tokenizer=str(corpus[1]))
     with pytest.raises(BwskError, match=r"reversible run .*not conventional, analyzed.*--modes reversible"):

@@ -19,7 +19,7 @@ from bwsk.training.modes.peak_tracker import PeakTracker
 from bwsk.training.reversible.convert import make_reversible, reversible_runtime
 from bwsk.training.trainer.optimizer_in_backward import OptimizerInBackward
 
-pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` (CI) runs them, `make test-fast` leaves them out
+pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` runs them, `make test-fast` leaves them out
 
 BATCH, SEQ = 2, 64  # the tiny models' position limit: activations, not the optimizer step, set the peak
 CASES = {"neox-parallel": None, "llama": torch.bfloat16}  # parallel residual in fp32; GQA and RMSNorm under bf16 autocast
@@ -33,11 +33,13 @@ def config(family: str):
 def pairwise() -> list:
     """(family, mode, chunked) covering every pair of values: each mode with both families and both losses, each family
     with both losses, in 8 steps of the 16 triples. A byte the fake step miscounts comes from one of them (the dtype and
-    layout of the family, what the mode saves or recomputes, the loss's chunks) or from two together."""
+    layout of the family, what the mode saves or recomputes, the loss's chunks) or from two together. `make test` runs 4:
+    every mode once, every family with both losses; the other 4 are marked `sweep`."""
     cases = []
     for index, mode in enumerate(MODES):
         for family, chunked in zip(CASES, (index % 2 == 0, index % 2 == 1)):
-            cases.append(pytest.param(family, mode, chunked, id=f"{family}-{mode}-{'chunked' if chunked else 'full'}"))
+            marks = () if family == list(CASES)[index // 2 % 2] else pytest.mark.sweep
+            cases.append(pytest.param(family, mode, chunked, id=f"{family}-{mode}-{'chunked' if chunked else 'full'}", marks=marks))
     return cases
 
 
@@ -108,6 +110,7 @@ def _benchmark():
     return benchmark("memory")
 
 
+@pytest.mark.sweep
 def test_benchmark_fake_writes_a_record_per_mode_and_variant_and_its_doc_section(tmp_path, capsys):
     out, doc = tmp_path / "fake.json", tmp_path / "memory.md"
     doc.write_text("# Title\n\n## Kept\n\nother text\n")

@@ -12,7 +12,7 @@ from bwsk.frontend.zoo import build, model_inputs
 from bwsk.training.modes.apply import analyze_model, applied_mode, apply_mode, predicted_activation_bytes
 from bwsk.training.modes.measure import activation_bytes, max_grad_difference, step_memory
 
-pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` (CI) runs them, `make test-fast` leaves them out
+pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` runs them, `make test-fast` leaves them out
 
 MEASURED = ("conventional", "checkpoint", "analyzed", "reversible")  # every mode, one analysis per depth
 
@@ -75,6 +75,7 @@ def test_predicted_activation_bytes_agree_with_measured(mode):
     assert abs(predicted - kept) <= 0.1 * kept
 
 
+@pytest.mark.sweep
 def test_reversible_activation_bytes_stay_flat_in_depth_and_predicted():
     found = {layers: measured(layers) for layers in (4, 8, 16)}
     reversible = {layers: found[layers]["reversible"][0] for layers in found}

@@ -22,7 +22,7 @@ from bwsk.training.modes.recording import record_blocks
 from bwsk.training.modes.selective import Planner, plan_selective
 from bwsk.training.reversible.convert import make_reversible
 
-pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` (CI) runs them, `make test-fast` leaves them out
+pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` runs them, `make test-fast` leaves them out
 
 FP32 = dict(rtol=1e-5, atol=1e-6)
 

@@ -22,7 +22,7 @@ from bwsk.training.modes.measure import activation_bytes, loss_gradients
 from bwsk.training.modes.recording import record_blocks
 from bwsk.training.modes.selective import Planner
 
-pytestmark = pytest.mark.slow  # whole-model steps: `make test` (CI) runs them, `make test-fast` leaves them out
+pytestmark = pytest.mark.slow  # whole-model steps: `make test` runs them, `make test-fast` leaves them out
 
 BUDGETS = [0.3, 0.5, 0.8, 1.0, "160KiB", "300KiB", 400 * 1024]
 

@@ -72,7 +72,7 @@ def gradient_error(model: torch.nn.Module, precision: str) -> tuple[float, float
     return global_relative_error(got, want), drift
 
 
-@pytest.mark.slow
+@pytest.mark.sweep
 @pytest.mark.parametrize("layers", [24, 48])
 @pytest.mark.parametrize("precision", ["bf16", "fp32"])
 def test_gradients_meet_the_targets_at_random_init(layers, precision):
@@ -81,7 +81,7 @@ def test_gradients_meet_the_targets_at_random_init(layers, precision):
     assert drift == 0.0  # float64 streams rebuild every block's inputs bit for bit
 
 
-@pytest.mark.slow
+@pytest.mark.sweep
 def test_gradients_meet_the_targets_after_training():
     model = make_reversible(deep_neox(24, seed=1), measure_gap=False).train()
     model.gpt_neox.embed_in.weight.requires_grad_(False)
@@ -92,7 +92,7 @@ def test_gradients_meet_the_targets_after_training():
         assert error <= TARGETS[precision] and drift == 0.0
 
 
-@pytest.mark.slow
+@pytest.mark.sweep
 def test_the_stack_holds_at_most_three_times_two_fp32_pairs_at_48_blocks():
     model = converted(48)
     ids = batch(model)
@@ -102,7 +102,7 @@ def test_the_stack_holds_at_most_three_times_two_fp32_pairs_at_48_blocks():
         assert 2 * ids.numel() * HIDDEN * 8 <= held <= 3 * two_pairs  # at least the float64 output pair
 
 
-@pytest.mark.slow
+@pytest.mark.sweep
 def test_the_defaults_are_the_safe_ones():
     model = converted(24)
     stack = reversible_runtime(model).stack
@@ -112,6 +112,7 @@ def test_the_defaults_are_the_safe_ones():
     assert stack.segments == [Segment(0, 24)]  # an exact rebuild needs no anchor
 
 
+@pytest.mark.slow
 def test_the_training_log_carries_the_drift_schedule_and_its_cost(tmp_path):
     from bwsk.training.trainer.data import load_text_splits, tokenize_splits
     from bwsk.training.trainer.run import train as run_training

@@ -32,6 +32,7 @@ def built(config_class: str, model_class: str, values: dict) -> torch.nn.Module:
     return getattr(transformers, model_class)(getattr(transformers, config_class)(**values))
 
 
+@pytest.mark.slow
 def test_opt_converts_with_its_functional_dropouts_and_trains_like_plain_autograd():
     model = make_reversible(tiny_model("opt", dropout=0.3)).train()
     layer = reversible_runtime(model).report.layers[0]
@@ -49,6 +50,7 @@ def test_opt_converts_with_its_functional_dropouts_and_trains_like_plain_autogra
     assert without != pytest.approx(loss, rel=1e-6), "the dropout steps drop in training only"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", sorted(SHARED_NORM))
 def test_parallel_halves_sharing_one_norm_are_refused_saying_why(family):
     config_class, model_class, values, norm = SHARED_NORM[family]
@@ -60,6 +62,7 @@ def test_parallel_halves_sharing_one_norm_are_refused_saying_why(family):
     assert "a norm per half" in message, "it says what would make it convertible"
 
 
+@pytest.mark.slow
 def test_a_sub_module_that_adds_the_residual_itself_is_refused_saying_why():
     model = built("BloomConfig", "BloomForCausalLM", dict(vocab_size=128, hidden_size=32, n_layer=2, n_head=4))
     with pytest.raises(ConversionError) as refused:
@@ -70,6 +73,7 @@ def test_a_sub_module_that_adds_the_residual_itself_is_refused_saying_why():
     )
 
 
+@pytest.mark.slow
 def test_a_layer_returning_a_tuple_converts():
     """Falcon with sequential attention and MLP: its layers return (hidden, attention weights) and add the residual with a
     functional dropout; the converted layers return the same structure."""

@@ -18,6 +18,7 @@ def unfused_names(grads: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {name.replace("_norm.", ".norm."): grad for name, grad in grads.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seam", SEAM_NAMES)
 @pytest.mark.parametrize("anchors", [None, 2])
 def test_fused_gradients_equal_plain_autograd_with_dropout(seam, anchors):
@@ -29,6 +30,7 @@ def test_fused_gradients_equal_plain_autograd_with_dropout(seam, anchors):
     assert_close(got, want, 1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seam", SEAM_NAMES)
 def test_fusing_the_norms_keeps_the_function(seam):
     """Output and every gradient equal the stack whose halves run their own LayerNorm modules."""

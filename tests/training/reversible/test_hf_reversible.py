@@ -26,7 +26,7 @@ from bwsk.training.reversible.huggingface import (
 from bwsk.training.trainer.checkpoint import Checkpoint, save_checkpoint
 from bwsk.training.trainer.run_folder import save_model
 
-pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` (CI) runs them, `make test-fast` leaves them out
+pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` runs them, `make test-fast` leaves them out
 
 
 def _converted(family: str, seed: int = 0) -> torch.nn.Module:
@@ -113,6 +113,7 @@ def test_reloaded_reversible_model_generates_what_the_saved_one_did(tmp_path: Pa
     assert torch.equal(generated, model.generate(prompt, **options))
 
 
+@pytest.mark.sweep
 def test_a_new_process_loads_it_after_bwsk_register(tmp_path: Path):
     folder = _save(_converted("neox-parallel"), tmp_path / "model")
     script = (

@@ -30,6 +30,7 @@ def layer_norm(width: int) -> nn.LayerNorm:
     return norm
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seam", SEAM_NAMES)
 @pytest.mark.parametrize("streams", [torch.float64, torch.float32])
 @pytest.mark.parametrize("with_norm", [False, True])

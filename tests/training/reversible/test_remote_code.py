@@ -25,7 +25,7 @@ from bwsk.training.reversible.huggingface import LAYOUT_FORMAT, BwskReversibleFo
 from bwsk.training.reversible.remote_code import AUTO_MAP, MODELING_FILE, modeling_source
 from bwsk.training.trainer.run_folder import save_model
 
-pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` (CI) runs them, `make test-fast` leaves them out
+pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` runs them, `make test-fast` leaves them out
 
 SAVERS = {  # each writes `model` into a new folder `folder`
     "save_pretrained": lambda model, folder: model.save_pretrained(str(folder)),
@@ -147,6 +147,7 @@ def saved(tmp_path_factory) -> dict:
     return dict(root=root, ids=ids, expected=expected, models=models, remote=torch.load(root / "results.pt"))
 
 
+@pytest.mark.sweep  # one fresh process loads every family without bwsk
 def test_the_process_had_no_bwsk(saved):
     remote = saved["remote"]
     assert remote["blocked"] and not remote["bwsk_imported"] and not remote["bwsk_imported_after"]
@@ -154,6 +155,7 @@ def test_the_process_had_no_bwsk(saved):
         assert got["module"].startswith("transformers_modules.") and got["module"].endswith(".modeling_bwsk_reversible"), family
 
 
+@pytest.mark.sweep  # one fresh process loads every family without bwsk
 def test_remote_code_computes_bwsks_logits(saved):
     for family in FAMILIES:
         got = saved["remote"]["families"][family]
@@ -162,6 +164,7 @@ def test_remote_code_computes_bwsks_logits(saved):
     torch.testing.assert_close(first["again"], saved["expected"][FAMILIES[0]]["logits"], rtol=0, atol=1e-6)
 
 
+@pytest.mark.sweep  # one fresh process loads every family without bwsk
 def test_remote_code_generates_greedily_what_bwsk_does_with_a_kv_cache_by_default(saved):
     prompt_length = 5
     for family in FAMILIES:
@@ -170,6 +173,7 @@ def test_remote_code_generates_greedily_what_bwsk_does_with_a_kv_cache_by_defaul
         assert got["steps"] == [prompt_length] + [1] * (NEW_TOKENS - 1), family  # one new token per step: the cache is used
 
 
+@pytest.mark.sweep  # one fresh process loads every family without bwsk
 def test_remote_code_trains_with_the_gradients_of_bwsks_plain_autograd(saved):
     for family in FAMILIES:
         got, expected = saved["remote"]["families"][family], saved["expected"][family]
@@ -180,6 +184,7 @@ def test_remote_code_trains_with_the_gradients_of_bwsks_plain_autograd(saved):
             torch.testing.assert_close(got["grads"][name], grad, rtol=1e-5, atol=1e-6 * scale, msg=f"{family} {name}")
 
 
+@pytest.mark.sweep  # one fresh process loads every family without bwsk
 def test_without_bwsk_registered_and_without_remote_code_transformers_refuses(saved):
     """transformers' own message (it names the folder and trust_remote_code); the config's `architectures` names bwsk's class."""
     refused = saved["remote"]["refused"]
@@ -188,6 +193,7 @@ def test_without_bwsk_registered_and_without_remote_code_transformers_refuses(sa
     assert json.loads((folder / "config.json").read_text())["architectures"] == ["BwskReversibleForCausalLM"]
 
 
+@pytest.mark.sweep  # one fresh process loads every family without bwsk
 def test_every_folder_carries_the_fixed_modeling_file_auto_map_and_use_cache(saved):
     for family in FAMILIES:
         folder = saved["root"] / family
@@ -211,6 +217,7 @@ def test_the_modeling_file_builds_bwsks_layout_format_and_refuses_another():
         template.CouplingStack(tiny_model("llama"), {"format": 99, "combination": COMBINATION, "layers": []})
 
 
+@pytest.mark.sweep  # one fresh process loads every family without bwsk
 def test_with_bwsk_registered_its_own_classes_load_the_folder_with_or_without_remote_code(saved):
     folder = saved["root"] / FAMILIES[0]
     for trust in (False, True):

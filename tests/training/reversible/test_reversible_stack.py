@@ -118,6 +118,7 @@ def test_seam_kernels_choice():
     [("torch", False), ("torch", True), pytest.param("triton", False, marks=pytest.mark.interpreter)],
     ids=["torch-fp32", "torch-bf16", "triton-fp32"],  # the interpreter computes bf16 wrongly
 )
+@pytest.mark.slow
 def test_float64_streams_make_the_rebuild_exact(seam, autocast):
     """Every block's inputs rebuilt bit for bit; the gradients are plain autograd's (fused norms included)."""
     monitor = DriftMonitor(every=1, blocks="all", rows=None)

@@ -41,6 +41,7 @@ def attention_masks(model: torch.nn.Module, ids: torch.Tensor) -> dict[int, torc
     return seen
 
 
+@pytest.mark.slow
 def test_each_block_sees_its_own_layers_mask():
     ids = batch(size=(2, 12))
     original = qwen2(MIXED)
@@ -62,6 +63,7 @@ def test_each_block_sees_its_own_layers_mask():
     assert_same_gradients(converted, got_grads, want, FP32_RTOL)
 
 
+@pytest.mark.slow
 def test_mixed_layer_types_generate_with_the_cache_as_without():
     model = make_reversible(qwen2(MIXED)).eval()
     prompt = batch(size=(1, 6))
@@ -81,6 +83,7 @@ def test_shared_side_tensors_are_one_function_input():
     assert joined[0]["window"] == 4 and joined[1]["mask"] is None
 
 
+@pytest.mark.slow
 def test_a_hidden_state_changed_between_layers_is_refused():
     model = make_reversible(tiny_model("neox-parallel"), measure_gap=False)
     model.gpt_neox.layers[0].register_forward_hook(lambda module, args, output: output * 1.0)
@@ -93,6 +96,7 @@ def test_a_hidden_state_changed_between_layers_is_refused():
     )
 
 
+@pytest.mark.slow
 def test_a_side_input_that_is_the_hidden_state_is_refused_naming_layer_and_input():
     model = make_reversible(tiny_model("llama"), measure_gap=False)
 
@@ -109,6 +113,7 @@ def test_a_side_input_that_is_the_hidden_state_is_refused_naming_layer_and_input
     assert model(batch()).logits.isfinite().all(), "a refused call leaves nothing behind: the next forward runs"
 
 
+@pytest.mark.slow
 def test_gemma2_alternating_windows_train_and_generate_with_each_layers_mask():
     torch.manual_seed(0)
     config = transformers.Gemma2Config(

@@ -57,6 +57,7 @@ def test_resume_commands(monkeypatch):
     assert resume_command(Path("o"), distributed=True) == "torchrun --nproc-per-node 4 --no-python bwsk-train --resume o"
 
 
+@pytest.mark.sweep
 def test_a_real_torchrun_worker_finds_its_launcher(tmp_path):
     """One torchrun process and one worker; the worker loads the launcher module alone (no torch import: seconds)."""
     worker = tmp_path / "worker.py"

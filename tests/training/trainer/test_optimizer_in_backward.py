@@ -25,7 +25,7 @@ from bwsk.training.trainer.optimizer_in_backward import OptimizerInBackward
 from bwsk.training.trainer.run import train
 from bwsk.training.trainer.run_folder import read_metrics, without_timing
 
-pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` (CI) runs them, `make test-fast` leaves them out
+pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` runs them, `make test-fast` leaves them out
 
 CPU = torch.device("cpu")
 STEPS = 5  # two of linear warmup, then the cosine

@@ -45,6 +45,7 @@ def _losses(folder) -> list[float]:
     return [r["loss"] for r in read_metrics(folder / "metrics.jsonl") if "loss" in r]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES)
 def test_each_mode_trains_and_its_loss_falls(mode, data, tmp_path):
     tokenizer, splits = data
@@ -92,6 +93,7 @@ def _sigint_in_first_evaluation(module, args, output) -> None:
         signal.raise_signal(signal.SIGINT)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how,first_step_after", [("sigint", 6), ("sigterm", 6), ("crash", 5), ("sigint-in-validation", 3)])
 def test_resume_ends_with_the_weights_and_metrics_of_an_uninterrupted_run(how, first_step_after, data, tmp_path):
     tokenizer, splits = data
@@ -131,6 +133,7 @@ def test_a_nan_loss_stops_the_run_naming_the_step_and_writes_no_results(data, tm
     assert not (tmp_path / RESULTS_FILE).exists() and not (tmp_path / "model.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_an_existing_run_is_replaced_only_with_force(data, tmp_path):
     tokenizer, splits = data
     config = TrainConfig(max_steps=2, **FAST)
@@ -144,6 +147,7 @@ def test_an_existing_run_is_replaced_only_with_force(data, tmp_path):
     assert read_result(tmp_path).steps == 3 and (tmp_path / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_early_stopping_keeps_the_best_validation_weights(data, tmp_path):
     tokenizer, splits = data
     config = TrainConfig(max_steps=40, eval_every=1, patience=2, **{**FAST, "lr": 0.05, "warmup_steps": 0})
@@ -155,6 +159,7 @@ def test_early_stopping_keeps_the_best_validation_weights(data, tmp_path):
     assert result.best_valid_step == best["step"] and result.final_valid_loss == best["nll"]
 
 
+@pytest.mark.slow
 def test_a_reversible_run_records_its_seams_and_a_run_saved_before_the_kernels_knob_resumes(data, tmp_path):
     tokenizer, splits = data
     config = TrainConfig(mode="reversible", kernels="torch", max_steps=4, checkpoint_every=2, **FAST)
