@@ -26,9 +26,14 @@ LAYERS = 2
 SEQ = 8
 
 
-@functools.cache
 def tiny_compiled(name: str, level: str = "core", *, device: str = "meta", layers: int = LAYERS, seq: int = SEQ) -> Compiled:
-    """The tiny zoo model `name` lowered at `level`; with device "cpu" it has weights and runs eagerly, with "meta" not."""
+    """The tiny zoo model `name` lowered at `level`; with device "cpu" it has weights and runs eagerly, with "meta" not.
+    Cached by value: `tiny_compiled("gpt2")` and `tiny_compiled("gpt2", "core", device="meta")` are one export."""
+    return _compiled(name, level, device, layers, seq)
+
+
+@functools.cache
+def _compiled(name: str, level: str, device: str, layers: int, seq: int) -> Compiled:
     return compile_source(name, tiny=True, layers=layers, seq=seq, level=level, device=device, progress=False)
 
 

@@ -26,9 +26,16 @@ from bwsk.kernels.source import mention
 pytestmark = pytest.mark.slow  # whole-model steps and subprocesses: `make test` runs them, `make test-fast` leaves them out
 
 
-def test_emit_triton_writes_an_importable_module_of_seam_kernels(tmp_path):
-    out = tmp_path / "k.py"
+@pytest.fixture(scope="module")
+def pythia_kernels(tmp_path_factory) -> Path:
+    """`bwsk-compile pythia-70m --tiny --layers 2 --emit triton`: the file it wrote."""
+    out = tmp_path_factory.mktemp("emitted") / "k.py"
     assert main(["pythia-70m", "--tiny", "--layers", "2", "--emit", "triton", "-o", str(out)]) == 0
+    return out
+
+
+def test_emit_triton_writes_an_importable_module_of_seam_kernels(pythia_kernels):
+    out = pythia_kernels
     text = out.read_text()
     assert "Model pythia-70m: 2 coupling blocks" in text and "layernorm" in text
     spec = importlib.util.spec_from_file_location("emitted_seams", out)
@@ -39,11 +46,9 @@ def test_emit_triton_writes_an_importable_module_of_seam_kernels(tmp_path):
 
 
 @pytest.mark.interpreter
-def test_the_emitted_kernels_match_the_torch_reference(tmp_path):
+def test_the_emitted_kernels_match_the_torch_reference(pythia_kernels):
     """The file's own kernels (not the runtime's cache) against the reference, outputs and every gradient, both directions."""
-    out = tmp_path / "k.py"
-    assert main(["pythia-70m", "--tiny", "--layers", "2", "--emit", "triton", "-o", str(out)]) == 0
-    spec = importlib.util.spec_from_file_location("emitted_seams_checked", out)
+    spec = importlib.util.spec_from_file_location("emitted_seams_checked", pythia_kernels)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     for name, fields in module.PATTERNS.items():

@@ -35,7 +35,7 @@ def test_help_loads_no_heavy_module(module: str, argv: list[str]):
     assert done.stdout.strip() == "[]"
 
 
-@pytest.mark.slow
+@pytest.mark.sweep
 def test_the_startup_benchmark_reports_every_command_and_what_it_imports(tmp_path):
     out = tmp_path / "startup.json"
     script = pathlib.Path(__file__).parents[2] / "benchmarks" / "startup.py"

@@ -121,7 +121,7 @@ def test_identical_layers_cost_the_same(name):
         assert len({summary[axis]["per_layer"].get(layer, 0) for layer in blocks}) == 1, axis
 
 
-@pytest.mark.slow
+@pytest.mark.sweep  # resnet18: the zoo beyond its first model
 def test_resnet_convolutions_mix_channels_as_hidden_and_space_as_sequence():
     analysis = zoo_analysis("resnet18")
     records = result(analysis)

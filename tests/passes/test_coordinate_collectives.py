@@ -48,7 +48,7 @@ def mesh():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["GPT-NeoX", "Llama"])
+@pytest.mark.parametrize("family", ["GPT-NeoX", pytest.param("Llama", marks=pytest.mark.sweep)])
 def test_tensor_parallel_collectives_are_the_ones_the_pass_predicts(family, mesh):
     expected = predicted(family)
     found = script.counted(FAMILIES[family], "hidden", mesh, SEQ)
@@ -58,7 +58,7 @@ def test_tensor_parallel_collectives_are_the_ones_the_pass_predicts(family, mesh
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["GPT-NeoX", "Llama"])
+@pytest.mark.parametrize("family", ["GPT-NeoX", pytest.param("Llama", marks=pytest.mark.sweep)])
 def test_sequence_sharding_gathers_keys_and_values_forward_as_predicted(family, mesh):
     expected = predicted(family)
     found = script.counted(FAMILIES[family], "sequence", mesh, SEQ)

@@ -26,7 +26,7 @@ def input_bytes(tokens: int, hidden: int, vocab: int) -> dict[str, int]:
     return {"Parameter": vocab * hidden * 4, "Other": tokens * hidden * 4 + tokens * 8}
 
 
-@pytest.mark.slow
+@pytest.mark.sweep
 @pytest.mark.interpreter
 def test_real_rows_agree_with_the_full_logits_and_the_json_is_not_overwritten(bench, tmp_path, capsys):
     tokens, hidden, vocab = 300, 8, 256  # 300 tokens: bwsk's default chunk (256 tokens) splits them
@@ -55,7 +55,7 @@ def test_real_rows_agree_with_the_full_logits_and_the_json_is_not_overwritten(be
     assert "already exists" in err and err.strip().count("\n") == 0 and out.read_text() == before
 
 
-@pytest.mark.slow
+@pytest.mark.sweep
 def test_fake_size_measures_full_and_chunked_only(bench, tmp_path, capsys):
     tokens, hidden, vocab = 2048, 256, 32000
     out, smaller = tmp_path / "fake.json", tmp_path / "fake-64.json"

@@ -26,7 +26,7 @@ def points(family: str, fake: bool) -> list[FrontierPoint]:
     return measure_frontier(config, batch=2, seq=32, budgets=BUDGETS, fake=fake, name=family)
 
 
-@pytest.mark.parametrize("family", ["neox-parallel", "llama"])
+@pytest.mark.parametrize("family", ["neox-parallel", pytest.param("llama", marks=pytest.mark.sweep)])
 def test_every_point_is_measured_and_the_analyzed_prediction_holds(family):
     found = points(family, fake=False)
     by = {(p.planner, p.budget): p for p in found}

@@ -20,7 +20,9 @@ def unfused_names(grads: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seam", SEAM_NAMES)
-@pytest.mark.parametrize("anchors", [None, 2])
+@pytest.mark.parametrize(
+    "anchors", [None, pytest.param(2, marks=pytest.mark.sweep)]
+)  # anchors: tests/training/reversible/test_reversible_stack.py
 def test_fused_gradients_equal_plain_autograd_with_dropout(seam, anchors):
     root, stack = toy_stack(3, seam=SEAMS[seam](), fuse_norm=True, anchors=anchors)
     assert all(half.lead is not None for block in stack.blocks for half in (block.f, block.g))

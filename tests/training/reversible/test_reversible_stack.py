@@ -115,7 +115,7 @@ def test_seam_kernels_choice():
 
 @pytest.mark.parametrize(
     "seam, autocast",
-    [("torch", False), ("torch", True), pytest.param("triton", False, marks=pytest.mark.interpreter)],
+    [("torch", False), ("torch", True), pytest.param("triton", False, marks=[pytest.mark.interpreter, pytest.mark.sweep])],
     ids=["torch-fp32", "torch-bf16", "triton-fp32"],  # the interpreter computes bf16 wrongly
 )
 @pytest.mark.slow
