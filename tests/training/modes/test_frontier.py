@@ -49,7 +49,7 @@ def test_every_point_is_measured_and_the_analyzed_prediction_holds(family):
 
 
 def test_fake_steps_count_what_real_steps_count():
-    real, fake = points("llama", fake=False), points("llama", fake=True)
+    real, fake = points("neox-parallel", fake=False), points("neox-parallel", fake=True)
     assert [(p.planner, p.budget, p.activation_bytes, p.recompute_flops) for p in fake] == [
         (p.planner, p.budget, p.activation_bytes, p.recompute_flops) for p in real
     ]
@@ -72,8 +72,8 @@ def test_the_verdict_needs_no_more_recompute_everywhere_and_a_fifth_less_somewhe
 
 
 def test_the_table_has_a_row_per_budget_and_mode():
-    found = points("llama", fake=False)
+    found = points("neox-parallel", fake=False)
     lines = frontier_report.table_lines(found)
     assert len(lines) == 2 + len(BUDGETS) + 3
     assert lines[2].startswith("| 0.3 |") and lines[-1].startswith("| reversible |")
-    assert frontier_report.plot({"llama": found})[:8] == b"\x89PNG\r\n\x1a\n"
+    assert frontier_report.plot({"neox-parallel": found})[:8] == b"\x89PNG\r\n\x1a\n"
